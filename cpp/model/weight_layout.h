@@ -1,0 +1,34 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/config.h"
+
+namespace qwen2audio {
+
+// The tensor names and shapes of Hugging Face's Qwen2AudioForConditionalGeneration state dict, as
+// the published checkpoints store them (audio_tower.*, multi_modal_projector.*, language_model.*).
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config);
+
+struct WeightCheck {
+  std::vector<std::string> missing;
+  std::vector<std::string> unexpected;
+  std::vector<std::string> wrong_shape;  // "name: checkpoint [a, b], config expects [c, d]"
+  std::vector<std::string> unsupported_dtype;
+  bool ok() const { return missing.empty() && unexpected.empty() && wrong_shape.empty() && unsupported_dtype.empty(); }
+  std::string report() const;
+};
+
+WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);
+// Throws CheckpointError with every problem at once.
+void require_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);
+
+}  // namespace qwen2audio

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every system package the project needs, listed once. Idempotent: it returns at once
+# when all are present, so `make demo` / `make test` stay quick on a set-up machine.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  python3 python3-dev python3-venv python3-pip
+  python3-numpy python3-pybind11 pybind11-dev python3-pytest python3-jinja2
+  python3-tqdm python3-nbclient python3-nbformat python3-ipykernel python3-distributed
+  python3-torch
+  libdnnl-dev libeigen3-dev libsndfile1-dev libsoxr-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
+  clang clang-format clang-tidy libclang-rt-14-dev
+  espeak-ng sox
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

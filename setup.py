@@ -1,0 +1,44 @@
+"""Builds the C++ core through CMake; metadata lives in pyproject.toml."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name: str):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        expected_path = Path(self.get_ext_fullpath(ext.name)).resolve()
+        # Editable installs load the package from python/, so the module is built there, at a path
+        # that stays fixed; `make build` can then rebuild it with CMake alone.
+        editable = getattr(self, "editable_mode", False) or self.inplace
+        output_dir = ROOT / "python" / "qwen2audio" if editable else expected_path.parent
+        # One persistent build folder, shared with `make test`, so reinstalling is incremental.
+        build_dir = Path(os.environ.get("QWEN2AUDIO_BUILD_DIR", ROOT / "build" / "release"))
+        configure = [
+            "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
+            "-DCMAKE_BUILD_TYPE=" + os.environ.get("QWEN2AUDIO_BUILD_TYPE", "Release"),
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            f"-DQWEN2AUDIO_PYTHON_OUTPUT_DIR={output_dir}",
+        ]
+        configure += [arg for arg in os.environ.get("QWEN2AUDIO_CMAKE_ARGS", "").split() if arg]
+        subprocess.run(configure, check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core"], check=True)
+        built = output_dir / expected_path.name
+        if built != expected_path:
+            expected_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(built, expected_path)
+
+
+setup(ext_modules=[CMakeExtension("qwen2audio._core")], cmdclass={"build_ext": CMakeBuild})
