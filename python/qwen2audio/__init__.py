@@ -1,5 +1,6 @@
 """qwen2audio: a fast, faithful inference engine for Qwen2-Audio with a C++ core."""
 
+import importlib as _importlib
 import os as _os
 
 # Developers building out of tree (one build folder per task) point this at the folder holding
@@ -15,10 +16,27 @@ from .config import GenerationConfig, Qwen2AudioConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "ConfigError",
-    "GenerationConfig",
-    "Qwen2AudioConfig",
-]
+# Public names from the heavier modules load on first use, so `import qwen2audio` stays quick.
+_LAZY = {
+    "load_audio": "audio",
+    "WhisperFeatureExtractor": "audio",
+    "Qwen2Tokenizer": "tokenizer",
+    "Qwen2AudioProcessor": "processor",
+    "Qwen2AudioForConditionalGeneration": "modeling",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qwen2audio' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["Checkpoint", "CheckpointError", "ConfigError", "GenerationConfig", "Qwen2AudioConfig", *_LAZY]
