@@ -6,7 +6,7 @@ BUILD := build/release
 INSTALLED := $(VENV)/.qwen2audio-installed
 JOBS ?= $(shell nproc)
 
-.PHONY: setup deps venv build demo test test-cpp test-python debug asan lint format tidy bench clean
+.PHONY: setup deps venv build demo test test-cpp test-python debug asan lint format tidy bench clean fuzz
 
 setup: deps build
 
@@ -53,3 +53,16 @@ format: setup
 
 clean:
 	rm -rf build $(VENV) python/qwen2audio/_core*.so compile_commands.json
+
+# Each fuzzer runs FUZZ_SECONDS (default 30) from its seed corpus; crashes land in build/fuzz/.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DQWEN2AUDIO_BUILD_FUZZERS=ON -DQWEN2AUDIO_BUILD_TESTS=OFF -DQWEN2AUDIO_BUILD_PYTHON=OFF
+	cmake --build build/fuzz -j $(JOBS)
+	@for target in build/fuzz/tests/fuzz/fuzz_*; do \
+	  name=$$(basename $$target | sed 's/^fuzz_//'); mkdir -p build/fuzz/corpus/$$name; \
+	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
+	  $$target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -artifact_prefix=build/fuzz/ \
+	    build/fuzz/corpus/$$name tests/fuzz/corpus/$$name || exit 1; \
+	done
