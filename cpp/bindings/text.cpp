@@ -1,7 +1,240 @@
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <exception>
+#include <span>
+
 #include "bindings/bindings.h"
+#include "runtime/errors.h"
+#include "text/incremental_decoder.h"
+#include "text/tokenizer.h"
 
 namespace qwen2audio::bindings {
+namespace {
 
-void register_text(py::module_& module) {}
+using text::IncrementalDecoder;
+using text::Tokenizer;
+// pybind11 holders cannot point to const; the tokenizer is immutable after loading anyway.
+using TokenizerPtr = std::shared_ptr<Tokenizer>;
+using IdArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+py::list to_list(const std::vector<int32_t>& ids) {
+  py::list list(ids.size());
+  for (size_t index = 0; index < ids.size(); ++index) PyList_SET_ITEM(list.ptr(), index, PyLong_FromLong(ids[index]));
+  return list;
+}
+
+// A str in the vocabulary's spelling may hold lone surrogates only if built by hand; pybind11's
+// conversion reports those as UnicodeEncodeError, itself a ValueError.
+std::string_view as_view(const std::string& text) { return text; }
+
+std::span<const int64_t> id_span(const IdArray& ids) {
+  if (ids.ndim() > 1)
+    throw InvalidArgument("token ids must be one-dimensional, got " + std::to_string(ids.ndim()) + " dimensions");
+  return {ids.data(), static_cast<size_t>(ids.size())};
+}
+
+py::dict added_token_dict(const text::AddedToken& token) {
+  py::dict entry;
+  entry["id"] = token.id;
+  entry["content"] = token.content;
+  entry["special"] = token.special;
+  entry["single_word"] = token.single_word;
+  entry["lstrip"] = token.lstrip;
+  entry["rstrip"] = token.rstrip;
+  entry["normalized"] = token.normalized;
+  return entry;
+}
+
+}  // namespace
+
+void register_text(py::module_& module) {
+  py::class_<Tokenizer, TokenizerPtr>(module, "Tokenizer",
+                                      "Qwen2 byte-level BPE tokenizer (added tokens, NFC, PCRE2 pre-tokenizer, BPE)")
+      .def_static(
+          "from_directory",
+          [](const std::filesystem::path& directory) {
+            py::gil_scoped_release release;
+            return std::const_pointer_cast<Tokenizer>(Tokenizer::from_directory(directory));
+          },
+          py::arg("directory"))
+      .def_static(
+          "from_files",
+          [](std::optional<std::filesystem::path> tokenizer_json, std::optional<std::filesystem::path> vocab_json,
+             std::optional<std::filesystem::path> merges_txt,
+             std::optional<std::filesystem::path> tokenizer_config_json,
+             std::optional<std::filesystem::path> added_tokens_json) {
+            text::TokenizerFiles files;
+            files.tokenizer_json = tokenizer_json.value_or(std::filesystem::path());
+            files.vocab_json = vocab_json.value_or(std::filesystem::path());
+            files.merges_txt = merges_txt.value_or(std::filesystem::path());
+            files.tokenizer_config_json = tokenizer_config_json.value_or(std::filesystem::path());
+            files.added_tokens_json = added_tokens_json.value_or(std::filesystem::path());
+            py::gil_scoped_release release;
+            return std::const_pointer_cast<Tokenizer>(Tokenizer::load(files));
+          },
+          py::arg("tokenizer_json") = py::none(), py::arg("vocab_json") = py::none(),
+          py::arg("merges_txt") = py::none(), py::arg("tokenizer_config_json") = py::none(),
+          py::arg("added_tokens_json") = py::none())
+      .def(
+          "encode",
+          [](const Tokenizer& self, const std::string& text, bool split_special_tokens) {
+            std::vector<int32_t> ids;
+            {
+              py::gil_scoped_release release;
+              ids = self.encode(as_view(text), split_special_tokens);
+            }
+            return to_list(ids);
+          },
+          py::arg("text"), py::arg("split_special_tokens") = false)
+      .def(
+          "encode_batch",
+          [](const Tokenizer& self, const std::vector<std::string>& texts, bool split_special_tokens) {
+            std::vector<std::vector<int32_t>> batch(texts.size());
+            {
+              py::gil_scoped_release release;
+              // Threads only pay off for large batches; the word cache is shared safely.
+              size_t total_bytes = 0;
+              for (const auto& text : texts) total_bytes += text.size();
+              std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic) if (texts.size() > 1 && total_bytes > (size_t{1} << 16))
+              for (size_t index = 0; index < texts.size(); ++index) {
+                try {
+                  batch[index] = self.encode(texts[index], split_special_tokens);
+                } catch (...) {
+#pragma omp critical(qwen2audio_encode_batch_failure)
+                  if (!failure) failure = std::current_exception();
+                }
+              }
+              if (failure) std::rethrow_exception(failure);
+            }
+            py::list result(batch.size());
+            for (size_t index = 0; index < batch.size(); ++index)
+              PyList_SET_ITEM(result.ptr(), index, to_list(batch[index]).release().ptr());
+            return result;
+          },
+          py::arg("texts"), py::arg("split_special_tokens") = false)
+      .def(
+          "pre_tokenize",
+          [](const Tokenizer& self, const std::string& text, bool split_special_tokens) {
+            std::vector<std::string> words;
+            {
+              py::gil_scoped_release release;
+              words = self.pre_tokenize(text, split_special_tokens);
+            }
+            py::list result(words.size());
+            for (size_t index = 0; index < words.size(); ++index)
+              PyList_SET_ITEM(result.ptr(), index, py::bytes(words[index]).release().ptr());
+            return result;
+          },
+          py::arg("text"), py::arg("split_special_tokens") = false,
+          "The words BPE encodes, as bytes (after added-token splitting, NFC and the regex).")
+      .def(
+          "decode",
+          [](const Tokenizer& self, const IdArray& ids, bool skip_special_tokens) {
+            const auto span = id_span(ids);
+            std::string text;
+            {
+              py::gil_scoped_release release;
+              text = self.decode(span, skip_special_tokens);
+            }
+            return py::str(text);
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false)
+      .def(
+          "decode_batch",
+          [](const Tokenizer& self, const std::vector<IdArray>& batch, bool skip_special_tokens) {
+            std::vector<std::span<const int64_t>> spans;
+            for (const IdArray& ids : batch) spans.push_back(id_span(ids));
+            std::vector<std::string> texts(spans.size());
+            {
+              py::gil_scoped_release release;
+              for (size_t index = 0; index < spans.size(); ++index)
+                texts[index] = self.decode(spans[index], skip_special_tokens);
+            }
+            py::list result(texts.size());
+            for (size_t index = 0; index < texts.size(); ++index)
+              PyList_SET_ITEM(result.ptr(), index, py::str(texts[index]).release().ptr());
+            return result;
+          },
+          py::arg("batch"), py::arg("skip_special_tokens") = false)
+      .def(
+          "token_to_id",
+          [](const Tokenizer& self, const std::string& token) -> std::optional<int32_t> {
+            const int32_t id = self.token_to_id(token);
+            return id < 0 ? std::nullopt : std::optional<int32_t>(id);
+          },
+          py::arg("token"))
+      .def(
+          "id_to_token",
+          [](const Tokenizer& self, int64_t id) -> std::optional<py::str> {
+            const auto token = self.id_to_token(id);
+            if (!token) return std::nullopt;
+            return py::str(*token);
+          },
+          py::arg("id"))
+      .def(
+          "token_bytes",
+          [](const Tokenizer& self, int64_t id) {
+            self.check_id(id);
+            return py::bytes(std::string(self.token_bytes(static_cast<int32_t>(id))));
+          },
+          py::arg("id"), "The bytes a token decodes to.")
+      .def("has_id", &Tokenizer::has_id, py::arg("id"))
+      .def(
+          "is_special",
+          [](const Tokenizer& self, int64_t id) {
+            return self.has_id(id) && self.is_special(static_cast<int32_t>(id));
+          },
+          py::arg("id"))
+      .def(
+          "model_vocab",
+          [](const Tokenizer& self) {
+            py::dict vocab;
+            for (const auto& [spelling, id] : self.model().vocab()) vocab[py::str(spelling)] = id;
+            return vocab;
+          },
+          "The BPE vocabulary (spelling -> id), without added tokens.")
+      .def(
+          "merges",
+          [](const Tokenizer& self) {
+            const auto& merges = self.model().merges();
+            py::list result(merges.size());
+            for (size_t index = 0; index < merges.size(); ++index) {
+              py::tuple pair = py::make_tuple(py::str(self.model().id_to_token(merges[index].first)),
+                                              py::str(self.model().id_to_token(merges[index].second)));
+              PyList_SET_ITEM(result.ptr(), index, pair.release().ptr());
+            }
+            return result;
+          },
+          "Merges in rank order, as (left, right) spellings.")
+      .def("added_tokens",
+           [](const Tokenizer& self) {
+             py::list result;
+             for (const auto& token : self.added_tokens()) result.append(added_token_dict(token));
+             return result;
+           })
+      .def_property_readonly("vocab_size", [](const Tokenizer& self) { return self.model().size(); })
+      .def("__len__", &Tokenizer::size_with_added)
+      .def_property_readonly("id_limit", &Tokenizer::id_limit)
+      .def_property_readonly("normalizes_nfc", &Tokenizer::normalizes_nfc)
+      .def_property_readonly("pattern", &Tokenizer::pattern)
+      .def_property_readonly("model_source", &Tokenizer::model_source)
+      .def_property_readonly("ignore_merges", [](const Tokenizer& self) { return self.model().ignore_merges(); })
+      .def_property_readonly("cached_words", &Tokenizer::cached_words)
+      .def(
+          "incremental_decoder",
+          [](const TokenizerPtr& self, bool skip_special_tokens) {
+            return std::make_unique<IncrementalDecoder>(self, skip_special_tokens);
+          },
+          py::arg("skip_special_tokens") = true);
+
+  py::class_<IncrementalDecoder>(module, "IncrementalDecoder",
+                                 "Streaming detokenizer: add() returns only whole characters; flush() the rest")
+      .def("add", &IncrementalDecoder::add, py::arg("token_id"))
+      .def("flush", &IncrementalDecoder::flush)
+      .def_property_readonly("pending_bytes", &IncrementalDecoder::pending_bytes)
+      .def_property_readonly("skip_special_tokens", &IncrementalDecoder::skip_special_tokens);
+}
 
 }  // namespace qwen2audio::bindings
