@@ -1,0 +1,334 @@
+"""Audio input and Whisper's log-mel front end, as transformers' ``WhisperFeatureExtractor`` computes it
+for Qwen2-Audio; the decoding, resampling and spectrogram run in the C++ core.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "AudioTruncatedWarning",
+    "WhisperFeatureExtractor",
+    "load_audio",
+    "num_audio_tokens",
+    "split_audio",
+]
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+_DEFAULT_MAX_SECONDS = 3600.0
+
+AudioInput = Union[np.ndarray, Sequence[float]]
+
+
+class AudioTruncatedWarning(UserWarning):
+    """A clip longer than the feature extractor's window (30 s for Qwen2-Audio) lost its end, as in transformers."""
+
+
+# ----------------------------------------------------------------------------------------- files
+def load_audio(
+    path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview, Any],
+    sampling_rate: int = 16000,
+    *,
+    max_seconds: float = _DEFAULT_MAX_SECONDS,
+) -> np.ndarray:
+    """Decode an audio file to mono float32 at ``sampling_rate``.
+
+    ``path_or_bytes`` is a path, the encoded file's bytes (``bytes``/``bytearray``/``memoryview``), or a
+    binary file object. libsndfile decodes it (WAV, FLAC, Ogg/Vorbis, Opus, MP3, ...): integer PCM
+    comes back as int / 2**(bits-1), so 16-bit WAV gives exactly int16 / 32768. Channels are averaged;
+    another rate is converted with libsoxr's high-quality resampler. Audio longer than ``max_seconds``
+    is refused (a guard against absurd inputs; raise it to load longer files).
+
+    Raises ValueError naming the source for unreadable, corrupt, empty or over-long audio.
+    """
+    rate = _positive_int(sampling_rate, "sampling_rate")
+    if not isinstance(max_seconds, (int, float)) or not max_seconds > 0 or not np.isfinite(max_seconds):
+        raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    max_samples = max(1, int(max_seconds * rate))
+    if isinstance(path_or_bytes, (str, os.PathLike)):
+        return _core.load_audio_file(os.fspath(path_or_bytes), rate, max_samples)
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return _core.load_audio_bytes(bytes(path_or_bytes), rate, max_samples, "<bytes>")
+    if hasattr(path_or_bytes, "read"):
+        data = path_or_bytes.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ValueError("the file object must be opened in binary mode ('rb')")
+        name = getattr(path_or_bytes, "name", "<file object>")
+        return _core.load_audio_bytes(bytes(data), rate, max_samples, str(name))
+    raise ValueError(
+        f"load_audio takes a path, bytes or a binary file object, got {type(path_or_bytes).__name__}"
+    )
+
+
+def split_audio(audio: np.ndarray, sampling_rate: int = 16000, chunk_seconds: float = 30.0) -> list[np.ndarray]:
+    """Consecutive ``chunk_seconds`` windows of a 1-D clip (the last one shorter), so audio longer than the
+    feature extractor's 30 s can be given to the model as several segments instead of being truncated."""
+    rate = _positive_int(sampling_rate, "sampling_rate")
+    if not isinstance(chunk_seconds, (int, float)) or not chunk_seconds > 0 or not np.isfinite(chunk_seconds):
+        raise ValueError(f"chunk_seconds must be a positive number, got {chunk_seconds!r}")
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"split_audio takes a 1-D mono clip, got shape {audio.shape}")
+    if audio.size == 0:
+        raise ValueError("split_audio got an empty clip")
+    window = int(round(chunk_seconds * rate))
+    if window < 1:
+        raise ValueError(f"chunk_seconds={chunk_seconds} is shorter than one sample at {rate} Hz")
+    return [audio[start : start + window] for start in range(0, audio.size, window)]
+
+
+def num_audio_tokens(feature_attention_mask_sum: int) -> int:
+    """Audio tokens Qwen2-Audio's encoder gives for a clip with this many valid mel frames, as transformers'
+    processor computes it: the conv stem halves the frames (stride 2), then the pooling halves them again."""
+    frames = operator.index(feature_attention_mask_sum)
+    if frames < 0:
+        raise ValueError(f"the mask sum must be >= 0, got {frames}")
+    input_length = (frames - 1) // 2 + 1
+    return (input_length - 2) // 2 + 1
+
+
+# ------------------------------------------------------------------------------ feature extractor
+class WhisperFeatureExtractor:
+    """transformers' ``WhisperFeatureExtractor`` (same settings, same outputs within 1e-4), computed in C++.
+
+    Each clip is zero-padded or truncated to ``chunk_length`` seconds (``padding="max_length"``, the way
+    Qwen2AudioProcessor calls it); clips longer than that are truncated as transformers does, with an
+    :class:`AudioTruncatedWarning` (use :func:`split_audio` to keep everything).
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+    _SETTINGS = ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft")
+    _DERIVED = ("n_samples", "nb_max_frames")
+
+    def __init__(
+        self,
+        feature_size: int = 80,
+        sampling_rate: int = 16000,
+        hop_length: int = 160,
+        chunk_length: int = 30,
+        n_fft: int = 400,
+        padding_value: float = 0.0,
+        dither: float = 0.0,
+        return_attention_mask: bool = False,
+        padding_side: str = "right",
+        **kwargs: Any,
+    ):
+        settings = dict(zip(self._SETTINGS, (feature_size, sampling_rate, hop_length, chunk_length, n_fft)))
+        for name, value in settings.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"WhisperFeatureExtractor: {name} must be an integer, got {value!r}")
+            setattr(self, name, int(value))
+        # Settings transformers has that change the numbers but Qwen2-Audio never uses: refuse rather
+        # than compute something else.
+        if padding_value != 0.0:
+            raise ValueError(f"WhisperFeatureExtractor: only padding_value=0.0 is supported, got {padding_value!r}")
+        if dither != 0.0:
+            raise ValueError(f"WhisperFeatureExtractor: only dither=0.0 is supported, got {dither!r}")
+        if padding_side != "right":
+            raise ValueError(f"WhisperFeatureExtractor: only padding_side='right' is supported, got {padding_side!r}")
+        self.padding_value = 0.0
+        self.dither = 0.0
+        self.padding_side = "right"
+        self.return_attention_mask = bool(return_attention_mask)
+        # Keys we do not interpret (processor_class, ...) survive a save_pretrained round trip.
+        self._extra = {key: value for key, value in kwargs.items() if key not in self._DERIVED}
+        self._extra.pop("feature_extractor_type", None)
+        self._log_mel = _core.WhisperLogMel(
+            feature_size=self.feature_size,
+            sampling_rate=self.sampling_rate,
+            hop_length=self.hop_length,
+            chunk_length=self.chunk_length,
+            n_fft=self.n_fft,
+        )
+
+    # ------------------------------------------------------------------------------- properties
+    @property
+    def n_samples(self) -> int:
+        return self.chunk_length * self.sampling_rate
+
+    @property
+    def nb_max_frames(self) -> int:
+        return self.n_samples // self.hop_length
+
+    @property
+    def mel_filters(self) -> np.ndarray:
+        """The slaney mel bank in transformers' orientation, [n_fft // 2 + 1, feature_size], float64."""
+        return self._log_mel.mel_filters.T
+
+    # ---------------------------------------------------------------------------- serialisation
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike], **kwargs: Any) -> "WhisperFeatureExtractor":
+        """Read ``preprocessor_config.json`` from a checkpoint folder (or that file's path); settings it omits
+        take transformers' defaults, and ``kwargs`` override it."""
+        path = Path(path)
+        config_path = path / PREPROCESSOR_CONFIG if path.is_dir() else path
+        if not config_path.is_file():
+            raise ValueError(f"no {PREPROCESSOR_CONFIG} at {config_path}")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object")
+        kind = config.get("feature_extractor_type", "WhisperFeatureExtractor")
+        if kind != "WhisperFeatureExtractor":
+            raise ValueError(f"{config_path}: feature_extractor_type is {kind!r}, expected 'WhisperFeatureExtractor'")
+        config.update(kwargs)
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dict(self._extra)
+        values.update({name: getattr(self, name) for name in self._SETTINGS})
+        values.update(
+            feature_extractor_type="WhisperFeatureExtractor",
+            n_samples=self.n_samples,
+            nb_max_frames=self.nb_max_frames,
+            padding_side=self.padding_side,
+            padding_value=self.padding_value,
+            dither=self.dither,
+            return_attention_mask=self.return_attention_mask,
+        )
+        return dict(sorted(values.items()))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, path: Union[str, os.PathLike]) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        target = path / PREPROCESSOR_CONFIG
+        target.write_text(self.to_json_string(), encoding="utf-8")
+        return target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    # ---------------------------------------------------------------------------------- features
+    def __call__(
+        self,
+        raw_speech: Union[AudioInput, Sequence[AudioInput]],
+        sampling_rate: int | None = None,
+        return_attention_mask: bool | None = True,
+        padding: Union[str, bool] = "max_length",
+        truncation: bool = True,
+        return_tensors: str | None = "np",
+        num_threads: int | None = None,
+    ) -> dict[str, Any]:
+        """Log-mel features of one clip or a list of clips.
+
+        Returns ``{"input_features": (B, feature_size, nb_max_frames) float32,
+        "attention_mask": (B, nb_max_frames) int32}`` (the mask only with ``return_attention_mask``).
+        Clips are 1-D NumPy arrays (float32, float64, float16; int16 and int32 PCM are scaled to [-1, 1),
+        which transformers does not do) or lists of floats. ``num_threads``: None uses OpenMP's default.
+        """
+        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+            raise ValueError(
+                f"the audio was given at sampling_rate={sampling_rate}, but this feature extractor expects "
+                f"{self.sampling_rate} Hz. Resample it first, e.g. qwen2audio.load_audio(path, "
+                f"sampling_rate={self.sampling_rate}) reads and resamples a file."
+            )
+        if padding not in ("max_length", True):
+            raise ValueError(
+                f"only padding='max_length' is supported (every clip becomes {self.chunk_length} s, as Qwen2-Audio "
+                f"expects), got padding={padding!r}"
+            )
+        if return_tensors not in ("np", "pt", None):
+            raise ValueError(f"return_tensors must be 'np', 'pt' or None, got {return_tensors!r}")
+        if num_threads is not None and (isinstance(num_threads, bool) or operator.index(num_threads) < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+
+        clips = [self._as_clip(clip, index) for index, clip in enumerate(self._as_batch(raw_speech))]
+        long_clips = [(index, clip.size) for index, clip in enumerate(clips) if clip.size > self.n_samples]
+        if long_clips:
+            if not truncation:
+                index, size = long_clips[0]
+                raise ValueError(
+                    f"audio clip {index} is {size / self.sampling_rate:.1f} s, longer than {self.chunk_length} s, "
+                    "and truncation=False: split it with qwen2audio.split_audio(audio)"
+                )
+            described = ", ".join(f"clip {index}: {size / self.sampling_rate:.1f} s" for index, size in long_clips)
+            warnings.warn(
+                AudioTruncatedWarning(
+                    f"audio longer than {self.chunk_length} s is truncated to its first {self.chunk_length} s, as "
+                    f"transformers does ({described}). To keep all of it, split it into {self.chunk_length} s "
+                    "windows with qwen2audio.split_audio(audio) (the processor: long_audio='chunk')."
+                ),
+                stacklevel=2,
+            )
+        features, mask = self._log_mel(clips, num_threads=num_threads)
+        result: dict[str, Any] = {"input_features": features}
+        if return_attention_mask or (return_attention_mask is None and self.return_attention_mask):
+            result["attention_mask"] = mask
+        if return_tensors == "pt":
+            import torch
+
+            result = {key: torch.from_numpy(value) for key, value in result.items()}
+        elif return_tensors is None:
+            result = {key: list(value) for key, value in result.items()}
+        return result
+
+    @staticmethod
+    def _as_batch(raw_speech: Any) -> list[Any]:
+        # As transformers: a list whose items are arrays or sequences is a batch; a flat list of numbers
+        # is one clip.
+        if isinstance(raw_speech, (list, tuple)):
+            if len(raw_speech) == 0:
+                raise ValueError("no audio given (an empty list)")
+            if isinstance(raw_speech[0], (np.ndarray, list, tuple)):
+                return list(raw_speech)
+            return [raw_speech]
+        if isinstance(raw_speech, np.ndarray):
+            return [raw_speech]
+        raise ValueError(
+            f"raw_speech must be a 1-D NumPy array, a list of floats or a list of those, got {type(raw_speech).__name__}"
+            " (to read a file: qwen2audio.load_audio(path))"
+        )
+
+    def _as_clip(self, clip: Any, index: int) -> np.ndarray:
+        if not isinstance(clip, np.ndarray):
+            try:
+                clip = np.asarray(clip, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"audio clip {index} is not numeric") from None
+        if clip.ndim != 1:
+            hint = (
+                " It looks like multi-channel audio: average the channels to mono first, e.g. audio.mean(axis=1) "
+                "for (samples, channels)."
+                if clip.ndim == 2
+                else ""
+            )
+            raise ValueError(f"audio clip {index} must be 1-D (mono samples), got shape {clip.shape}.{hint}")
+        if clip.size == 0:
+            raise ValueError(f"audio clip {index} is empty")
+        kind = clip.dtype
+        if kind == np.float32:
+            samples = clip
+        elif kind in (np.float64, np.float16):
+            samples = clip.astype(np.float32)
+        elif kind == np.int16:
+            samples = clip.astype(np.float32) / np.float32(32768.0)
+        elif kind == np.int32:
+            samples = (clip.astype(np.float64) / 2147483648.0).astype(np.float32)
+        else:
+            raise ValueError(
+                f"audio clip {index} has dtype {kind}; give float32/float64 samples in [-1, 1] or int16/int32 PCM"
+            )
+        return np.ascontiguousarray(samples)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
