@@ -1,0 +1,132 @@
+#include "model/audio_encoder.h"
+
+#include <cmath>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/conv1d.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/pool.h"
+#include "runtime/buffer.h"
+
+namespace qwen2audio {
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;  // torch.nn.LayerNorm's default, which the reference keeps
+constexpr int64_t kConvKernel = 3;
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
+            bool accumulate = false) {
+  gemm({rows, layer.out_features(), layer.in_features(), x, ldx, layer.weight.data, layer.weight.dtype,
+        layer.in_features(), layer.bias, y, ldy, accumulate});
+}
+
+}  // namespace
+
+int64_t encoder_attended_frames(int64_t mel_frames) { return floor_div(mel_frames - 1, 2) + 1; }
+
+int64_t audio_token_count(int64_t mel_frames) { return floor_div(encoder_attended_frames(mel_frames) - 2, 2) + 1; }
+
+AudioEncoder::AudioEncoder(const AudioEncoderConfig& config, WeightStore& weights) : config_(config) {
+  conv1_ = weights.linear("audio_tower.conv1", true);
+  conv2_ = weights.linear("audio_tower.conv2", true);
+  positions_ = weights.floats("audio_tower.embed_positions.weight");
+  for (int64_t index = 0; index < config.encoder_layers; ++index) {
+    const std::string prefix = "audio_tower.layers." + std::to_string(index) + ".";
+    Layer layer;
+    layer.self_attn_layer_norm = weights.norm(prefix + "self_attn_layer_norm", true);
+    layer.q_proj = weights.linear(prefix + "self_attn.q_proj", true);
+    layer.k_proj = weights.linear(prefix + "self_attn.k_proj", false);  // Whisper's keys have no bias
+    layer.v_proj = weights.linear(prefix + "self_attn.v_proj", true);
+    layer.out_proj = weights.linear(prefix + "self_attn.out_proj", true);
+    layer.final_layer_norm = weights.norm(prefix + "final_layer_norm", true);
+    layer.fc1 = weights.linear(prefix + "fc1", true);
+    layer.fc2 = weights.linear(prefix + "fc2", true);
+    layers_.push_back(layer);
+  }
+  layer_norm_ = weights.norm("audio_tower.layer_norm", true);
+}
+
+void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips,
+                           float* out, const Interrupt& interrupt) const {
+  const int64_t d = config_.d_model;
+  const int64_t frames = input_frames();
+  const int64_t positions = config_.max_source_positions;  // frames after the stride-2 convolution
+  const int64_t rows = clips * positions;
+  const int64_t heads = config_.encoder_attention_heads;
+  const int64_t head_dim = config_.head_dim();
+
+  // The conv stem, one clip at a time: conv1 runs at full frame rate and is the largest activation.
+  Buffer<float> hidden(static_cast<size_t>(rows * d));
+  {
+    Buffer<float> columns(static_cast<size_t>(frames * std::max(config_.num_mel_bins, d) * kConvKernel));
+    Buffer<float> conv1_out(static_cast<size_t>(frames * d));
+    for (int64_t clip = 0; clip < clips; ++clip) {
+      const float* mel = features + clip * config_.num_mel_bins * frames;
+      kernels::im2col_1d(mel, config_.num_mel_bins, frames, frames, 1, kConvKernel, 1, 1, columns.data());
+      linear(gemm, conv1_, columns.data(), frames, config_.num_mel_bins * kConvKernel, conv1_out.data(), d);
+      kernels::gelu_erf(conv1_out.data(), frames * d);
+      kernels::im2col_1d(conv1_out.data(), d, frames, 1, d, kConvKernel, 2, 1, columns.data());
+      float* x = hidden.data() + clip * positions * d;
+      linear(gemm, conv2_, columns.data(), positions, d * kConvKernel, x, d);
+      kernels::gelu_erf(x, positions * d);
+      kernels::add_rows(x, d, positions_, d, positions, d);
+    }
+  }
+  check_interrupt(interrupt);
+
+  std::vector<uint8_t> key_mask(static_cast<size_t>(rows), 0);
+  for (int64_t clip = 0; clip < clips; ++clip) {
+    const int64_t attended = std::min(encoder_attended_frames(mel_frames[clip]), positions);
+    std::fill_n(key_mask.begin() + clip * positions, std::max<int64_t>(attended, 0), 1);
+  }
+
+  Buffer<float> normed(static_cast<size_t>(rows * d));
+  Buffer<float> q(static_cast<size_t>(rows * d)), k(static_cast<size_t>(rows * d)), v(static_cast<size_t>(rows * d));
+  Buffer<float> attended(static_cast<size_t>(rows * d));
+  Buffer<float> ffn(static_cast<size_t>(rows * config_.encoder_ffn_dim));
+  for (const Layer& layer : layers_) {
+    kernels::layer_norm(hidden.data(), rows, d, d, layer.self_attn_layer_norm.weight, layer.self_attn_layer_norm.bias,
+                        kLayerNormEps, normed.data(), d);
+    linear(gemm, layer.q_proj, normed.data(), rows, d, q.data(), d);
+    linear(gemm, layer.k_proj, normed.data(), rows, d, k.data(), d);
+    linear(gemm, layer.v_proj, normed.data(), rows, d, v.data(), d);
+    kernels::AttentionArgs attention;
+    attention.batch = clips;
+    attention.q_len = attention.kv_len = positions;
+    attention.num_heads = attention.num_kv_heads = heads;
+    attention.head_dim = head_dim;
+    attention.q = q.data();
+    attention.q_batch_stride = positions * d;
+    attention.q_row_stride = d;
+    attention.k = k.data();
+    attention.v = v.data();
+    attention.kv_batch_stride = positions * d;
+    attention.kv_head_stride = head_dim;
+    attention.kv_row_stride = d;
+    attention.out = attended.data();
+    attention.out_batch_stride = positions * d;
+    attention.out_row_stride = d;
+    attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    attention.key_mask = key_mask.data();
+    attention.key_mask_stride = positions;
+    kernels::attention(attention);
+    linear(gemm, layer.out_proj, attended.data(), rows, d, hidden.data(), d, /*accumulate=*/true);
+
+    kernels::layer_norm(hidden.data(), rows, d, d, layer.final_layer_norm.weight, layer.final_layer_norm.bias,
+                        kLayerNormEps, normed.data(), d);
+    linear(gemm, layer.fc1, normed.data(), rows, d, ffn.data(), config_.encoder_ffn_dim);
+    kernels::gelu_erf(ffn.data(), rows * config_.encoder_ffn_dim);
+    linear(gemm, layer.fc2, ffn.data(), rows, config_.encoder_ffn_dim, hidden.data(), d, /*accumulate=*/true);
+    check_interrupt(interrupt);
+  }
+
+  const int64_t pooled = output_frames();
+  for (int64_t clip = 0; clip < clips; ++clip)
+    kernels::avg_pool_rows(hidden.data() + clip * positions * d, positions, d, d, 2, 2, out + clip * pooled * d, d);
+  kernels::layer_norm(out, clips * pooled, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
+}
+
+}  // namespace qwen2audio

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "io/config.h"
+#include "kernels/cpu/gemm.h"
+#include "model/interrupt.h"
+#include "model/weights.h"
+
+namespace qwen2audio {
+
+// Lengths through the encoder, from a clip's valid mel frames L (its feature_attention_mask sum):
+// the stride-2 convolution keeps (L - 1) / 2 + 1 frames (the keys attention may see), and the
+// stride-2 average pool leaves (that - 2) / 2 + 1 audio tokens, both rounding toward minus
+// infinity as the reference's integer tensors do.
+int64_t encoder_attended_frames(int64_t mel_frames);
+int64_t audio_token_count(int64_t mel_frames);
+
+// Qwen2-Audio's Whisper-style encoder:
+//   x = GELU(conv2(GELU(conv1(mel)))) + positions                      [frames/2, d]
+//   per layer: x += out_proj(attention(LN(x)));  x += fc2(GELU(fc1(LN(x))))
+//   last_hidden_state = LN(avg_pool_2(x))                              [frames/4, d]
+// Attention is bidirectional; keys past a clip's attended frames are hidden, while every query row
+// is still computed (the reference returns them all).
+class AudioEncoder {
+ public:
+  AudioEncoder(const AudioEncoderConfig& config, WeightStore& weights);
+
+  int64_t mel_bins() const { return config_.num_mel_bins; }
+  int64_t input_frames() const { return 2 * config_.max_source_positions; }
+  int64_t output_frames() const { return config_.max_source_positions / 2; }
+  int64_t hidden_size() const { return config_.d_model; }
+
+  // features: [clips, mel_bins, input_frames]; mel_frames[c]: valid frames of clip c.
+  // out: [clips, output_frames, hidden_size].
+  void forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips, float* out,
+               const Interrupt& interrupt) const;
+
+ private:
+  struct Layer {
+    Norm self_attn_layer_norm;
+    Linear q_proj, k_proj, v_proj, out_proj;
+    Norm final_layer_norm;
+    Linear fc1, fc2;
+  };
+  AudioEncoderConfig config_;
+  Linear conv1_, conv2_;
+  const float* positions_;
+  std::vector<Layer> layers_;
+  Norm layer_norm_;
+};
+
+}  // namespace qwen2audio

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/buffer.h"
+
+namespace qwen2audio {
+
+// Keys and values of every decoder layer for a batch of sequences that advance together, one slot
+// per fed token. Layout per layer: [batch, kv_heads, capacity, head_dim], so the keys one
+// attention head reads are contiguous. key_mask[b, slot] == 0 marks a padding slot that no query
+// may see (left padding of shorter prompts). Capacity is reserved ahead (prompt + max_new_tokens),
+// so decoding never allocates; growth preserves the contents, as a chat keeps its cache.
+class KVCache {
+ public:
+  KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch);
+
+  int64_t batch() const { return batch_; }
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t kv_heads() const { return kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+
+  void reserve(int64_t capacity);
+  // Forgets every slot from `length` on.
+  void truncate(int64_t length);
+  void advance(int64_t steps);
+
+  float* keys(int64_t layer) { return keys_[layer].data(); }
+  float* values(int64_t layer) { return values_[layer].data(); }
+  int64_t batch_stride() const { return kv_heads_ * capacity_ * head_dim_; }
+  int64_t head_stride() const { return capacity_ * head_dim_; }
+  int64_t row_stride() const { return head_dim_; }
+  uint8_t* key_mask() { return key_mask_.data(); }
+  const uint8_t* key_mask() const { return key_mask_.data(); }
+  int64_t key_mask_stride() const { return capacity_; }
+
+ private:
+  int64_t layers_, kv_heads_, head_dim_, batch_;
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+  std::vector<Buffer<float>> keys_, values_;
+  Buffer<uint8_t> key_mask_;
+};
+
+}  // namespace qwen2audio

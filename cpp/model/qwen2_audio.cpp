@@ -1,0 +1,190 @@
+#include "model/qwen2_audio.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "model/weight_layout.h"
+#include "runtime/errors.h"
+#include "runtime/threads.h"
+
+namespace qwen2audio {
+namespace {
+
+DType choose_dtype(const std::string& requested, const Checkpoint& checkpoint) {
+  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
+  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
+  if (requested == "auto")
+    return checkpoint.record("language_model.model.embed_tokens.weight").dtype == DType::BF16 ? DType::BF16
+                                                                                              : DType::F32;
+  throw InvalidArgument("dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
+}
+
+std::string position(int64_t batch_index, int64_t step) {
+  return "[" + std::to_string(batch_index) + ", " + std::to_string(step) + "]";
+}
+
+}  // namespace
+
+std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::path& path, const std::string& dtype,
+                                                       int num_threads, kernels::GemmOptions gemm_options) {
+  auto model = std::shared_ptr<Qwen2AudioModel>(new Qwen2AudioModel());
+  model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
+  std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
+  model->config_ = checkpoint->config();
+  require_weights(model->config_, *checkpoint);
+  model->checkpoint_ = checkpoint;
+  const DType compute = choose_dtype(dtype, *checkpoint);
+
+  ScopedNumThreads threads(model->num_threads_);
+  model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
+  model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
+  model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
+  model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
+  model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_);
+  return model;
+}
+
+void Qwen2AudioModel::set_num_threads(int count) { num_threads_ = checked_num_threads(count); }
+
+std::vector<int64_t> Qwen2AudioModel::mel_frames(const AudioBatch& audio) const {
+  const AudioEncoderConfig& config = config_.audio;
+  if (audio.clips < 1) throw InvalidArgument("input_features holds no audio clip");
+  if (audio.mel_bins != config.num_mel_bins || audio.frames != encoder_->input_frames())
+    throw InvalidArgument("input_features must have shape (clips, " + std::to_string(config.num_mel_bins) + ", " +
+                          std::to_string(encoder_->input_frames()) + "), got (" + std::to_string(audio.clips) + ", " +
+                          std::to_string(audio.mel_bins) + ", " + std::to_string(audio.frames) +
+                          "); the feature extractor pads every clip to 30 s");
+  const int64_t values = audio.clips * audio.mel_bins * audio.frames;
+  for (int64_t i = 0; i < values; ++i) {
+    if (!std::isfinite(audio.features[i])) {
+      const int64_t clip = i / (audio.mel_bins * audio.frames);
+      throw InvalidArgument("input_features of clip " + std::to_string(clip) + " hold a non-finite value (" +
+                            std::to_string(audio.features[i]) + ")");
+    }
+  }
+  std::vector<int64_t> frames(static_cast<size_t>(audio.clips), audio.frames);
+  if (audio.feature_attention_mask == nullptr) return frames;
+  for (int64_t clip = 0; clip < audio.clips; ++clip) {
+    int64_t sum = 0;
+    for (int64_t t = 0; t < audio.frames; ++t) {
+      const int64_t value = audio.feature_attention_mask[clip * audio.frames + t];
+      if (value != 0 && value != 1)
+        throw InvalidArgument("feature_attention_mask" + position(clip, t) + " is " + std::to_string(value) +
+                              "; it must hold 0 or 1");
+      sum += value;
+    }
+    if (sum == 0)
+      throw InvalidArgument("feature_attention_mask of clip " + std::to_string(clip) + " marks no valid frame");
+    frames[clip] = sum;
+  }
+  return frames;
+}
+
+std::vector<int64_t> Qwen2AudioModel::audio_token_counts(const AudioBatch& audio) const {
+  std::vector<int64_t> counts = mel_frames(audio);
+  for (int64_t& count : counts) count = audio_token_count(count);
+  return counts;
+}
+
+void Qwen2AudioModel::check_tokens(const TokenBatch& tokens) const {
+  if (tokens.batch < 1 || tokens.steps < 1)
+    throw InvalidArgument("input_ids must hold at least one token per row, got shape (" + std::to_string(tokens.batch) +
+                          ", " + std::to_string(tokens.steps) + ")");
+  const int64_t vocab = config_.text.vocab_size;
+  for (int64_t b = 0; b < tokens.batch; ++b) {
+    bool any_valid = tokens.attention_mask == nullptr;
+    for (int64_t t = 0; t < tokens.steps; ++t) {
+      const int64_t id = tokens.ids[b * tokens.steps + t];
+      if (id < 0 || id >= vocab)
+        throw InvalidArgument("input_ids" + position(b, t) + " = " + std::to_string(id) +
+                              " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+      if (tokens.attention_mask) {
+        const int64_t mask = tokens.attention_mask[b * tokens.steps + t];
+        if (mask != 0 && mask != 1)
+          throw InvalidArgument("attention_mask" + position(b, t) + " is " + std::to_string(mask) +
+                                "; it must hold 0 or 1");
+        any_valid |= mask == 1;
+      }
+    }
+    if (!any_valid) throw InvalidArgument("attention_mask row " + std::to_string(b) + " masks every token");
+  }
+}
+
+void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrupt& interrupt) const {
+  const std::vector<int64_t> frames = mel_frames(audio);
+  ScopedNumThreads threads(num_threads_);
+  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, out, interrupt);
+}
+
+std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt) const {
+  const std::vector<int64_t> frames = mel_frames(audio);
+  ScopedNumThreads threads(num_threads_);
+  const int64_t d = encoder_->hidden_size();
+  const int64_t per_clip = encoder_->output_frames();
+  Buffer<float> encoded(static_cast<size_t>(audio.clips * per_clip * d));
+  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, encoded.data(), interrupt);
+
+  int64_t total = 0;
+  for (int64_t count : frames) total += audio_token_count(count);
+  const int64_t hidden = config_.text.hidden_size;
+  std::vector<float> embeddings(static_cast<size_t>(total * hidden));
+  int64_t row = 0;
+  for (int64_t clip = 0; clip < audio.clips; ++clip) {
+    const int64_t count = std::min(audio_token_count(frames[clip]), per_clip);
+    if (count <= 0) continue;
+    gemm_->operator()({count, hidden, d, encoded.data() + clip * per_clip * d, d, projector_.weight.data,
+                       projector_.weight.dtype, d, projector_.bias, embeddings.data() + row * hidden, hidden, false});
+    row += count;
+  }
+  return embeddings;
+}
+
+void Qwen2AudioModel::embed(const TokenBatch& tokens, const float* audio, int64_t audio_rows, float* out) const {
+  const int64_t count = tokens.batch * tokens.steps;
+  const int64_t placeholder = config_.audio_token_index;
+  const int64_t placeholders = std::count(tokens.ids, tokens.ids + count, placeholder);
+  if (audio == nullptr && placeholders > 0)
+    throw InvalidArgument("input_ids hold " + std::to_string(placeholders) + " audio placeholder tokens (id " +
+                          std::to_string(placeholder) + ") but no input_features were given");
+  if (audio != nullptr && placeholders != audio_rows)
+    throw InvalidArgument("input_ids hold " + std::to_string(placeholders) + " audio placeholder tokens (id " +
+                          std::to_string(placeholder) + ") but the audio clips given make " +
+                          std::to_string(audio_rows) +
+                          " audio tokens; each clip's placeholder must be expanded to its token count");
+  decoder_->embed(tokens.ids, count, out);
+  const int64_t hidden = config_.text.hidden_size;
+  int64_t row = 0;
+  for (int64_t i = 0; i < count && row < audio_rows; ++i)
+    if (tokens.ids[i] == placeholder) std::memcpy(out + i * hidden, audio + (row++) * hidden, sizeof(float) * hidden);
+}
+
+void Qwen2AudioModel::forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits,
+                              const Interrupt& interrupt) const {
+  check_tokens(tokens);
+  if (tokens.steps > config_.text.max_position_embeddings)
+    throw InvalidArgument("input_ids have " + std::to_string(tokens.steps) +
+                          " tokens, beyond max_position_embeddings (" +
+                          std::to_string(config_.text.max_position_embeddings) + ")");
+  std::vector<float> audio_rows;
+  if (audio != nullptr) audio_rows = audio_embeddings(*audio, interrupt);
+  ScopedNumThreads threads(num_threads_);
+  const int64_t hidden = config_.text.hidden_size;
+  const int64_t rows = tokens.batch * tokens.steps;
+  Buffer<float> states(static_cast<size_t>(rows * hidden));
+  embed(tokens, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden, states.data());
+
+  KVCache cache = decoder_->make_cache(tokens.batch);
+  cache.reserve(tokens.steps);
+  for (int64_t i = 0; i < rows; ++i)
+    cache.key_mask()[i] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[i]) : 1;
+  // transformers' forward numbers positions 0..steps-1 in every row whatever the padding.
+  std::vector<int64_t> positions(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) positions[i] = i % tokens.steps;
+  Qwen2Decoder::Workspace workspace;
+  decoder_->forward(*gemm_, states.data(), tokens.steps, positions.data(), cache, workspace, interrupt);
+  decoder_->logits(*gemm_, states.data(), rows, hidden, logits, workspace);
+}
+
+}  // namespace qwen2audio

@@ -1,0 +1,87 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "kernels/cpu/gemm.h"
+#include "model/audio_encoder.h"
+#include "model/interrupt.h"
+#include "model/qwen2_decoder.h"
+#include "model/weights.h"
+
+namespace qwen2audio {
+
+// Token ids of a batch, row-major [batch, steps]; attention_mask (same shape, 0 or 1) marks
+// padding with 0, null means no padding.
+struct TokenBatch {
+  const int64_t* ids = nullptr;
+  const int64_t* attention_mask = nullptr;
+  int64_t batch = 0;
+  int64_t steps = 0;
+};
+
+// Log-mel features of audio clips [clips, mel_bins, frames] and their feature_attention_mask
+// [clips, frames] (null: every frame valid), as the processor makes them.
+struct AudioBatch {
+  const float* features = nullptr;
+  const int64_t* feature_attention_mask = nullptr;
+  int64_t clips = 0;
+  int64_t mel_bins = 0;
+  int64_t frames = 0;
+};
+
+// Qwen2AudioForConditionalGeneration: the audio encoder, the projector into the language model's
+// embedding space, and the Qwen2 decoder. Read-only after loading, so any number of threads and
+// sessions may use one model at once.
+class Qwen2AudioModel {
+ public:
+  // dtype: "auto" (the checkpoint's own: BF16 stays bfloat16, F32 float32, F16 computes in
+  // float32), "float32" or "bfloat16". num_threads 0: the OpenMP default.
+  static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
+                                               int num_threads = 0, kernels::GemmOptions gemm_options = {});
+
+  const Qwen2AudioConfig& config() const { return config_; }
+  const GenerationConfig& generation_config() const { return checkpoint_->generation_config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  DType dtype() const { return weights_->matrix_dtype(); }
+  int num_threads() const { return num_threads_.load(); }
+  void set_num_threads(int count);
+  kernels::Gemm& gemm() const { return *gemm_; }
+  const AudioEncoder& encoder() const { return *encoder_; }
+  const Qwen2Decoder& decoder() const { return *decoder_; }
+  size_t copied_weight_bytes() const { return weights_->copied_bytes(); }
+  size_t mapped_weight_bytes() const { return weights_->mapped_bytes(); }
+
+  // Each checks its inputs and throws InvalidArgument naming the problem.
+  std::vector<int64_t> mel_frames(const AudioBatch& audio) const;
+  std::vector<int64_t> audio_token_counts(const AudioBatch& audio) const;
+  void check_tokens(const TokenBatch& tokens) const;
+
+  // The encoder's last hidden state: [clips, output_frames, d_model].
+  void encode(const AudioBatch& audio, float* out, const Interrupt& interrupt = {}) const;
+  // The projected embeddings of each clip's audio tokens, clip after clip: [sum of counts, hidden].
+  std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt = {}) const;
+  // Token embeddings [batch * steps, hidden] with the audio embeddings written, in order, over the
+  // audio placeholder tokens; their counts must match.
+  void embed(const TokenBatch& tokens, const float* audio, int64_t audio_rows, float* out) const;
+  // Hugging Face's forward: logits [batch, steps, vocab] of every position, positions 0..steps-1.
+  void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
+
+ private:
+  Qwen2AudioModel() = default;
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  Qwen2AudioConfig config_;
+  std::unique_ptr<WeightStore> weights_;
+  std::unique_ptr<kernels::Gemm> gemm_;
+  std::unique_ptr<AudioEncoder> encoder_;
+  Linear projector_;
+  std::unique_ptr<Qwen2Decoder> decoder_;
+  std::atomic<int> num_threads_{1};
+};
+
+}  // namespace qwen2audio

@@ -1,0 +1,144 @@
+#include "model/qwen2_decoder.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
+
+namespace qwen2audio {
+namespace {
+
+void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
+            bool accumulate = false) {
+  gemm({rows, layer.out_features(), layer.in_features(), x, ldx, layer.weight.data, layer.weight.dtype,
+        layer.in_features(), layer.bias, y, ldy, accumulate});
+}
+
+}  // namespace
+
+Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights) : config_(config) {
+  embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight");
+  for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
+    const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
+    Layer layer;
+    layer.input_layernorm = weights.norm(prefix + "input_layernorm", false);
+    layer.post_attention_layernorm = weights.norm(prefix + "post_attention_layernorm", false);
+    layer.q_proj = weights.linear(prefix + "self_attn.q_proj", true);
+    layer.k_proj = weights.linear(prefix + "self_attn.k_proj", true);
+    layer.v_proj = weights.linear(prefix + "self_attn.v_proj", true);
+    layer.o_proj = weights.linear(prefix + "self_attn.o_proj", false);
+    layer.gate_proj = weights.linear(prefix + "mlp.gate_proj", false);
+    layer.up_proj = weights.linear(prefix + "mlp.up_proj", false);
+    layer.down_proj = weights.linear(prefix + "mlp.down_proj", false);
+    layers_.push_back(layer);
+  }
+  norm_ = weights.norm("language_model.model.norm", false);
+  lm_head_.weight = config.tie_word_embeddings ? embed_tokens_ : weights.matrix("language_model.lm_head.weight");
+}
+
+KVCache Qwen2Decoder::make_cache(int64_t batch) const {
+  return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch);
+}
+
+void Qwen2Decoder::embed(const int64_t* ids, int64_t count, float* out) const {
+  kernels::embedding_lookup(embed_tokens_.data, embed_tokens_.dtype, embed_tokens_.cols, embed_tokens_.cols, ids, count,
+                            out, embed_tokens_.cols);
+}
+
+void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
+                           Workspace& workspace, const Interrupt& interrupt) const {
+  const int64_t batch = cache.batch();
+  const int64_t rows = batch * steps;
+  const int64_t width = config_.hidden_size;
+  const int64_t heads = config_.num_attention_heads;
+  const int64_t kv_heads = config_.num_key_value_heads;
+  const int64_t head_dim = config_.head_dim;
+  const int64_t q_width = heads * head_dim;
+  const int64_t kv_width = kv_heads * head_dim;
+  const int64_t start = cache.length();
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  if (start + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before the decoder");
+
+  float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
+  float* q = workspace.q.reserve(static_cast<size_t>(rows * q_width));
+  float* k = workspace.k.reserve(static_cast<size_t>(rows * kv_width));
+  float* v = workspace.v.reserve(static_cast<size_t>(rows * kv_width));
+  float* attended = workspace.attended.reserve(static_cast<size_t>(rows * q_width));
+  float* gate = workspace.gate.reserve(static_cast<size_t>(rows * config_.intermediate_size));
+  float* up = workspace.up.reserve(static_cast<size_t>(rows * config_.intermediate_size));
+  float* cos = workspace.cos.reserve(static_cast<size_t>(rows * head_dim / 2));
+  float* sin = workspace.sin.reserve(static_cast<size_t>(rows * head_dim / 2));
+  kernels::rope_tables(positions, rows, head_dim, config_.rope_theta, cos, sin);
+
+  for (size_t index = 0; index < layers_.size(); ++index) {
+    const Layer& layer = layers_[index];
+    kernels::rms_norm(hidden, rows, width, width, layer.input_layernorm.weight, eps, normed, width);
+    linear(gemm, layer.q_proj, normed, rows, width, q, q_width);
+    linear(gemm, layer.k_proj, normed, rows, width, k, kv_width);
+    linear(gemm, layer.v_proj, normed, rows, width, v, kv_width);
+    kernels::apply_rope(q, rows, heads, head_dim, q_width, cos, sin);
+    kernels::apply_rope(k, rows, kv_heads, head_dim, kv_width, cos, sin);
+
+    float* cache_keys = cache.keys(static_cast<int64_t>(index));
+    float* cache_values = cache.values(static_cast<int64_t>(index));
+#pragma omp parallel for collapse(2) schedule(static) if (rows * kv_width > (1 << 15))
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t g = 0; g < kv_heads; ++g) {
+        for (int64_t t = 0; t < steps; ++t) {
+          const int64_t source = (b * steps + t) * kv_width + g * head_dim;
+          const int64_t slot = b * cache.batch_stride() + g * cache.head_stride() + (start + t) * cache.row_stride();
+          std::memcpy(cache_keys + slot, k + source, sizeof(float) * head_dim);
+          std::memcpy(cache_values + slot, v + source, sizeof(float) * head_dim);
+        }
+      }
+    }
+
+    kernels::AttentionArgs attention;
+    attention.batch = batch;
+    attention.q_len = steps;
+    attention.kv_len = start + steps;
+    attention.num_heads = heads;
+    attention.num_kv_heads = kv_heads;
+    attention.head_dim = head_dim;
+    attention.q = q;
+    attention.q_batch_stride = steps * q_width;
+    attention.q_row_stride = q_width;
+    attention.k = cache_keys;
+    attention.v = cache_values;
+    attention.kv_batch_stride = cache.batch_stride();
+    attention.kv_head_stride = cache.head_stride();
+    attention.kv_row_stride = cache.row_stride();
+    attention.out = attended;
+    attention.out_batch_stride = steps * q_width;
+    attention.out_row_stride = q_width;
+    attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    attention.causal = true;
+    attention.key_mask = cache.key_mask();
+    attention.key_mask_stride = cache.key_mask_stride();
+    kernels::attention(attention);
+    linear(gemm, layer.o_proj, attended, rows, q_width, hidden, width, /*accumulate=*/true);
+
+    kernels::rms_norm(hidden, rows, width, width, layer.post_attention_layernorm.weight, eps, normed, width);
+    linear(gemm, layer.gate_proj, normed, rows, width, gate, config_.intermediate_size);
+    linear(gemm, layer.up_proj, normed, rows, width, up, config_.intermediate_size);
+    kernels::silu_mul(gate, up, gate, rows * config_.intermediate_size);
+    linear(gemm, layer.down_proj, gate, rows, config_.intermediate_size, hidden, width, /*accumulate=*/true);
+    check_interrupt(interrupt);
+  }
+  cache.advance(steps);
+}
+
+void Qwen2Decoder::logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
+                          Workspace& workspace) const {
+  const int64_t width = config_.hidden_size;
+  float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
+  kernels::rms_norm(hidden, rows, width, ldh, norm_.weight, static_cast<float>(config_.rms_norm_eps), normed, width);
+  linear(gemm, lm_head_, normed, rows, width, logits, config_.vocab_size);
+}
+
+}  // namespace qwen2audio

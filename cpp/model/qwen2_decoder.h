@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "io/config.h"
+#include "kernels/cpu/gemm.h"
+#include "model/interrupt.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "runtime/buffer.h"
+
+namespace qwen2audio {
+
+// The Qwen2 language model:
+//   per layer: x += o_proj(attention(rope(q), rope(k), v))  over RMSNorm(x), q/k/v with bias, GQA
+//              x += down_proj(silu(gate_proj(h)) * up_proj(h)),  h = RMSNorm(x)
+//   logits = lm_head(RMSNorm(x))   (lm_head = embed_tokens when tie_word_embeddings)
+// Causal attention over the KV cache: each call appends its tokens' keys and values.
+class Qwen2Decoder {
+ public:
+  // Scratch for one stream of calls (a session or one forward); sized by the largest call, so
+  // decode steps after a prefill allocate nothing.
+  struct Workspace {
+    Buffer<float> normed, q, k, v, attended, gate, up, cos, sin;
+  };
+
+  Qwen2Decoder(const TextConfig& config, WeightStore& weights);
+
+  const TextConfig& config() const { return config_; }
+  int64_t hidden_size() const { return config_.hidden_size; }
+  int64_t vocab_size() const { return config_.vocab_size; }
+
+  // out[i, :] = embed_tokens[ids[i]]; ids must be in range.
+  void embed(const int64_t* ids, int64_t count, float* out) const;
+
+  // hidden: [batch, steps, hidden_size], the embeddings of `steps` new tokens per cache row, turned
+  // in place into the last layer's output (before the final norm). positions: [batch, steps]
+  // rotary positions. The cache's key_mask must already be set for the new slots
+  // [cache.length(), cache.length() + steps); on return the cache has advanced by `steps`.
+  void forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
+               Workspace& workspace, const Interrupt& interrupt) const;
+
+  // logits[r, :] = lm_head(norm(hidden[r, :])) for `rows` rows of hidden with row stride ldh.
+  void logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
+              Workspace& workspace) const;
+
+  KVCache make_cache(int64_t batch) const;
+
+ private:
+  struct Layer {
+    Norm input_layernorm, post_attention_layernorm;
+    Linear q_proj, k_proj, v_proj, o_proj;
+    Linear gate_proj, up_proj, down_proj;
+  };
+  TextConfig config_;
+  Matrix embed_tokens_;
+  std::vector<Layer> layers_;
+  Norm norm_;
+  Linear lm_head_;
+};
+
+}  // namespace qwen2audio

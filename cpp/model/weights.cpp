@@ -1,0 +1,85 @@
+#include "model/weights.h"
+
+#include <cstring>
+
+#include "runtime/errors.h"
+
+namespace qwen2audio {
+namespace {
+
+float element_as_float(const TensorView& view, int64_t index) {
+  switch (view.dtype) {
+    case DType::F32:
+      return view.as<float>()[index];
+    case DType::BF16:
+      return bf16_to_float(view.as<uint16_t>()[index]);
+    case DType::F16:
+      return f16_to_float(view.as<uint16_t>()[index]);
+    default:
+      throw CheckpointError("unsupported weight dtype " + std::string(dtype_name(view.dtype)));
+  }
+}
+
+bool aligned_for(const void* data, DType dtype) { return reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0; }
+
+}  // namespace
+
+WeightStore::WeightStore(std::shared_ptr<const Checkpoint> checkpoint, DType matrix_dtype)
+    : checkpoint_(std::move(checkpoint)), matrix_dtype_(matrix_dtype) {
+  if (matrix_dtype != DType::F32 && matrix_dtype != DType::BF16)
+    throw InvalidArgument("weights can be computed in float32 or bfloat16 only");
+}
+
+Matrix WeightStore::matrix(const std::string& name) {
+  const TensorView view = checkpoint_->tensor(name);
+  if (view.rank() < 2)
+    throw CheckpointError("tensor '" + name + "' should be a matrix, has shape " + shape_to_string(view.shape));
+  Matrix matrix{nullptr, matrix_dtype_, view.dim(0), view.numel() / view.dim(0)};
+  if (view.dtype == matrix_dtype_ && aligned_for(view.data, view.dtype)) {
+    matrix.data = view.data;
+    mapped_bytes_ += view.nbytes();
+    return matrix;
+  }
+  const int64_t count = view.numel();
+  Buffer<uint8_t>& owned = owned_.emplace_back(static_cast<size_t>(count) * dtype_size(matrix_dtype_));
+  if (view.dtype == matrix_dtype_) {
+    std::memcpy(owned.data(), view.data, view.nbytes());
+  } else if (matrix_dtype_ == DType::F32) {
+    auto* destination = reinterpret_cast<float*>(owned.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) destination[i] = element_as_float(view, i);
+  } else {
+    auto* destination = reinterpret_cast<uint16_t*>(owned.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) destination[i] = float_to_bf16(element_as_float(view, i));
+  }
+  copied_bytes_ += static_cast<size_t>(count) * dtype_size(matrix_dtype_);
+  matrix.data = owned.data();
+  return matrix;
+}
+
+const float* WeightStore::floats(const std::string& name) {
+  const TensorView view = checkpoint_->tensor(name);
+  const int64_t count = view.numel();
+  Buffer<uint8_t>& owned = owned_.emplace_back(static_cast<size_t>(count) * sizeof(float));
+  auto* destination = reinterpret_cast<float*>(owned.data());
+  for (int64_t i = 0; i < count; ++i) destination[i] = element_as_float(view, i);
+  copied_bytes_ += static_cast<size_t>(count) * sizeof(float);
+  return destination;
+}
+
+Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
+  Linear linear;
+  linear.weight = matrix(prefix + ".weight");
+  if (has_bias) linear.bias = floats(prefix + ".bias");
+  return linear;
+}
+
+Norm WeightStore::norm(const std::string& prefix, bool has_bias) {
+  Norm norm;
+  norm.weight = floats(prefix + ".weight");
+  if (has_bias) norm.bias = floats(prefix + ".bias");
+  return norm;
+}
+
+}  // namespace qwen2audio

@@ -1,0 +1,277 @@
+#include "kernels/cpu/gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <tuple>
+
+#include "runtime/buffer.h"
+#include "runtime/errors.h"
+
+namespace qwen2audio::kernels {
+namespace {
+
+using dt = dnnl::memory::data_type;
+
+// Problems with at most this many rows are matrix-vector products (decode steps): reading each
+// weight row once, converted on the fly, beats converting blocks for a matrix multiply.
+constexpr int64_t kSmallM = 4;
+// Weight rows converted to float32 at once in the portable BF16 path.
+constexpr int64_t kBlockN = 64;
+
+// Per-thread scratch: each OpenMP worker and each calling thread owns its buffers, so concurrent
+// calls never share them, and after the first call of a given size nothing is allocated.
+thread_local Buffer<float> tls_converted_weights;
+thread_local Buffer<float> tls_rounded_inputs;
+thread_local Buffer<uint16_t> tls_bf16_inputs;
+thread_local Buffer<uint8_t> tls_scratchpad;
+
+inline float round_through_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
+
+void bf16_row_to_float(const uint16_t* source, float* destination, int64_t count) {
+  int64_t index = 0;
+#if defined(__AVX2__)
+  for (; index + 8 <= count; index += 8) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(source + index));
+    const __m256i widened = _mm256_slli_epi32(_mm256_cvtepu16_epi32(packed), 16);
+    _mm256_storeu_ps(destination + index, _mm256_castsi256_ps(widened));
+  }
+#endif
+  for (; index < count; ++index) destination[index] = bf16_to_float(source[index]);
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline float horizontal_sum(__m256 value) {
+  const __m128 folded = _mm_add_ps(_mm256_castps256_ps128(value), _mm256_extractf128_ps(value, 1));
+  const __m128 pairs = _mm_add_ps(folded, _mm_movehl_ps(folded, folded));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+}
+#endif
+
+// out[i] = dot(x_i, w) for up to kSmallM rows x_i, reading the BF16 row w once.
+void bf16_row_dots(const float* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, float* out) {
+  int64_t index = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 sums[kSmallM];
+  for (int64_t row = 0; row < rows; ++row) sums[row] = _mm256_setzero_ps();
+  for (; index + 8 <= k; index += 8) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + index));
+    const __m256 weights = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(packed), 16));
+    for (int64_t row = 0; row < rows; ++row)
+      sums[row] = _mm256_fmadd_ps(_mm256_loadu_ps(x + row * ldx + index), weights, sums[row]);
+  }
+  for (int64_t row = 0; row < rows; ++row) out[row] = horizontal_sum(sums[row]);
+#else
+  for (int64_t row = 0; row < rows; ++row) out[row] = 0.0f;
+#endif
+  for (; index < k; ++index) {
+    const float weight = bf16_to_float(w[index]);
+    for (int64_t row = 0; row < rows; ++row) out[row] += x[row * ldx + index] * weight;
+  }
+}
+
+void check_args(const GemmArgs& args) {
+  if (args.m < 0 || args.n < 0 || args.k < 0) throw InvalidArgument("gemm: negative dimension");
+  if (args.ldx < args.k || args.ldw < args.k || args.ldy < args.n)
+    throw InvalidArgument("gemm: leading dimension too small");
+  if (args.w_dtype != DType::F32 && args.w_dtype != DType::BF16)
+    throw InvalidArgument("gemm: weights must be F32 or BF16, got " + std::string(dtype_name(args.w_dtype)));
+}
+
+void add_bias(const GemmArgs& args, int64_t column_begin, int64_t column_end) {
+  if (args.bias == nullptr) return;
+  for (int64_t row = 0; row < args.m; ++row) {
+    float* y = args.y + row * args.ldy;
+    for (int64_t column = column_begin; column < column_end; ++column) y[column] += args.bias[column];
+  }
+}
+
+struct PrimitiveKey {
+  int64_t m, n, k, ldx, ldw, ldy;
+  bool bf16, bias, accumulate;
+  int threads;
+  auto tie() const { return std::tie(m, n, k, ldx, ldw, ldy, bf16, bias, accumulate, threads); }
+  bool operator<(const PrimitiveKey& other) const { return tie() < other.tie(); }
+};
+
+struct CachedPrimitive {
+  dnnl::matmul primitive;
+  dnnl::memory::desc src, weights, bias, dst, scratchpad;
+};
+
+}  // namespace
+
+struct Gemm::Impl {
+  GemmOptions options;
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  bool native_bf16 = false;
+  std::mutex mutex;
+  std::map<PrimitiveKey, CachedPrimitive> cache;
+
+  // A prompt of a new length asks for new shapes; the bound keeps a long-lived server's cache from
+  // growing without limit.
+  static constexpr size_t kMaxCachedPrimitives = 512;
+
+  CachedPrimitive create(const PrimitiveKey& key) {
+    const dt input_type = key.bf16 ? dt::bf16 : dt::f32;
+    CachedPrimitive made;
+    made.src = dnnl::memory::desc({key.m, key.k}, input_type, {key.ldx, 1});
+    made.weights = dnnl::memory::desc({key.k, key.n}, input_type, {1, key.ldw});
+    made.dst = dnnl::memory::desc({key.m, key.n}, dt::f32, {key.ldy, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (key.accumulate) {
+      dnnl::post_ops post_ops;
+      post_ops.append_sum(1.0f);
+      attr.set_post_ops(post_ops);
+    }
+    dnnl::matmul::primitive_desc descriptor;
+    if (key.bias) {
+      made.bias = dnnl::memory::desc({1, key.n}, dt::f32, {key.n, 1});
+      descriptor =
+          dnnl::matmul::primitive_desc(dnnl::matmul::desc(made.src, made.weights, made.bias, made.dst), attr, engine);
+    } else {
+      descriptor = dnnl::matmul::primitive_desc(dnnl::matmul::desc(made.src, made.weights, made.dst), attr, engine);
+    }
+    made.scratchpad = descriptor.scratchpad_desc();
+    made.primitive = dnnl::matmul(descriptor);
+    return made;
+  }
+
+  CachedPrimitive get(const PrimitiveKey& key) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto found = cache.find(key);
+      if (found != cache.end()) return found->second;
+    }
+    // Created outside the lock: creation can take milliseconds and other shapes need not wait.
+    CachedPrimitive made = create(key);
+    std::lock_guard<std::mutex> lock(mutex);
+    if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+    return cache.emplace(key, std::move(made)).first->second;
+  }
+
+  void run_onednn(const GemmArgs& args, const void* x, int64_t ldx, bool bf16) {
+    const PrimitiveKey key{args.m,
+                           args.n,
+                           args.k,
+                           ldx,
+                           args.ldw,
+                           args.ldy,
+                           bf16,
+                           args.bias != nullptr,
+                           args.accumulate,
+                           omp_get_max_threads()};
+    CachedPrimitive cached = get(key);
+    dnnl::memory src(cached.src, engine, const_cast<void*>(x));
+    dnnl::memory weights(cached.weights, engine, const_cast<void*>(args.w));
+    dnnl::memory dst(cached.dst, engine, args.y);
+    uint8_t* scratch = tls_scratchpad.reserve(std::max<size_t>(cached.scratchpad.get_size(), 1));
+    dnnl::memory scratchpad(cached.scratchpad, engine, scratch);
+    std::unordered_map<int, dnnl::memory> arguments{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+    if (args.bias != nullptr)
+      arguments.emplace(DNNL_ARG_BIAS, dnnl::memory(cached.bias, engine, const_cast<float*>(args.bias)));
+    dnnl::stream stream(engine);
+    cached.primitive.execute(stream, arguments);
+    stream.wait();
+  }
+
+  void run_portable_bf16(const GemmArgs& args) {
+    const float* x = args.x;
+    int64_t ldx = args.ldx;
+    if (options.round_bf16_inputs) {
+      float* rounded = tls_rounded_inputs.reserve(static_cast<size_t>(args.m * args.k));
+#pragma omp parallel for if (args.m * args.k > (1 << 16))
+      for (int64_t row = 0; row < args.m; ++row)
+        for (int64_t index = 0; index < args.k; ++index)
+          rounded[row * args.k + index] = round_through_bf16(args.x[row * args.ldx + index]);
+      x = rounded;
+      ldx = args.k;
+    }
+    const auto* w = static_cast<const uint16_t*>(args.w);
+    if (args.m <= kSmallM) {
+#pragma omp parallel for schedule(static)
+      for (int64_t column = 0; column < args.n; ++column) {
+        float dots[kSmallM];
+        bf16_row_dots(x, ldx, args.m, w + column * args.ldw, args.k, dots);
+        for (int64_t row = 0; row < args.m; ++row) {
+          float* y = args.y + row * args.ldy + column;
+          const float value = dots[row] + (args.bias ? args.bias[column] : 0.0f);
+          *y = args.accumulate ? *y + value : value;
+        }
+      }
+      return;
+    }
+    const int64_t blocks = (args.n + kBlockN - 1) / kBlockN;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t begin = block * kBlockN;
+      const int64_t width = std::min(kBlockN, args.n - begin);
+      float* converted = tls_converted_weights.reserve(static_cast<size_t>(kBlockN * args.k));
+      for (int64_t column = 0; column < width; ++column)
+        bf16_row_to_float(w + (begin + column) * args.ldw, converted + column * args.k, args.k);
+      // Inside this parallel region oneDNN's GEMM runs on the calling thread only.
+      const dnnl_status_t status = dnnl_sgemm('N', 'T', args.m, width, args.k, 1.0f, x, ldx, converted, args.k,
+                                              args.accumulate ? 1.0f : 0.0f, args.y + begin, args.ldy);
+      if (status != dnnl_success) std::abort();  // only on invalid arguments, which check_args excludes
+      add_bias(args, begin, begin + width);
+    }
+  }
+};
+
+Gemm::Gemm(GemmOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->options = options;
+  // Native hardware rounds activations to BF16 by construction, so keeping them float32 means the
+  // portable path.
+  if (options.allow_native_bf16 && options.round_bf16_inputs) {
+    // Native means a JIT kernel on BF16 hardware; oneDNN's reference fallback would be far slower
+    // than our portable path.
+    try {
+      dnnl::matmul::primitive_desc descriptor(dnnl::matmul::desc(dnnl::memory::desc({16, 16}, dt::bf16, {16, 1}),
+                                                                 dnnl::memory::desc({16, 16}, dt::bf16, {1, 16}),
+                                                                 dnnl::memory::desc({1, 16}, dt::f32, {16, 1}),
+                                                                 dnnl::memory::desc({16, 16}, dt::f32, {16, 1})),
+                                              impl_->engine);
+      const std::string implementation = descriptor.impl_info_str();
+      impl_->native_bf16 = implementation.find("ref") == std::string::npos;
+    } catch (const dnnl::error&) {
+      impl_->native_bf16 = false;
+    }
+  }
+}
+
+Gemm::~Gemm() = default;
+
+bool Gemm::native_bf16() const { return impl_->native_bf16; }
+const GemmOptions& Gemm::options() const { return impl_->options; }
+
+void Gemm::operator()(const GemmArgs& args) {
+  check_args(args);
+  if (args.m == 0 || args.n == 0) return;
+  if (args.k == 0) {
+    for (int64_t row = 0; row < args.m; ++row)
+      if (!args.accumulate) std::fill_n(args.y + row * args.ldy, args.n, 0.0f);
+    add_bias(args, 0, args.n);
+    return;
+  }
+  if (args.w_dtype == DType::F32) {
+    impl_->run_onednn(args, args.x, args.ldx, false);
+  } else if (impl_->native_bf16) {
+    uint16_t* converted = tls_bf16_inputs.reserve(static_cast<size_t>(args.m * args.k));
+#pragma omp parallel for if (args.m * args.k > (1 << 16))
+    for (int64_t row = 0; row < args.m; ++row)
+      for (int64_t index = 0; index < args.k; ++index)
+        converted[row * args.k + index] = float_to_bf16(args.x[row * args.ldx + index]);
+    impl_->run_onednn(args, converted, args.k, true);
+  } else {
+    impl_->run_portable_bf16(args);
+  }
+}
+
+}  // namespace qwen2audio::kernels
