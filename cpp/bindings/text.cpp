@@ -191,7 +191,9 @@ void register_text(py::module_& module) {
           "model_vocab",
           [](const Tokenizer& self) {
             py::dict vocab;
-            for (const auto& [spelling, id] : self.model().vocab()) vocab[py::str(spelling)] = id;
+            const text::BpeModel& model = self.model();
+            for (int32_t id = 0; id < model.id_limit(); ++id)
+              if (model.has_id(id)) vocab[py::str(model.id_to_token(id))] = id;
             return vocab;
           },
           "The BPE vocabulary (spelling -> id), without added tokens.")

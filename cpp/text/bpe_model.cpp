@@ -22,31 +22,57 @@ uint64_t mix(uint64_t key) {
 }
 
 // Min-heap order: lowest rank first, then leftmost.
-bool later(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) {
-  return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+struct Later {
+  bool operator()(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) const {
+    return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+  }
+};
+
+// The byte a one-character token of the byte-level alphabet stands for, or -1.
+int byte_of_token(std::string_view token) {
+  char32_t codepoint = 0;
+  const auto lead = static_cast<uint8_t>(token[0]);
+  if (token.size() == 1 && lead < 0x80) {
+    codepoint = lead;
+  } else if (token.size() == 2 && (lead & 0xE0) == 0xC0) {
+    codepoint = ((lead & 0x1F) << 6) | (static_cast<uint8_t>(token[1]) & 0x3F);
+  } else {
+    return -1;
+  }
+  return codepoint_to_byte(codepoint);
 }
 
 }  // namespace
 
-BpeModel::BpeModel(StringIdMap vocab, const std::vector<std::pair<std::string, std::string>>& merges,
-                   const std::string& origin, bool ignore_merges)
-    : vocab_(std::move(vocab)), ignore_merges_(ignore_merges) {
+BpeModel::BpeModel(std::vector<std::pair<std::string, int32_t>> vocab,
+                   const std::vector<std::pair<std::string, std::string>>& merges, const std::string& origin,
+                   bool ignore_merges)
+    : ignore_merges_(ignore_merges) {
   int64_t max_id = -1;
-  for (const auto& [spelling, id] : vocab_) {
+  for (const auto& [spelling, id] : vocab) {
     if (id < 0 || id > kMaxTokenId)
       throw ConfigError(origin + ": token '" + spelling + "' has id " + std::to_string(id) + ", outside [0, " +
                         std::to_string(kMaxTokenId) + "]");
+    if (spelling.empty() || spelling.size() > UINT16_MAX)
+      throw ConfigError(origin + ": token " + std::to_string(id) + " is empty or longer than 64 KiB");
     max_id = std::max<int64_t>(max_id, id);
   }
   tokens_.resize(static_cast<size_t>(max_id + 1));
   has_token_.assign(tokens_.size(), 0);
-  for (const auto& [spelling, id] : vocab_) {
+  for (auto& [spelling, id] : vocab) {
     if (has_token_[id])
       throw ConfigError(origin + ": tokens '" + tokens_[id] + "' and '" + spelling + "' share id " +
                         std::to_string(id));
-    tokens_[id] = spelling;
+    const uint64_t hash = WordCache::hash(spelling);
+    uint32_t count = 0;
+    if (const int32_t* other = ids_by_spelling_.find(spelling, hash, count))
+      throw ConfigError(origin + ": token '" + spelling + "' has two ids, " + std::to_string(*other) + " and " +
+                        std::to_string(id));
+    ids_by_spelling_.insert(spelling, hash, &id, 1);
     has_token_[id] = 1;
+    tokens_[id] = std::move(spelling);
   }
+  size_ = vocab.size();
   for (int byte = 0; byte < 256; ++byte) {
     std::string spelling;
     append_utf8(spelling, byte_to_codepoint(static_cast<uint8_t>(byte)));
@@ -57,10 +83,10 @@ BpeModel::BpeModel(StringIdMap vocab, const std::vector<std::pair<std::string, s
     byte_ids_[byte] = id;
   }
 
+  byte_pair_merges_.assign(256 * 256, MergeResult{-1, -1});
   size_t capacity = 16;
-  while (capacity < merges.size() * 2) capacity <<= 1;
-  merge_keys_.assign(capacity, kEmptyKey);
-  merge_values_.assign(capacity, MergeResult{0, 0});
+  while (capacity < merges.size() + merges.size() / 2) capacity <<= 1;
+  merge_slots_.assign(capacity, MergeSlot{kEmptyKey, {0, 0}});
   merge_mask_ = capacity - 1;
   merge_list_.reserve(merges.size());
   std::string joined;
@@ -70,17 +96,24 @@ BpeModel::BpeModel(StringIdMap vocab, const std::vector<std::pair<std::string, s
     const int32_t right_id = token_to_id(right);
     joined.assign(left).append(right);
     const int32_t merged_id = token_to_id(joined);
-    const std::string where = origin + ": merge " + std::to_string(rank + 1) + " ('" + left + " " + right + "')";
-    if (left_id < 0) throw ConfigError(where + " names '" + left + "', which is not in the vocabulary");
-    if (right_id < 0) throw ConfigError(where + " names '" + right + "', which is not in the vocabulary");
-    if (merged_id < 0) throw ConfigError(where + " makes '" + joined + "', which is not in the vocabulary");
+    if (left_id < 0 || right_id < 0 || merged_id < 0) {
+      const std::string where = origin + ": merge " + std::to_string(rank + 1) + " ('" + left + " " + right + "')";
+      const std::string& missing = left_id < 0 ? left : right_id < 0 ? right : joined;
+      throw ConfigError(where + (merged_id < 0 && left_id >= 0 && right_id >= 0 ? " makes '" : " names '") + missing +
+                        "', which is not in the vocabulary");
+    }
     merge_list_.emplace_back(left_id, right_id);
     const uint64_t key = pair_key(left_id, right_id);
     uint64_t slot = mix(key) & merge_mask_;
-    while (merge_keys_[slot] != kEmptyKey && merge_keys_[slot] != key) slot = (slot + 1) & merge_mask_;
+    while (merge_slots_[slot].key != kEmptyKey && merge_slots_[slot].key != key) slot = (slot + 1) & merge_mask_;
     // A repeated pair keeps its last rank, as HF's merge map (built by collecting into a map) does.
-    merge_keys_[slot] = key;
-    merge_values_[slot] = MergeResult{static_cast<int32_t>(rank), merged_id};
+    merge_slots_[slot] = MergeSlot{key, {static_cast<int32_t>(rank), merged_id}};
+    if (left.size() <= 2 && right.size() <= 2) {
+      const int left_byte = byte_of_token(left);
+      const int right_byte = byte_of_token(right);
+      if (left_byte >= 0 && right_byte >= 0 && byte_ids_[left_byte] == left_id && byte_ids_[right_byte] == right_id)
+        byte_pair_merges_[left_byte * 256 + right_byte] = MergeResult{static_cast<int32_t>(rank), merged_id};
+    }
   }
 }
 
@@ -88,16 +121,17 @@ const BpeModel::MergeResult* BpeModel::find_merge(int32_t left, int32_t right) c
   const uint64_t key = pair_key(left, right);
   uint64_t slot = mix(key) & merge_mask_;
   while (true) {
-    const uint64_t found = merge_keys_[slot];
-    if (found == key) return &merge_values_[slot];
-    if (found == kEmptyKey) return nullptr;
+    const MergeSlot& entry = merge_slots_[slot];
+    if (entry.key == key) return &entry.result;
+    if (entry.key == kEmptyKey) return nullptr;
     slot = (slot + 1) & merge_mask_;
   }
 }
 
 int32_t BpeModel::token_to_id(std::string_view spelling) const {
-  const auto found = vocab_.find(spelling);
-  return found == vocab_.end() ? -1 : found->second;
+  uint32_t count = 0;
+  const int32_t* id = ids_by_spelling_.find(spelling, WordCache::hash(spelling), count);
+  return id == nullptr ? -1 : *id;
 }
 
 const std::string& BpeModel::id_to_token(int32_t id) const {
@@ -127,18 +161,22 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
     symbols[index] = {byte_ids_[static_cast<uint8_t>(bytes[index])], static_cast<int32_t>(index) - 1,
                       index + 1 < count ? static_cast<int32_t>(index + 1) : -1};
   }
-  const auto push_candidate = [&](int32_t left) {
-    const int32_t right = symbols[left].next;
-    if (right < 0) return;
-    const MergeResult* merge = find_merge(symbols[left].id, symbols[right].id);
+  // Every first pair is a pair of bytes: a dense table answers those without hashing.
+  for (size_t index = 0; index + 1 < count; ++index) {
+    const MergeResult& merge =
+        byte_pair_merges_[static_cast<uint8_t>(bytes[index]) * 256 + static_cast<uint8_t>(bytes[index + 1])];
+    if (merge.rank >= 0)
+      heap.push_back({merge.rank, static_cast<int32_t>(index), symbols[index].id, symbols[index + 1].id, merge.id});
+  }
+  std::make_heap(heap.begin(), heap.end(), Later{});
+  const auto push_candidate = [&](int32_t left, const MergeResult* merge) {
     if (merge == nullptr) return;
-    heap.push_back({merge->rank, left, symbols[left].id, symbols[right].id});
-    std::push_heap(heap.begin(), heap.end(), later);
+    heap.push_back({merge->rank, left, symbols[left].id, symbols[symbols[left].next].id, merge->id});
+    std::push_heap(heap.begin(), heap.end(), Later{});
   };
-  for (size_t index = 0; index + 1 < count; ++index) push_candidate(static_cast<int32_t>(index));
 
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), later);
+    std::pop_heap(heap.begin(), heap.end(), Later{});
     const BpeScratch::Candidate top = heap.back();
     heap.pop_back();
     BpeScratch::Symbol& left = symbols[top.left];
@@ -147,12 +185,15 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
     if (left.id != top.left_id || left.next < 0) continue;
     BpeScratch::Symbol& right = symbols[left.next];
     if (right.id != top.right_id) continue;
-    left.id = find_merge(top.left_id, top.right_id)->id;
+    left.id = top.merged_id;
     right.id = -1;  // merged away
     left.next = right.next;
     if (right.next >= 0) symbols[right.next].prev = top.left;
-    if (left.prev >= 0) push_candidate(left.prev);
-    push_candidate(top.left);
+    // Both lookups are issued before either result is used, so their cache misses overlap.
+    const MergeResult* with_previous = left.prev >= 0 ? find_merge(symbols[left.prev].id, left.id) : nullptr;
+    const MergeResult* with_next = left.next >= 0 ? find_merge(left.id, symbols[left.next].id) : nullptr;
+    if (left.prev >= 0) push_candidate(left.prev, with_previous);
+    push_candidate(top.left, with_next);
   }
   for (int32_t index = 0; index >= 0; index = symbols[index].next) out.push_back(symbols[index].id);
 }

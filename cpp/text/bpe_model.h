@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "text/word_cache.h"
+
 // Byte-level BPE: a vocabulary of byte-level spellings (see byte_level.h) and a ranked list of
 // merges. A word's bytes start as one symbol each and the adjacent pair with the lowest merge
 // rank is merged until none is left, leftmost first among equal ranks, as HF tokenizers' BPE
@@ -33,6 +35,7 @@ struct BpeScratch {
     int32_t left;  // symbol index
     int32_t left_id;
     int32_t right_id;
+    int32_t merged_id;
   };
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
@@ -40,10 +43,11 @@ struct BpeScratch {
 
 class BpeModel {
  public:
-  // `vocab`: spelling -> id. `merges`: pairs of spellings in rank order. Throws ConfigError naming
-  // `origin` when a merge names a token (or makes one) that the vocabulary lacks, when two
-  // spellings share an id, or when a byte of the alphabet has no token.
-  BpeModel(StringIdMap vocab, const std::vector<std::pair<std::string, std::string>>& merges, const std::string& origin,
+  // `vocab`: (spelling, id) entries. `merges`: pairs of spellings in rank order. Throws ConfigError
+  // naming `origin` when a merge names a token (or makes one) that the vocabulary lacks, when two
+  // spellings share an id or one spelling has two, or when a byte of the alphabet has no token.
+  BpeModel(std::vector<std::pair<std::string, int32_t>> vocab,
+           const std::vector<std::pair<std::string, std::string>>& merges, const std::string& origin,
            bool ignore_merges = false);
 
   // Appends the ids of one word (raw bytes, before the byte-level mapping) to `out`.
@@ -55,8 +59,7 @@ class BpeModel {
   const std::string& id_to_token(int32_t id) const;
   bool has_id(int32_t id) const { return id >= 0 && id < static_cast<int32_t>(tokens_.size()) && has_token_[id]; }
 
-  const StringIdMap& vocab() const { return vocab_; }
-  size_t size() const { return vocab_.size(); }
+  size_t size() const { return size_; }
   // One past the highest id.
   int32_t id_limit() const { return static_cast<int32_t>(tokens_.size()); }
   // Merges in rank order, as (left, right) ids.
@@ -68,19 +71,26 @@ class BpeModel {
     int32_t rank;
     int32_t id;
   };
+  struct MergeSlot {
+    uint64_t key;
+    MergeResult result;
+  };
   static uint64_t pair_key(int32_t left, int32_t right) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   }
   const MergeResult* find_merge(int32_t left, int32_t right) const;
 
-  StringIdMap vocab_;
+  // Spelling -> id through the same flat table the word cache uses (one id per "word").
+  WordCache ids_by_spelling_;
+  size_t size_ = 0;
   std::vector<std::string> tokens_;
   std::vector<uint8_t> has_token_;
   std::array<int32_t, 256> byte_ids_{};
-  // Open addressing, linear probing: BPE's inner loop is this lookup, and a flat table keeps it to
-  // one or two cache lines.
-  std::vector<uint64_t> merge_keys_;
-  std::vector<MergeResult> merge_values_;
+  // Open addressing, linear probing, key and value side by side: BPE's inner loop is this lookup,
+  // and most of its cost is the one cache miss per probe.
+  std::vector<MergeSlot> merge_slots_;
+  // Merges of two single-byte tokens, indexed by byte pair (rank -1: none).
+  std::vector<MergeResult> byte_pair_merges_;
   uint64_t merge_mask_ = 0;
   std::vector<std::pair<int32_t, int32_t>> merge_list_;
   bool ignore_merges_ = false;

@@ -12,6 +12,7 @@
 #include "text/byte_level.h"
 #include "text/unicode_normalize.h"
 #include "text/utf8.h"
+#include "text/word_cache.h"
 
 namespace qwen2audio::text {
 namespace {
@@ -73,15 +74,6 @@ AddedToken parse_added_token(const json& entry, int32_t id, const std::string& o
   return token;
 }
 
-StringIdMap parse_vocab(const json& vocab, const std::string& origin) {
-  if (!vocab.is_object()) throw ConfigError(origin + ": the vocabulary must be an object of token -> id");
-  StringIdMap map;
-  map.reserve(vocab.size());
-  for (const auto& [spelling, id] : vocab.items())
-    map.emplace(spelling, get_token_id(id, origin + " token '" + spelling + "'"));
-  return map;
-}
-
 std::pair<std::string, std::string> split_merge_line(std::string_view line, const std::string& where) {
   const size_t space = line.find(' ');
   if (space == std::string_view::npos || space == 0 || space + 1 == line.size() ||
@@ -110,22 +102,177 @@ std::vector<std::pair<std::string, std::string>> read_merges_txt(const fs::path&
   return merges;
 }
 
-std::vector<std::pair<std::string, std::string>> parse_json_merges(const json& merges, const std::string& origin) {
-  if (!merges.is_array()) throw ConfigError(origin + ": 'model.merges' must be an array");
-  std::vector<std::pair<std::string, std::string>> result;
-  result.reserve(merges.size());
-  for (size_t index = 0; index < merges.size(); ++index) {
-    const json& merge = merges[index];
-    const std::string where = origin + " merge " + std::to_string(index + 1);
-    if (merge.is_string()) {
-      result.push_back(split_merge_line(merge.get_ref<const std::string&>(), where));
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
-      result.emplace_back(merge[0].get<std::string>(), merge[1].get<std::string>());
-    } else {
-      throw ConfigError(where + ": must be \"a b\" or [\"a\", \"b\"], got " + merge.dump());
+// The vocabulary and merges of a BPE model, read straight off the JSON parser's events: a DOM of
+// 150k entries would cost more than the rest of loading together.
+struct ModelTables {
+  std::vector<std::pair<std::string, int32_t>> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+  bool has_vocab = false;
+  bool has_merges = false;
+};
+
+// SAX handler that builds the DOM of a JSON file except for two containers, named by their keys
+// from the root: the vocabulary (an object of spelling -> id) and the merges (an array of "a b" or
+// ["a", "b"]), whose entries go to ModelTables. Errors throw ConfigError naming `origin`.
+class ModelJsonReader : public nlohmann::json_sax<json> {
+ public:
+  using Path = std::optional<std::vector<std::string>>;  // nullopt: no such container
+  ModelJsonReader(ModelTables& tables, Path vocab_path, Path merges_path, std::string origin)
+      : tables_(tables),
+        vocab_path_(std::move(vocab_path)),
+        merges_path_(std::move(merges_path)),
+        origin_(std::move(origin)) {}
+
+  json take_root() { return std::move(root_); }
+
+  bool null() override { return value(json()); }
+  bool boolean(bool flag) override { return value(json(flag)); }
+  bool number_integer(number_integer_t number) override { return value(json(number)); }
+  bool number_unsigned(number_unsigned_t number) override { return value(json(number)); }
+  bool number_float(number_float_t number, const string_t&) override { return value(json(number)); }
+  bool string(string_t& text) override {
+    if (mode_ == Mode::Merges) {
+      tables_.merges.push_back(split_merge_line(text, merge_origin()));
+      return true;
     }
+    if (mode_ == Mode::MergePair) {
+      if (pair_.size() == 2) fail_merge();
+      pair_.push_back(std::move(text));
+      return true;
+    }
+    return value(json(std::move(text)));
   }
-  return result;
+  bool binary(binary_t&) override { return value(json()); }
+
+  bool key(string_t& key) override {
+    pending_key_ = std::move(key);
+    return true;
+  }
+
+  bool start_object(std::size_t) override {
+    if (mode_ == Mode::Vocab) throw ConfigError(origin_ + ": vocabulary ids must be integers, got an object");
+    if (mode_ != Mode::Dom) fail_merge();
+    if (matches(vocab_path_)) {
+      tables_.has_vocab = true;
+      mode_ = Mode::Vocab;
+      return true;
+    }
+    if (matches(merges_path_)) throw ConfigError(origin_ + ": 'merges' must be an array");
+    return open(json::object());
+  }
+  bool end_object() override {
+    if (mode_ == Mode::Vocab) {
+      mode_ = Mode::Dom;
+      return true;
+    }
+    return close();
+  }
+  bool start_array(std::size_t) override {
+    if (mode_ == Mode::Vocab) throw ConfigError(origin_ + ": vocabulary ids must be integers, got an array");
+    if (mode_ == Mode::Merges) {
+      mode_ = Mode::MergePair;
+      pair_.clear();
+      return true;
+    }
+    if (mode_ == Mode::MergePair) fail_merge();
+    if (matches(merges_path_)) {
+      tables_.has_merges = true;
+      mode_ = Mode::Merges;
+      return true;
+    }
+    if (matches(vocab_path_)) throw ConfigError(origin_ + ": the vocabulary must be an object of token -> id");
+    return open(json::array());
+  }
+  bool end_array() override {
+    if (mode_ == Mode::MergePair) {
+      if (pair_.size() != 2) fail_merge();
+      tables_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+      mode_ = Mode::Merges;
+      return true;
+    }
+    if (mode_ == Mode::Merges) {
+      mode_ = Mode::Dom;
+      return true;
+    }
+    return close();
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& error) override {
+    throw ConfigError(origin_ + ": not valid JSON: " + error.what());
+  }
+
+ private:
+  enum class Mode { Dom, Vocab, Merges, MergePair };
+
+  // Whether a container opened now sits at `path`: every enclosing container an object entered
+  // through the path's keys.
+  bool matches(const Path& path) const {
+    if (!path || path->size() != stack_.size()) return false;
+    if (path->empty()) return true;  // the root itself
+    for (size_t index = 0; index < stack_.size(); ++index)
+      if (!stack_[index]->is_object()) return false;
+    for (size_t index = 1; index < stack_.size(); ++index)
+      if (keys_[index] != (*path)[index - 1]) return false;
+    return pending_key_ == path->back();
+  }
+
+  [[noreturn]] void fail_merge() const { throw ConfigError(merge_origin() + ": must be \"a b\" or [\"a\", \"b\"]"); }
+  std::string merge_origin() const { return origin_ + " merge " + std::to_string(tables_.merges.size() + 1); }
+
+  bool value(json item) {
+    if (mode_ == Mode::Vocab) {
+      tables_.vocab.emplace_back(pending_key_, get_token_id(item, origin_ + " token '" + pending_key_ + "'"));
+      return true;
+    }
+    if (mode_ != Mode::Dom) fail_merge();
+    place(std::move(item));
+    return true;
+  }
+  json* place(json item) {
+    if (stack_.empty()) {
+      root_ = std::move(item);
+      return &root_;
+    }
+    json& parent = *stack_.back();
+    if (parent.is_object()) return &(parent[pending_key_] = std::move(item));
+    parent.push_back(std::move(item));
+    return &parent.back();
+  }
+  bool open(json container) {
+    // Children are appended only after a container closes, so these pointers stay valid.
+    const bool keyed = !stack_.empty() && stack_.back()->is_object();
+    keys_.push_back(keyed ? pending_key_ : std::string());
+    stack_.push_back(place(std::move(container)));
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    keys_.pop_back();
+    return true;
+  }
+
+  ModelTables& tables_;
+  Path vocab_path_;
+  Path merges_path_;
+  std::string origin_;
+  json root_;
+  std::vector<json*> stack_;       // open containers of the DOM
+  std::vector<std::string> keys_;  // the key that entered each open container ("" for the root or under an array)
+  std::string pending_key_;
+  Mode mode_ = Mode::Dom;
+  std::vector<std::string> pair_;
+};
+
+json read_model_json(const fs::path& path, size_t max_bytes, const char* what, ModelTables& tables,
+                     ModelJsonReader::Path vocab_path, ModelJsonReader::Path merges_path) {
+  const std::string text = read_text_file(path, max_bytes, what);
+  ModelJsonReader reader(tables, std::move(vocab_path), std::move(merges_path), path.string());
+  try {
+    json::sax_parse(text, &reader);
+  } catch (const json::exception& error) {
+    throw ConfigError(path.string() + ": not valid JSON: " + error.what());
+  }
+  return reader.take_root();
 }
 
 bool is_unset(const json& object, const char* key) {
@@ -253,7 +400,10 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const TokenizerFiles& files) {
 
   if (!files.tokenizer_json.empty()) {
     const std::string origin = files.tokenizer_json.string();
-    const json root = parse_json_file(files.tokenizer_json, kMaxModelFileBytes, "tokenizer.json");
+    ModelTables tables;
+    const json root =
+        read_model_json(files.tokenizer_json, kMaxModelFileBytes, "tokenizer.json", tables,
+                        std::vector<std::string>{"model", "vocab"}, std::vector<std::string>{"model", "merges"});
     if (!root.is_object()) throw ConfigError(origin + ": must hold a JSON object");
     const auto model = root.find("model");
     if (model == root.end() || !model->is_object()) throw ConfigError(origin + ": no 'model' object");
@@ -264,10 +414,8 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const TokenizerFiles& files) {
       throw ConfigError(origin + ": BPE dropout is not supported at inference");
     if (!is_unset(*model, "continuing_subword_prefix") || !is_unset(*model, "end_of_word_suffix"))
       throw ConfigError(origin + ": BPE subword prefixes/suffixes are not supported (not byte-level BPE)");
-    if (!model->contains("vocab") || !model->contains("merges"))
-      throw ConfigError(origin + ": 'model' needs 'vocab' and 'merges'");
-    parts.model = std::make_unique<BpeModel>(parse_vocab((*model)["vocab"], origin + " model.vocab"),
-                                             parse_json_merges((*model)["merges"], origin), origin,
+    if (!tables.has_vocab || !tables.has_merges) throw ConfigError(origin + ": 'model' needs 'vocab' and 'merges'");
+    parts.model = std::make_unique<BpeModel>(std::move(tables.vocab), tables.merges, origin,
                                              get_bool(*model, "ignore_merges", false, origin));
     parts.model_source = "tokenizer.json";
     parts.nfc = parse_normalizer(root.contains("normalizer") ? root["normalizer"] : json(), origin);
@@ -287,8 +435,10 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const TokenizerFiles& files) {
     if (files.vocab_json.empty() || files.merges_txt.empty())
       throw ConfigError("tokenizer needs tokenizer.json, or both vocab.json and merges.txt");
     const std::string origin = files.vocab_json.string();
-    StringIdMap vocab = parse_vocab(parse_json_file(files.vocab_json, kMaxModelFileBytes, "vocab"), origin);
-    parts.model = std::make_unique<BpeModel>(std::move(vocab), read_merges_txt(files.merges_txt),
+    ModelTables tables;
+    read_model_json(files.vocab_json, kMaxModelFileBytes, "vocab", tables, std::vector<std::string>{}, std::nullopt);
+    if (!tables.has_vocab) throw ConfigError(origin + ": the vocabulary must be an object of token -> id");
+    parts.model = std::make_unique<BpeModel>(std::move(tables.vocab), read_merges_txt(files.merges_txt),
                                              files.vocab_json.string() + " + " + files.merges_txt.string());
     parts.model_source = "vocab.json+merges.txt";
     parts.nfc = true;  // Qwen2Tokenizer normalizes to NFC before splitting
@@ -344,9 +494,9 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const TokenizerFiles& files) {
   return std::shared_ptr<const Tokenizer>(new Tokenizer(std::move(parts)));
 }
 
-struct Tokenizer::WordCache {
+struct Tokenizer::SharedWordCache {
   mutable std::shared_mutex mutex;
-  std::unordered_map<std::string, std::vector<int32_t>, TransparentStringHash, std::equal_to<>> words;
+  WordCache words;
 };
 
 Tokenizer::Tokenizer(Parts parts)
@@ -355,7 +505,7 @@ Tokenizer::Tokenizer(Parts parts)
       nfc_(parts.nfc),
       model_source_(std::move(parts.model_source)),
       added_(std::move(parts.added)),
-      cache_(std::make_unique<WordCache>()) {
+      cache_(std::make_unique<SharedWordCache>()) {
   const auto raw = [](const AddedToken& token) { return !token.normalized; };
   const auto normalized = [](const AddedToken& token) { return token.normalized; };
   raw_all_ = AddedTokenMatcher(added_, raw);
@@ -396,7 +546,7 @@ struct Tokenizer::CallState {
   CallState(std::vector<int32_t>& ids, const WordCache& shared) : ids(ids), shared(shared) {}
   std::vector<int32_t>& ids;
   const WordCache& shared;
-  std::unordered_map<std::string, std::vector<int32_t>, TransparentStringHash, std::equal_to<>> fresh;
+  WordCache fresh;  // words first met in this call
   std::vector<TextSpan> spans;
   std::vector<TextSpan> normalized_spans;
   std::vector<Piece> pieces;
@@ -418,17 +568,17 @@ void Tokenizer::encode_words(std::string_view text, CallState& state) const {
       model_->encode_word(word, state.ids, state.scratch);
       continue;
     }
-    if (const auto found = state.shared.words.find(word); found != state.shared.words.end()) {
-      state.ids.insert(state.ids.end(), found->second.begin(), found->second.end());
-      continue;
-    }
-    if (const auto found = state.fresh.find(word); found != state.fresh.end()) {
-      state.ids.insert(state.ids.end(), found->second.begin(), found->second.end());
+    const uint64_t hash = WordCache::hash(word);
+    uint32_t count = 0;
+    const int32_t* known = state.shared.find(word, hash, count);
+    if (known == nullptr) known = state.fresh.find(word, hash, count);
+    if (known != nullptr) {
+      state.ids.insert(state.ids.end(), known, known + count);
       continue;
     }
     const size_t before = state.ids.size();
     model_->encode_word(word, state.ids, state.scratch);
-    state.fresh.emplace(std::string(word), std::vector<int32_t>(state.ids.begin() + before, state.ids.end()));
+    state.fresh.insert(word, hash, state.ids.data() + before, static_cast<uint32_t>(state.ids.size() - before));
   }
 }
 
@@ -458,10 +608,9 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& ids, bo
     throw InvalidArgument("text of " + std::to_string(text.size()) + " bytes is too long to encode (limit 2 GiB)");
   if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
     throw InvalidArgument("text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
-  std::vector<std::string> fresh_words;
   {
     std::shared_lock lock(cache_->mutex);
-    CallState state{ids, *cache_};
+    CallState state(ids, cache_->words);
     const AddedTokenMatcher& matcher = split_special_tokens ? raw_plain_ : raw_all_;
     if (matcher.empty()) {
       encode_segment(text, split_special_tokens, state);
@@ -478,10 +627,7 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& ids, bo
     if (state.fresh.empty()) return;
     std::unique_lock writer(cache_->mutex, std::try_to_lock);
     if (!writer.owns_lock()) return;
-    for (auto& entry : state.fresh) {
-      if (cache_->words.size() >= kWordCacheCapacity) break;
-      cache_->words.insert(std::move(entry));
-    }
+    cache_->words.absorb(state.fresh, kWordCacheCapacity);
   }
 }
 
@@ -497,7 +643,7 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text, bool spl
     throw InvalidArgument("text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
   std::vector<int32_t> unused;
   std::vector<std::string> words;
-  CallState state{unused, *cache_};
+  CallState state(unused, cache_->words);
   state.words = &words;
   const AddedTokenMatcher& matcher = split_special_tokens ? raw_plain_ : raw_all_;
   matcher.split(text, state.spans);

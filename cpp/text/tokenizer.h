@@ -110,8 +110,8 @@ class Tokenizer {
   // Words already encoded, shared by all calls on this tokenizer (never across tokenizers). Calls
   // read it under a shared lock and add their new words at the end only if the lock is free at
   // once, so encoding never waits on another thread's bookkeeping.
-  struct WordCache;
-  std::unique_ptr<WordCache> cache_;
+  struct SharedWordCache;
+  std::unique_ptr<SharedWordCache> cache_;
 };
 
 }  // namespace qwen2audio::text
