@@ -16,7 +16,7 @@ void put_root(double* entry, double angle) {
   entry[1] = -std::sin(angle);
 }
 
-// The split minimising the multiply-adds of both stages (see the header).
+// The split minimising the multiply-adds of both (folded) stages and the twiddles.
 int choose_n1(int length) {
   const int bins = length / 2 + 1;
   int best = length;
@@ -24,8 +24,8 @@ int choose_n1(int length) {
   for (int n1 = 1; n1 <= length; ++n1) {
     if (length % n1 != 0) continue;
     const int n2 = length / n1;
-    const double stage1 = 2.0 * n2 * (n1 / 2 + 1) * n1;
-    const double stage2 = n2 == 1 ? 0.0 : 4.0 * bins * n2 + 4.0 * n1 * n2;
+    const double stage1 = static_cast<double>(n2) * (n1 / 2 + 1) * (2 * ((n1 - 1) / 2) + 1 - n1 % 2);
+    const double stage2 = n2 == 1 ? 0.0 : bins * (4.0 * ((n2 - 1) / 2) + 2.0 * (1 - n2 % 2)) + 4.0 * n1 * n2;
     if (stage1 + stage2 < best_cost) {
       best_cost = stage1 + stage2;
       best = n1;
@@ -109,20 +109,36 @@ struct Kernel {
     }
   }
 
-  // Stage 1 for one residue, outputs k1_begin .. k1_begin + kCount - 1.
+  // Stage 1 for one residue, outputs k1_begin .. k1_begin + kCount - 1. The input is real, so inputs i
+  // and n1 - i meet the same cosine and opposite sines: folding them first (their sum feeds the real
+  // part, their difference the imaginary part) halves the multiply-adds.
   template <int kCount>
   [[gnu::always_inline]] static void stage1(const Plan& plan, const T* frames, int residue, int k1_begin, T* out) {
+    const auto input = [&](int i1) { return L::load(frames + static_cast<size_t>(i1 * plan.n2 + residue) * kLanes); };
     Floats re[kCount], im[kCount];
+    const Floats first = input(0);
 #pragma GCC unroll 16
-    for (int b = 0; b < kCount; ++b) re[b] = im[b] = Floats{};
-    for (int i1 = 0; i1 < plan.n1; ++i1) {
-      const Floats x = L::load(frames + static_cast<size_t>(i1 * plan.n2 + residue) * kLanes);
+    for (int b = 0; b < kCount; ++b) {
+      re[b] = first;
+      im[b] = Floats{};
+    }
+    const int pairs = (plan.n1 - 1) / 2;
+    for (int i1 = 1; i1 <= pairs; ++i1) {
+      const Floats a = input(i1), b_ = input(plan.n1 - i1);
+      const Floats sum = a + b_, difference = a - b_;
       const T* coefficient = plan.stage1 + (static_cast<size_t>(i1) * plan.half1 + k1_begin) * 2;
 #pragma GCC unroll 16
       for (int b = 0; b < kCount; ++b) {
-        re[b] += x * coefficient[2 * b];
-        im[b] += x * coefficient[2 * b + 1];
+        re[b] += sum * coefficient[2 * b];
+        im[b] += difference * coefficient[2 * b + 1];
       }
+    }
+    if (plan.n1 % 2 == 0 && plan.n1 > 1) {  // the middle input is its own mirror: cos = (-1)^k, sin = 0
+      const int middle = plan.n1 / 2;
+      const Floats x = input(middle);
+      const T* coefficient = plan.stage1 + (static_cast<size_t>(middle) * plan.half1 + k1_begin) * 2;
+#pragma GCC unroll 16
+      for (int b = 0; b < kCount; ++b) re[b] += x * coefficient[2 * b];
     }
 #pragma GCC unroll 16
     for (int b = 0; b < kCount; ++b) {
@@ -133,23 +149,42 @@ struct Kernel {
   }
 
   // Stage 2 for one twiddled column k1: bins k1 + n1 * k2, k2 = k2_begin .. + kCount - 1, as power.
+  // Inputs j and n2 - j meet conjugate roots, so with S = Z[j] + Z[n2-j], D = Z[j] - Z[n2-j] and the
+  // root c - i s: X += c S - i s D, four multiply-adds per pair instead of eight.
   template <int kCount>
   [[gnu::always_inline]] static void stage2(const Plan& plan, const T* rotated, int k1, int k2_begin, float* power) {
+    const auto real = [&](int i2) { return L::load(rotated + static_cast<size_t>(i2) * 2 * kLanes); };
+    const auto imaginary = [&](int i2) { return L::load(rotated + static_cast<size_t>(i2) * 2 * kLanes + kLanes); };
     Floats re[kCount], im[kCount];
+    const Floats first_re = real(0), first_im = imaginary(0);
 #pragma GCC unroll 16
-    for (int b = 0; b < kCount; ++b) re[b] = im[b] = Floats{};
-    for (int i2 = 0; i2 < plan.n2; ++i2) {
-      const Floats zr = L::load(rotated + static_cast<size_t>(i2) * 2 * kLanes);
-      const Floats zi = L::load(rotated + static_cast<size_t>(i2) * 2 * kLanes + kLanes);
-      const T* coefficient = plan.stage2 + (static_cast<size_t>(i2) * plan.k2_count + k2_begin) * 2;
+    for (int b = 0; b < kCount; ++b) {
+      re[b] = first_re;
+      im[b] = first_im;
+    }
+    const int pairs = (plan.n2 - 1) / 2;
+    for (int j = 1; j <= pairs; ++j) {
+      const Floats ar = real(j), ai = imaginary(j), br = real(plan.n2 - j), bi = imaginary(plan.n2 - j);
+      const Floats sum_re = ar + br, sum_im = ai + bi, difference_re = ar - br, difference_im = ai - bi;
+      const T* coefficient = plan.stage2 + (static_cast<size_t>(j) * plan.k2_count + k2_begin) * 2;
 #pragma GCC unroll 16
       for (int b = 0; b < kCount; ++b) {
-        const T c = coefficient[2 * b], s = coefficient[2 * b + 1];
-        // Four separate multiply-adds: written as one expression, GCC emits six operations.
-        re[b] += zr * c;
-        re[b] -= zi * s;
-        im[b] += zr * s;
-        im[b] += zi * c;
+        const T c = coefficient[2 * b], minus_s = coefficient[2 * b + 1];
+        // Separate multiply-adds: written as one expression, GCC emits extra operations.
+        re[b] += sum_re * c;
+        re[b] -= difference_im * minus_s;
+        im[b] += sum_im * c;
+        im[b] += difference_re * minus_s;
+      }
+    }
+    if (plan.n2 % 2 == 0) {  // the middle input: root (-1)^k2
+      const int middle = plan.n2 / 2;
+      const Floats zr = real(middle), zi = imaginary(middle);
+      const T* coefficient = plan.stage2 + (static_cast<size_t>(middle) * plan.k2_count + k2_begin) * 2;
+#pragma GCC unroll 16
+      for (int b = 0; b < kCount; ++b) {
+        re[b] += zr * coefficient[2 * b];
+        im[b] += zi * coefficient[2 * b];
       }
     }
 #pragma GCC unroll 16
