@@ -117,6 +117,40 @@ BpeModel::BpeModel(std::vector<std::pair<std::string, int32_t>> vocab,
   }
 }
 
+void BpeModel::encode_short_word(std::string_view bytes, std::vector<int32_t>& out) const {
+  // Few symbols: plain arrays and a linear search for the lowest rank beat a heap. The leftmost of
+  // equal ranks wins, as in the heap order.
+  int32_t ids[kShortWordBytes];
+  MergeResult pairs[kShortWordBytes];  // pairs[i]: the merge of ids[i] and ids[i + 1]
+  size_t count = bytes.size();
+  for (size_t index = 0; index < count; ++index) ids[index] = byte_ids_[static_cast<uint8_t>(bytes[index])];
+  for (size_t index = 0; index + 1 < count; ++index)
+    pairs[index] = byte_pair_merges_[static_cast<uint8_t>(bytes[index]) * 256 + static_cast<uint8_t>(bytes[index + 1])];
+  const auto lookup = [&](size_t left) {
+    const MergeResult* merge = find_merge(ids[left], ids[left + 1]);
+    pairs[left] = merge != nullptr ? *merge : MergeResult{-1, -1};
+  };
+  while (count > 1) {
+    size_t best = count;
+    int32_t best_rank = INT32_MAX;
+    for (size_t index = 0; index + 1 < count; ++index)
+      if (pairs[index].rank >= 0 && pairs[index].rank < best_rank) {
+        best_rank = pairs[index].rank;
+        best = index;
+      }
+    if (best == count) break;
+    ids[best] = pairs[best].id;
+    for (size_t index = best + 1; index + 1 < count; ++index) {
+      ids[index] = ids[index + 1];
+      pairs[index] = pairs[index + 1];
+    }
+    --count;
+    if (best > 0) lookup(best - 1);
+    if (best + 1 < count) lookup(best);
+  }
+  out.insert(out.end(), ids, ids + count);
+}
+
 const BpeModel::MergeResult* BpeModel::find_merge(int32_t left, int32_t right) const {
   const uint64_t key = pair_key(left, right);
   uint64_t slot = mix(key) & merge_mask_;
@@ -152,6 +186,10 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
       out.push_back(whole);
       return;
     }
+  }
+  if (count <= kShortWordBytes) {
+    encode_short_word(bytes, out);
+    return;
   }
   auto& symbols = scratch.symbols;
   auto& heap = scratch.heap;

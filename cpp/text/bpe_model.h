@@ -79,6 +79,8 @@ class BpeModel {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   }
   const MergeResult* find_merge(int32_t left, int32_t right) const;
+  static constexpr size_t kShortWordBytes = 32;
+  void encode_short_word(std::string_view bytes, std::vector<int32_t>& out) const;
 
   // Spelling -> id through the same flat table the word cache uses (one id per "word").
   WordCache ids_by_spelling_;
