@@ -1,7 +1,198 @@
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <optional>
+
 #include "bindings/bindings.h"
+#include "generate/session.h"
+#include "model/audio_encoder.h"
+#include "model/qwen2_audio.h"
+#include "runtime/errors.h"
 
 namespace qwen2audio::bindings {
+namespace {
 
-void register_model(py::module_& module) {}
+using IntArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Ctrl-C sets a flag that only the interpreter acts on; checking it between layers and tokens
+// (with the GIL held just for the check) lets KeyboardInterrupt stop a long computation promptly.
+Interrupt python_interrupt() {
+  return [] {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  };
+}
+
+TokenBatch token_batch(const IntArray& ids, const std::optional<IntArray>& mask) {
+  if (ids.ndim() != 2) throw InvalidArgument("input_ids must be 2-D (batch, sequence)");
+  TokenBatch tokens{ids.data(), nullptr, ids.shape(0), ids.shape(1)};
+  if (mask) {
+    if (mask->ndim() != 2 || mask->shape(0) != ids.shape(0) || mask->shape(1) != ids.shape(1))
+      throw InvalidArgument("attention_mask must have the shape of input_ids");
+    tokens.attention_mask = mask->data();
+  }
+  return tokens;
+}
+
+std::optional<AudioBatch> audio_batch(const std::optional<FloatArray>& features, const std::optional<IntArray>& mask) {
+  if (!features) {
+    if (mask) throw InvalidArgument("feature_attention_mask was given without input_features");
+    return std::nullopt;
+  }
+  if (features->ndim() != 3) throw InvalidArgument("input_features must be 3-D (clips, mel_bins, frames)");
+  AudioBatch audio{features->data(), nullptr, features->shape(0), features->shape(1), features->shape(2)};
+  if (mask) {
+    if (mask->ndim() != 2 || mask->shape(0) != audio.clips || mask->shape(1) != audio.frames)
+      throw InvalidArgument("feature_attention_mask must have shape (clips, frames) = (" + std::to_string(audio.clips) +
+                            ", " + std::to_string(audio.frames) + ")");
+    audio.feature_attention_mask = mask->data();
+  }
+  return audio;
+}
+
+const char* dtype_label(DType dtype) { return dtype == DType::BF16 ? "bfloat16" : "float32"; }
+
+}  // namespace
+
+void register_model(py::module_& module) {
+  module.def("audio_token_count", &audio_token_count, py::arg("mel_frames"),
+             "Audio tokens the encoder yields for a clip with this many valid mel frames.");
+
+  py::class_<Qwen2AudioModel, std::shared_ptr<Qwen2AudioModel>>(module, "Model")
+      .def_static(
+          "load",
+          [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
+             bool allow_native_bf16) {
+            py::gil_scoped_release release;
+            kernels::GemmOptions options;
+            options.round_bf16_inputs = round_bf16_inputs;
+            options.allow_native_bf16 = allow_native_bf16;
+            return Qwen2AudioModel::load(path, dtype, num_threads, options);
+          },
+          py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
+          py::arg("allow_native_bf16") = true)
+      .def_property_readonly("config_json", [](const Qwen2AudioModel& self) { return config_to_json(self.config()); })
+      .def_property_readonly(
+          "generation_config_json",
+          [](const Qwen2AudioModel& self) { return generation_config_to_json(self.generation_config()); })
+      .def_property_readonly("dtype", [](const Qwen2AudioModel& self) { return dtype_label(self.dtype()); })
+      .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
+      .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
+      .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)
+      .def_property_readonly("mapped_weight_bytes", &Qwen2AudioModel::mapped_weight_bytes)
+      .def(
+          "encode",
+          [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask) {
+            const AudioBatch audio = *audio_batch(features, mask);
+            const AudioEncoder& encoder = self.encoder();
+            py::array_t<float> out({audio.clips, encoder.output_frames(), encoder.hidden_size()});
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.encode(audio, data, python_interrupt());
+            }
+            return out;
+          },
+          py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
+      .def(
+          "audio_embeddings",
+          [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask) {
+            const AudioBatch audio = *audio_batch(features, mask);
+            std::vector<float> embeddings;
+            {
+              py::gil_scoped_release release;
+              embeddings = self.audio_embeddings(audio, python_interrupt());
+            }
+            const int64_t hidden = self.config().text.hidden_size;
+            py::array_t<float> out({static_cast<int64_t>(embeddings.size()) / hidden, hidden});
+            std::copy(embeddings.begin(), embeddings.end(), out.mutable_data());
+            return out;
+          },
+          py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
+      .def(
+          "audio_token_counts",
+          [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask) {
+            return self.audio_token_counts(*audio_batch(features, mask));
+          },
+          py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
+      .def(
+          "forward",
+          [](const Qwen2AudioModel& self, const IntArray& ids, const std::optional<IntArray>& mask,
+             const std::optional<FloatArray>& features, const std::optional<IntArray>& feature_mask) {
+            const TokenBatch tokens = token_batch(ids, mask);
+            const std::optional<AudioBatch> audio = audio_batch(features, feature_mask);
+            const int64_t vocab = self.config().text.vocab_size;
+            self.check_tokens(tokens);
+            py::array_t<float> logits({tokens.batch, tokens.steps, vocab});
+            float* data = logits.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.forward(tokens, audio ? &*audio : nullptr, data, python_interrupt());
+            }
+            return logits;
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = std::nullopt, py::arg("input_features") = std::nullopt,
+          py::arg("feature_attention_mask") = std::nullopt);
+
+  py::class_<Session>(module, "Session")
+      .def(py::init([](std::shared_ptr<Qwen2AudioModel> model, int64_t batch) {
+             return std::make_unique<Session>(std::move(model), batch);
+           }),
+           py::arg("model"), py::arg("batch_size") = 1)
+      .def_property_readonly("batch_size", &Session::batch)
+      .def_property_readonly("length", &Session::length)
+      .def("tokens", &Session::tokens)
+      .def(
+          "append",
+          [](Session& self, const IntArray& ids, const std::optional<IntArray>& mask,
+             const std::optional<FloatArray>& features, const std::optional<IntArray>& feature_mask) {
+            const TokenBatch tokens = token_batch(ids, mask);
+            const std::optional<AudioBatch> audio = audio_batch(features, feature_mask);
+            py::gil_scoped_release release;
+            self.append(tokens, audio ? &*audio : nullptr, python_interrupt());
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = std::nullopt, py::arg("input_features") = std::nullopt,
+          py::arg("feature_attention_mask") = std::nullopt)
+      .def(
+          "generate",
+          [](Session& self, int64_t max_new_tokens, bool do_sample, double temperature, int64_t top_k, double top_p,
+             double repetition_penalty, std::optional<uint64_t> seed, std::vector<int64_t> eos_token_ids,
+             int64_t pad_token_id, std::optional<py::function> on_tokens) {
+            GenerationOptions options;
+            options.max_new_tokens = max_new_tokens;
+            options.sampling = {do_sample, temperature, top_k, top_p, repetition_penalty};
+            options.eos_token_ids = std::move(eos_token_ids);
+            options.pad_token_id = pad_token_id;
+            options.seed = seed;
+            TokenCallback callback;
+            if (on_tokens) {
+              callback = [&on_tokens](const int64_t* tokens, int64_t batch) {
+                py::gil_scoped_acquire acquire;
+                py::array_t<int64_t> row(batch);
+                std::copy_n(tokens, batch, row.mutable_data());
+                (*on_tokens)(row);
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+              };
+            }
+            std::vector<int64_t> generated;
+            {
+              py::gil_scoped_release release;
+              generated = self.generate(options, callback, python_interrupt());
+            }
+            const int64_t batch = self.batch();
+            const int64_t steps = static_cast<int64_t>(generated.size()) / batch;
+            py::array_t<int64_t> out({batch, steps});
+            std::copy(generated.begin(), generated.end(), out.mutable_data());
+            return out;
+          },
+          py::arg("max_new_tokens"), py::arg("do_sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0,
+          py::arg("top_p") = 1.0, py::arg("repetition_penalty") = 1.0, py::arg("seed") = std::nullopt,
+          py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("pad_token_id") = 0,
+          py::arg("on_tokens") = std::nullopt)
+      .def("truncate", &Session::truncate, py::arg("length"))
+      .def("reset", &Session::reset);
+}
 
 }  // namespace qwen2audio::bindings

@@ -156,7 +156,9 @@ struct Gemm::Impl {
     return cache.emplace(key, std::move(made)).first->second;
   }
 
-  void run_onednn(const GemmArgs& args, const void* x, int64_t ldx, bool bf16) {
+  // False when oneDNN has no implementation for this BF16 problem (the caller then takes the
+  // portable path); nothing has been written to y in that case.
+  bool run_onednn(const GemmArgs& args, const void* x, int64_t ldx, bool bf16) {
     const PrimitiveKey key{args.m,
                            args.n,
                            args.k,
@@ -167,7 +169,13 @@ struct Gemm::Impl {
                            args.bias != nullptr,
                            args.accumulate,
                            omp_get_max_threads()};
-    CachedPrimitive cached = get(key);
+    CachedPrimitive cached;
+    try {
+      cached = get(key);
+    } catch (const dnnl::error&) {
+      if (!bf16) throw;
+      return false;
+    }
     dnnl::memory src(cached.src, engine, const_cast<void*>(x));
     dnnl::memory weights(cached.weights, engine, const_cast<void*>(args.w));
     dnnl::memory dst(cached.dst, engine, args.y);
@@ -180,6 +188,7 @@ struct Gemm::Impl {
     dnnl::stream stream(engine);
     cached.primitive.execute(stream, arguments);
     stream.wait();
+    return true;
   }
 
   void run_portable_bf16(const GemmArgs& args) {
@@ -268,7 +277,7 @@ void Gemm::operator()(const GemmArgs& args) {
     for (int64_t row = 0; row < args.m; ++row)
       for (int64_t index = 0; index < args.k; ++index)
         converted[row * args.k + index] = float_to_bf16(args.x[row * args.ldx + index]);
-    impl_->run_onednn(args, converted, args.k, true);
+    if (!impl_->run_onednn(args, converted, args.k, true)) impl_->run_portable_bf16(args);
   } else {
     impl_->run_portable_bf16(args);
   }

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "generate/sampler.h"
+#include "model/kv_cache.h"
+#include "model/qwen2_audio.h"
+
+namespace qwen2audio {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 0;
+  SamplingOptions sampling;
+  std::vector<int64_t> eos_token_ids;  // empty: never stop early
+  int64_t pad_token_id = 0;            // what finished rows emit while others continue
+  std::optional<uint64_t> seed;        // unset: a fresh random seed
+};
+
+// Receives each step's new tokens, one per row. It may throw to stop generation (the tokens of
+// that step stay in the session).
+using TokenCallback = std::function<void(const int64_t* tokens, int64_t batch)>;
+
+// A conversation's state on one model: the KV cache of every token fed so far, for a batch of rows
+// that advance together. append() feeds tokens (prompt, next user turn) and generate() continues
+// from them, so a multi-turn chat never recomputes earlier turns. Positions follow transformers'
+// generate: each row counts its own non-padding tokens, so left-padded rows match unpadded ones.
+//
+// The last token generate() returns is "pending": its keys and values are computed by the next
+// append() or generate(), which is when the next turn needs them. tokens() includes it.
+//
+// Calls on one session are serialized; separate sessions (also on one model) run concurrently.
+class Session {
+ public:
+  Session(std::shared_ptr<const Qwen2AudioModel> model, int64_t batch);
+
+  const Qwen2AudioModel& model() const { return *model_; }
+  int64_t batch() const { return batch_; }
+  // Tokens in the cache plus the pending one.
+  int64_t length() const;
+  // Every token of each row: prompt (padding included), generated and pending.
+  std::vector<std::vector<int64_t>> tokens() const;
+
+  // Feeds [batch, steps] more tokens. attention_mask rows must be left-padded (0...0 1...1) with at
+  // least one 1. Audio placeholders in these tokens take the clips of `audio`, in order.
+  void append(const TokenBatch& tokens, const AudioBatch* audio, const Interrupt& interrupt = {});
+
+  // Generates up to max_new_tokens per row, stopping early once every row has produced an EOS
+  // token; finished rows emit pad_token_id meanwhile. Returns [batch, steps] row-major.
+  std::vector<int64_t> generate(const GenerationOptions& options, const TokenCallback& on_tokens = {},
+                                const Interrupt& interrupt = {});
+
+  // Keeps the first `length` tokens (a chat that edits its history rewinds to the shared prefix);
+  // the last kept token is recomputed by the next call, so generate() may follow directly.
+  void truncate(int64_t length);
+  void reset() { truncate(0); }
+
+ private:
+  // Runs `steps` tokens per row whose embeddings are in hidden_; ids of -1 are in history_ already.
+  void append_locked(const std::vector<int64_t>& ids, const std::vector<uint8_t>& mask, int64_t steps,
+                     const Interrupt& interrupt);
+  void reserve(int64_t extra_tokens);
+
+  std::shared_ptr<const Qwen2AudioModel> model_;
+  int64_t batch_;
+  KVCache cache_;
+  Qwen2Decoder::Workspace workspace_;
+  Buffer<float> hidden_;
+  Buffer<float> logits_;  // [batch, vocab] at each row's last fed token
+  bool logits_ready_ = false;
+  std::vector<int64_t> pending_;               // per row, -1 when none
+  std::vector<std::vector<int64_t>> history_;  // per row: fed tokens plus pending
+  std::vector<int64_t> valid_tokens_;          // per row: non-padding tokens fed (the next position)
+  std::vector<int64_t> positions_, counts_;    // scratch of append_locked, reused every step
+  Sampler sampler_;
+  mutable std::mutex mutex_;
+};
+
+}  // namespace qwen2audio

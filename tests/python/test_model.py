@@ -1,0 +1,540 @@
+"""The model against the golden outputs of HF transformers on the tiny checkpoint (float32 compute).
+
+Parity: encoder last hidden state, projected audio features, logits and 12 greedy tokens of four
+prompts (one short clip, speech with a system prompt, two clips, text only), in float32 and in
+bfloat16; then generation behaviour (batching, sampling, sessions, streaming) and bad input.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen2audio import CheckpointError, Qwen2AudioForConditionalGeneration
+
+AUDIO_TOKEN = 151646
+PAD = 151643
+
+
+def _load_goldens(reference: Path) -> list[dict]:
+    return json.loads((reference / "tiny_model" / "golden.json").read_text())["goldens"]
+
+
+GOLDEN_NAMES = ["g1_short_audio", "g2_speech_system", "g3_two_audios", "g4_text_only"]
+
+
+@pytest.fixture(scope="module")
+def goldens(reference_dir: Path) -> dict[str, dict]:
+    found = {golden["name"]: golden for golden in _load_goldens(reference_dir)}
+    assert sorted(found) == sorted(GOLDEN_NAMES)
+    return found
+
+
+@pytest.fixture(scope="module")
+def tolerances(reference_dir: Path) -> dict:
+    return json.loads((reference_dir / "tiny_model" / "golden.json").read_text())["tolerances"]
+
+
+@pytest.fixture(scope="module")
+def active_ids(reference_dir: Path) -> np.ndarray:
+    return np.load(reference_dir / "tiny_model" / "active_ids.npy")
+
+
+@pytest.fixture(scope="module")
+def model_f32(tiny_f32: Path) -> Qwen2AudioForConditionalGeneration:
+    return Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def model_bf16(tiny_bf16: Path) -> Qwen2AudioForConditionalGeneration:
+    return Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16, dtype="bfloat16")
+
+
+def inputs_of(golden: dict, reference: Path) -> dict:
+    inputs = {"input_ids": np.array([golden["input_ids"]], dtype=np.int64)}
+    if golden["audio_cases"]:
+        mel = reference / "mel"
+        inputs["input_features"] = np.stack([np.load(mel / f"{case}.input_features.npy") for case in golden["audio_cases"]])
+        inputs["feature_attention_mask"] = np.stack(
+            [np.load(mel / f"{case}.feature_attention_mask.npy") for case in golden["audio_cases"]])
+    return inputs
+
+
+def golden_array(reference: Path, golden: dict, key: str) -> np.ndarray:
+    return np.load(reference / "tiny_model" / golden[key])
+
+
+# ---------------------------------------------------------------- float32 parity
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES[:3])
+def test_f32_encoder_and_audio_features_match_reference(name, goldens, reference_dir, model_f32, tolerances):
+    golden = goldens[name]
+    inputs = inputs_of(golden, reference_dir)
+    encoded = model_f32.audio_encoder(inputs["input_features"], inputs["feature_attention_mask"])
+    expected = golden_array(reference_dir, golden, "encoder_last_hidden_state")
+    assert encoded.shape == tuple(golden["encoder_shape"]) and encoded.dtype == np.float32
+    np.testing.assert_allclose(encoded, expected, atol=tolerances["encoder_last_hidden_state"]["f32_weights_f32_compute_atol"],
+                               rtol=tolerances["encoder_last_hidden_state"]["rtol"])
+
+    features = model_f32.encode_audio(inputs["input_features"], inputs["feature_attention_mask"])
+    expected = golden_array(reference_dir, golden, "audio_features")
+    assert features.shape == tuple(golden["audio_features_shape"])
+    assert np.abs(features - expected).max() <= tolerances["audio_features"]["atol"]
+    assert model_f32.audio_token_counts(inputs["feature_attention_mask"]).tolist() == golden["num_audio_tokens"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_f32_logits_match_reference(name, goldens, reference_dir, model_f32, tolerances, active_ids):
+    golden = goldens[name]
+    output = model_f32(**inputs_of(golden, reference_dir))
+    logits = output.logits
+    assert logits.shape == (1, *golden["logits_full_shape"]) and logits.dtype == np.float32
+    assert output["logits"] is logits
+    expected = golden_array(reference_dir, golden, "logits_active")
+    assert np.abs(logits[0][:, active_ids] - expected).max() <= tolerances["logits"]["f32_compute_atol"]
+    # Every other row of lm_head is zero in this checkpoint, so are those logits.
+    inactive = np.ones(logits.shape[-1], dtype=bool)
+    inactive[active_ids] = False
+    assert np.abs(logits[0][:, inactive]).max() <= 1e-6
+    top5 = np.argsort(-logits[0, -1])[:5]
+    assert top5.tolist() == [token for token, _ in golden["last_position_top5"]]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_f32_greedy_tokens_match_reference(name, goldens, reference_dir, model_f32):
+    golden = goldens[name]
+    inputs = inputs_of(golden, reference_dir)
+    sequences = model_f32.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=[])
+    prompt = inputs["input_ids"]
+    assert sequences.dtype == np.int64 and sequences.shape == (1, prompt.shape[1] + 12)
+    np.testing.assert_array_equal(sequences[:, : prompt.shape[1]], prompt)
+    assert sequences[0, prompt.shape[1]:].tolist() == golden["greedy_new_tokens"]
+
+
+def test_float32_from_a_bf16_checkpoint_is_exact(tiny_bf16, goldens, reference_dir, tolerances, active_ids):
+    # The tiny weights are all BF16-representable, so converting them at load loses nothing.
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16, dtype="float32")
+    assert model.dtype == "float32"
+    golden = goldens["g3_two_audios"]
+    logits = model(**inputs_of(golden, reference_dir)).logits
+    expected = golden_array(reference_dir, golden, "logits_active")
+    assert np.abs(logits[0][:, active_ids] - expected).max() <= tolerances["logits"]["f32_compute_atol"]
+
+
+# ---------------------------------------------------------------- bfloat16
+
+# The bfloat16 path keeps weights in BF16 and rounds each GEMM's input activations to BF16 (what
+# BF16 matrix hardware does), accumulating, normalising and adding residuals in float32. BF16
+# keeps 8 significant bits: each rounding moves a value by up to 2^-9 relative (0.2 %). Through
+# the conv stem, 2 encoder and 2 decoder layers and the projector, the measured worst deviations
+# are 0.0097 on the encoder output (values up to 5.6), 0.0096 on the audio features and 0.020 on
+# logits (values up to 3.1): about 0.6 % of the largest value. The bounds below are 2.5x those,
+# still far below a real error (a wrong mask or position moves logits by 0.1-1).
+BF16_ENCODER_ATOL = 0.025
+BF16_LOGITS_ATOL = 0.05
+
+
+def test_bf16_checkpoint_computes_in_bf16_in_place(tiny_bf16, tiny_f32, model_bf16):
+    assert model_bf16.dtype == "bfloat16"
+    assert Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16).dtype == "bfloat16"  # auto
+    assert Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32).dtype == "float32"  # auto
+    # Matrices are read from the mapped file; only small float32 vectors are copied.
+    assert model_bf16._core.mapped_weight_bytes > 30_000_000
+    assert model_bf16._core.copied_weight_bytes < 1_000_000
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_bf16_matches_reference_within_bf16_tolerance(name, goldens, reference_dir, model_bf16, active_ids):
+    golden = goldens[name]
+    inputs = inputs_of(golden, reference_dir)
+    if golden["audio_cases"]:
+        encoded = model_bf16.audio_encoder(inputs["input_features"], inputs["feature_attention_mask"])
+        assert np.abs(encoded - golden_array(reference_dir, golden, "encoder_last_hidden_state")).max() <= BF16_ENCODER_ATOL
+        features = model_bf16.encode_audio(inputs["input_features"], inputs["feature_attention_mask"])
+        assert np.abs(features - golden_array(reference_dir, golden, "audio_features")).max() <= BF16_ENCODER_ATOL
+    logits = model_bf16(**inputs).logits[0][:, active_ids]
+    deviation = np.abs(logits - golden_array(reference_dir, golden, "logits_active")).max()
+    assert deviation <= BF16_LOGITS_ATOL
+    assert deviation > 0  # it really computed in bfloat16, not float32
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_bf16_greedy_tokens_match_reference(name, goldens, reference_dir, model_bf16):
+    golden = goldens[name]
+    inputs = inputs_of(golden, reference_dir)
+    sequences = model_bf16.generate(**inputs, max_new_tokens=12, eos_token_id=[])
+    assert sequences[0, inputs["input_ids"].shape[1]:].tolist() == golden["greedy_new_tokens"]
+
+
+def test_bf16_from_an_f32_checkpoint_equals_the_bf16_checkpoint(tiny_f32, goldens, reference_dir, model_bf16):
+    converted = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="bfloat16")
+    inputs = inputs_of(goldens["g1_short_audio"], reference_dir)
+    np.testing.assert_array_equal(converted(**inputs).logits, model_bf16(**inputs).logits)
+
+
+# ---------------------------------------------------------------- batching and generation
+
+def left_padded_batch(goldens: dict, reference: Path, names: list[str]) -> dict:
+    rows = [goldens[name] for name in names]
+    width = max(len(row["input_ids"]) for row in rows)
+    ids = np.full((len(rows), width), PAD, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    features, feature_masks = [], []
+    for index, row in enumerate(rows):
+        ids[index, width - len(row["input_ids"]):] = row["input_ids"]
+        mask[index, width - len(row["input_ids"]):] = 1
+        audio = inputs_of(row, reference)
+        if "input_features" in audio:
+            features.extend(audio["input_features"])
+            feature_masks.extend(audio["feature_attention_mask"])
+    return {"input_ids": ids, "attention_mask": mask, "input_features": np.stack(features),
+            "feature_attention_mask": np.stack(feature_masks)}
+
+
+@pytest.mark.parametrize("which", ["model_f32", "model_bf16"])
+def test_left_padded_batch_generates_as_one_by_one(which, request, goldens, reference_dir):
+    model = request.getfixturevalue(which)
+    names = GOLDEN_NAMES
+    batch = left_padded_batch(goldens, reference_dir, names)
+    sequences = model.generate(**batch, max_new_tokens=12, eos_token_id=[])
+    width = batch["input_ids"].shape[1]
+    for index, name in enumerate(names):
+        alone = model.generate(**inputs_of(goldens[name], reference_dir), max_new_tokens=12, eos_token_id=[])
+        assert sequences[index, width:].tolist() == alone[0, -12:].tolist() == goldens[name]["greedy_new_tokens"]
+
+
+def test_left_padded_forward_matches_single_rows(goldens, reference_dir, model_f32):
+    names = ["g4_text_only", "g1_short_audio"]
+    batch = left_padded_batch(goldens, reference_dir, names)
+    logits = model_f32(**batch).logits
+    for index, name in enumerate(names):
+        alone = model_f32(**inputs_of(goldens[name], reference_dir)).logits[0]
+        np.testing.assert_allclose(logits[index, -alone.shape[0]:], alone, atol=1e-4)
+
+
+def test_eos_stops_rows_and_pads_finished_ones(goldens, reference_dir, model_f32):
+    batch = left_padded_batch(goldens, reference_dir, ["g2_speech_system", "g3_two_audios"])
+    # 66066 comes 7th for g2 and 5th for g3 (see the greedy goldens): g3 stops first, then pads.
+    sequences = model_f32.generate(**batch, max_new_tokens=12, eos_token_id=66066, pad_token_id=7)
+    new = sequences[:, batch["input_ids"].shape[1]:]
+    assert new.shape == (2, 7)  # generation ends once every row has finished
+    assert new[0].tolist() == goldens["g2_speech_system"]["greedy_new_tokens"][:7]
+    assert new[1].tolist() == goldens["g3_two_audios"]["greedy_new_tokens"][:5] + [7, 7]
+
+
+def test_eos_defaults_come_from_generation_config(model_f32, goldens):
+    assert model_f32.generation_config.eos_token_id == [151645, 151643]
+    options = model_f32._generation_options(10, max_new_tokens=None, max_length=None, do_sample=None,
+                                            temperature=None, top_k=None, top_p=None, repetition_penalty=None,
+                                            seed=None, eos_token_id=None, pad_token_id=None)
+    assert options["eos_token_ids"] == [151645, 151643] and options["pad_token_id"] == PAD
+    assert options["max_new_tokens"] == 10  # transformers' max_length of 20 counts the prompt
+    assert options["do_sample"] is False
+
+
+def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy(goldens, model_f32):
+    prompt = goldens["g4_text_only"]["input_ids"]
+    first = model_f32.generate(prompt, max_new_tokens=20, do_sample=True, top_k=50, seed=1234, eos_token_id=[])
+    again = model_f32.generate(prompt, max_new_tokens=20, do_sample=True, top_k=50, seed=1234, eos_token_id=[])
+    other = model_f32.generate(prompt, max_new_tokens=20, do_sample=True, top_k=50, seed=4321, eos_token_id=[])
+    np.testing.assert_array_equal(first, again)
+    assert first.tolist() != other.tolist()
+    greedy_by_sampling = model_f32.generate(prompt, max_new_tokens=12, do_sample=True, top_k=1, seed=5, eos_token_id=[])
+    assert greedy_by_sampling[0, -12:].tolist() == goldens["g4_text_only"]["greedy_new_tokens"]
+
+
+def test_sampled_tokens_stay_inside_top_k_and_top_p(goldens, model_f32):
+    prompt = np.array([goldens["g4_text_only"]["input_ids"]])
+    logits = model_f32(prompt).logits[0, -1]
+    top3 = set(np.argsort(-logits)[:3].tolist())
+    for seed in range(20):
+        token = model_f32.generate(prompt, max_new_tokens=1, do_sample=True, top_k=3, seed=seed)[0, -1]
+        assert token in top3
+    # A tiny top_p keeps only the most likely token.
+    for seed in range(5):
+        token = model_f32.generate(prompt, max_new_tokens=1, do_sample=True, top_k=0, top_p=1e-6, seed=seed)[0, -1]
+        assert token == int(np.argmax(logits))
+
+
+def _penalized_greedy_by_full_forward(model, inputs: dict, steps: int, penalty: float) -> list[int]:
+    """Independent check of the KV cache and of the repetition penalty: recompute the whole
+    sequence's logits every step and apply transformers' penalty in NumPy."""
+    prompt = inputs["input_ids"][0].tolist()
+    sequence = list(prompt)
+    for _ in range(steps):
+        scores = model(np.array([sequence]), input_features=inputs["input_features"],
+                       feature_attention_mask=inputs["feature_attention_mask"]).logits[0, -1].astype(np.float64)
+        seen = np.unique(sequence)
+        scores[seen] = np.where(scores[seen] < 0, scores[seen] * penalty, scores[seen] / penalty)
+        sequence.append(int(np.argmax(scores)))
+    return sequence[len(prompt):]
+
+
+def test_repetition_penalty_and_kv_cache_match_full_recomputation(goldens, reference_dir, model_f32):
+    golden = goldens["g1_short_audio"]  # its greedy reply repeats itself after 5 tokens
+    inputs = inputs_of(golden, reference_dir)
+    expected = _penalized_greedy_by_full_forward(model_f32, inputs, 10, 1.5)
+    generated = model_f32.generate(**inputs, max_new_tokens=10, repetition_penalty=1.5, eos_token_id=[])
+    assert generated[0, -10:].tolist() == expected
+    assert expected != golden["greedy_new_tokens"][:10]  # the penalty changed something
+
+
+def test_streamer_receives_prompt_then_each_step(goldens, reference_dir, model_f32):
+    class Recorder:
+        def __init__(self):
+            self.puts, self.ended = [], False
+
+        def put(self, value):
+            self.puts.append(np.array(value))
+
+        def end(self):
+            self.ended = True
+
+    golden = goldens["g1_short_audio"]
+    inputs = inputs_of(golden, reference_dir)
+    recorder = Recorder()
+    sequences = model_f32.generate(**inputs, max_new_tokens=12, eos_token_id=[], streamer=recorder)
+    assert recorder.ended
+    np.testing.assert_array_equal(recorder.puts[0], inputs["input_ids"])
+    assert [int(step[0]) for step in recorder.puts[1:]] == golden["greedy_new_tokens"] == sequences[0, -12:].tolist()
+    seen = []
+    model_f32.generate(**inputs, max_new_tokens=3, eos_token_id=[], streamer=lambda tokens: seen.append(tokens.tolist()))
+    assert seen == [[token] for token in golden["greedy_new_tokens"][:3]]
+
+
+# ---------------------------------------------------------------- sessions (KV cache across turns)
+
+def test_session_continues_a_conversation_without_recomputing(goldens, reference_dir, model_f32):
+    first, second = goldens["g1_short_audio"], goldens["g4_text_only"]
+    first_inputs = inputs_of(first, reference_dir)
+    session = model_f32.start_session()
+    reply = session.generate(**first_inputs, max_new_tokens=5, eos_token_id=[])
+    assert reply.tolist() == [first["greedy_new_tokens"][:5]]
+    assert len(session) == len(first["input_ids"]) + 5
+    # The next turn is appended to the cache; the answer equals generating from the whole text.
+    turn = second["input_ids"]
+    answer = session.generate(turn, max_new_tokens=6, eos_token_id=[])
+    whole = np.concatenate([first_inputs["input_ids"][0], reply[0], turn])[None]
+    expected = model_f32.generate(whole, input_features=first_inputs["input_features"],
+                                  feature_attention_mask=first_inputs["feature_attention_mask"],
+                                  max_new_tokens=6, eos_token_id=[])
+    assert answer[0].tolist() == expected[0, -6:].tolist()
+    np.testing.assert_array_equal(session.tokens[0], np.concatenate([whole[0], answer[0]]))
+
+    # Rewinding to the first prompt reproduces the first reply, directly or after re-appending.
+    session.truncate(len(first["input_ids"]))
+    assert len(session) == len(first["input_ids"])
+    assert session.generate(max_new_tokens=5, eos_token_id=[]).tolist() == reply.tolist()
+    session.truncate(len(first["input_ids"]) - 2)
+    again = session.generate(first_inputs["input_ids"][:, -2:], max_new_tokens=5, eos_token_id=[])
+    assert again.tolist() == reply.tolist()
+    np.testing.assert_array_equal(session.tokens[0], np.concatenate([first_inputs["input_ids"][0], reply[0]]))
+    session.reset()
+    assert len(session) == 0
+    with pytest.raises(ValueError, match="cannot truncate"):
+        session.truncate(3)
+
+
+def test_session_generate_continues_from_its_pending_token(goldens, model_f32):
+    golden = goldens["g4_text_only"]
+    session = model_f32.start_session()
+    part = session.generate(golden["input_ids"], max_new_tokens=4, eos_token_id=[])
+    rest = session.generate(max_new_tokens=8, eos_token_id=[])
+    assert part[0].tolist() + rest[0].tolist() == golden["greedy_new_tokens"]
+
+
+# ---------------------------------------------------------------- concurrency and interruption
+
+def test_two_models_and_two_threads_do_not_interfere(goldens, reference_dir, model_f32, model_bf16):
+    jobs = [(model_f32, name) for name in GOLDEN_NAMES] + [(model_bf16, name) for name in GOLDEN_NAMES]
+    results: dict[int, list[int]] = {}
+
+    def run(index: int, model, name: str) -> None:
+        inputs = inputs_of(goldens[name], reference_dir)
+        results[index] = model.generate(**inputs, max_new_tokens=12, eos_token_id=[])[0, -12:].tolist()
+
+    threads = [threading.Thread(target=run, args=(index, model, name)) for index, (model, name) in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, (_, name) in enumerate(jobs):
+        assert results[index] == goldens[name]["greedy_new_tokens"]
+
+
+def test_thread_count_does_not_change_results(tiny_f32, goldens, reference_dir):
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32", num_threads=1)
+    assert model.num_threads == 1
+    golden = goldens["g2_speech_system"]
+    assert model.generate(**inputs_of(golden, reference_dir), max_new_tokens=12,
+                          eos_token_id=[])[0, -12:].tolist() == golden["greedy_new_tokens"]
+    model.num_threads = 2
+    assert model.num_threads == 2
+
+
+def test_exception_from_a_streamer_stops_generation_and_keeps_the_session(goldens, model_f32):
+    golden = goldens["g4_text_only"]
+    session = model_f32.start_session()
+
+    def stop_after_three(tokens, seen=[]):
+        seen.append(int(tokens[0]))
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        session.generate(golden["input_ids"], max_new_tokens=12, eos_token_id=[], streamer=stop_after_three)
+    assert session.tokens[0, -3:].tolist() == golden["greedy_new_tokens"][:3]
+    assert session.generate(max_new_tokens=9, eos_token_id=[])[0].tolist() == golden["greedy_new_tokens"][3:]
+
+
+def test_ctrl_c_interrupts_a_long_generation(goldens, model_f32):
+    # interrupt_main() is what Ctrl-C does: it flags SIGINT for the main thread, which is inside
+    # C++ with the GIL released; the engine must notice between tokens and raise.
+    session = model_f32.start_session()
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            session.generate(goldens["g4_text_only"]["input_ids"], max_new_tokens=8000, eos_token_id=[])
+    finally:
+        timer.cancel()
+    assert len(session) < 25 + 8000
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_checkpoint_not_matching_config_lists_missing_tensors(tiny_f32, tmp_path):
+    folder = tmp_path / "mismatch"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(tiny_f32 / "model.safetensors")
+    config = json.loads((tiny_f32 / "config.json").read_text())
+    config["audio_config"]["encoder_layers"] = 3
+    config["text_config"]["num_hidden_layers"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as error:
+        Qwen2AudioForConditionalGeneration.from_pretrained(folder)
+    message = str(error.value)
+    assert "audio_tower.layers.2.fc1.weight" in message
+    assert "language_model.model.layers.2.mlp.up_proj.weight" in message
+    assert isinstance(error.value, ValueError)
+
+
+def test_bad_load_arguments(tiny_f32):
+    with pytest.raises(ValueError, match="dtype"):
+        Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float16")
+    with pytest.raises(ValueError, match="num_threads"):
+        Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, num_threads=0)
+    with pytest.raises(ValueError):
+        Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32.parent / "no_such_folder")
+
+
+@pytest.mark.parametrize("bad_id", [-1, 151649, 10**12])
+def test_token_ids_outside_the_vocabulary(bad_id, goldens, model_f32):
+    ids = list(goldens["g4_text_only"]["input_ids"])
+    ids[3] = bad_id
+    with pytest.raises(ValueError, match=r"input_ids\[0, 3\].*outside the vocabulary"):
+        model_f32(np.array([ids]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model_f32.generate(np.array([ids]), max_new_tokens=2)
+
+
+def test_audio_placeholder_count_must_match_features(goldens, reference_dir, model_f32):
+    inputs = inputs_of(goldens["g1_short_audio"], reference_dir)
+    ids = inputs["input_ids"]
+    one_short = np.delete(ids, np.flatnonzero(ids[0] == AUDIO_TOKEN)[0], axis=1)
+    with pytest.raises(ValueError, match="6 audio placeholder tokens.*make 7 audio tokens"):
+        model_f32(one_short, input_features=inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"])
+    with pytest.raises(ValueError, match="placeholder"):
+        model_f32.generate(one_short, input_features=inputs["input_features"],
+                           feature_attention_mask=inputs["feature_attention_mask"], max_new_tokens=2)
+    text_only = np.array([goldens["g4_text_only"]["input_ids"]])
+    with pytest.raises(ValueError, match="0 audio placeholder tokens"):
+        model_f32(text_only, input_features=inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"])
+    with pytest.raises(ValueError, match="no input_features"):
+        model_f32(ids)
+    with pytest.raises(ValueError, match="no input_features"):
+        model_f32.generate(ids, max_new_tokens=2)
+
+
+def test_generation_length_limits(goldens, model_f32):
+    prompt = goldens["g4_text_only"]["input_ids"]
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        model_f32.generate(prompt, max_new_tokens=-1)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model_f32.generate(prompt, max_new_tokens=8192)
+    with pytest.raises(ValueError, match="max_length"):
+        model_f32.generate(prompt)  # generation_config's max_length (20) is shorter than the prompt
+    assert model_f32.generate(prompt, max_new_tokens=0).shape == (1, len(prompt))
+    session = model_f32.start_session()
+    session.append(prompt)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        session.append(np.ones((1, 8192 - len(prompt) + 1), dtype=np.int64))
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        model_f32(np.ones((1, 8193), dtype=np.int64))
+
+
+def test_wrong_shapes_and_dtypes(goldens, reference_dir, model_f32):
+    inputs = inputs_of(goldens["g1_short_audio"], reference_dir)
+    ids, features, mask = inputs["input_ids"], inputs["input_features"], inputs["feature_attention_mask"]
+    with pytest.raises(ValueError, match="input_features must have shape"):
+        model_f32.audio_encoder(features[:, :80], mask)
+    with pytest.raises(ValueError, match="input_features must have shape"):
+        model_f32.encode_audio(features[:, :, :1000], mask[:, :1000])
+    with pytest.raises(ValueError, match="feature_attention_mask must have shape"):
+        model_f32(ids, input_features=features, feature_attention_mask=mask[:, :100])
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        model_f32(ids, attention_mask=np.ones((1, 3), dtype=np.int64), input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="input_ids must hold integers"):
+        model_f32(ids.astype(np.float32), input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="input_ids must have shape"):
+        model_f32(ids[None], input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="floating point"):
+        model_f32.audio_encoder(features.astype(np.int32), mask)
+    with pytest.raises(ValueError, match="0 or 1"):
+        model_f32.audio_encoder(features, mask * 2)
+    with pytest.raises(ValueError, match="no valid frame"):
+        model_f32.audio_encoder(features, np.zeros_like(mask))
+    with pytest.raises(ValueError, match="0 or 1"):
+        model_f32(ids, attention_mask=np.full(ids.shape, 3), input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="0 or 1"):
+        model_f32(ids, attention_mask=np.full(ids.shape, 0.5), input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="masks every token"):
+        model_f32(ids, attention_mask=np.zeros(ids.shape), input_features=features, feature_attention_mask=mask)
+    with pytest.raises(ValueError, match="without input_features"):
+        model_f32(ids, feature_attention_mask=mask)
+
+
+def test_nan_in_features(goldens, reference_dir, model_f32):
+    inputs = inputs_of(goldens["g3_two_audios"], reference_dir)
+    features = inputs["input_features"].copy()
+    features[1, 5, 7] = np.nan
+    with pytest.raises(ValueError, match="clip 1.*NaN"):
+        model_f32.generate(**{**inputs, "input_features": features}, max_new_tokens=2)
+    with pytest.raises(ValueError, match="clip 1"):
+        model_f32._core.encode(features, inputs["feature_attention_mask"])  # the engine checks too
+
+
+def test_generation_needs_left_padding_and_valid_sampling_settings(goldens, model_f32):
+    prompt = np.array([goldens["g4_text_only"]["input_ids"]])
+    right_padded = np.ones_like(prompt)
+    right_padded[0, -2:] = 0
+    with pytest.raises(ValueError, match="left-padded"):
+        model_f32.generate(prompt, attention_mask=right_padded, max_new_tokens=2)
+    with pytest.raises(ValueError, match="temperature"):
+        model_f32.generate(prompt, max_new_tokens=2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        model_f32.generate(prompt, max_new_tokens=2, do_sample=True, top_p=0.0)
+    with pytest.raises(ValueError, match="top_k"):
+        model_f32.generate(prompt, max_new_tokens=2, do_sample=True, top_k=-2)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        model_f32.generate(prompt, max_new_tokens=2, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        model_f32.generate(prompt, max_new_tokens=2, eos_token_id=[-5])
+    with pytest.raises(ValueError, match="no tokens"):
+        model_f32.start_session().generate(max_new_tokens=2)
