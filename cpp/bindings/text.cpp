@@ -24,9 +24,19 @@ py::list to_list(const std::vector<int32_t>& ids) {
   return list;
 }
 
-// A str in the vocabulary's spelling may hold lone surrogates only if built by hand; pybind11's
-// conversion reports those as UnicodeEncodeError, itself a ValueError.
-std::string_view as_view(const std::string& text) { return text; }
+// The UTF-8 that CPython keeps with a str: no copy, and it stays valid while the str lives (the
+// caller holds it), so it can be read with the GIL released.
+std::string_view utf8_of(const py::handle& text) {
+  if (!PyUnicode_Check(text.ptr()))
+    throw InvalidArgument(std::string("text must be a str, got ") + Py_TYPE(text.ptr())->tp_name);
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+  if (data == nullptr) {
+    PyErr_Clear();
+    throw InvalidArgument("text cannot be encoded as UTF-8 (it holds a lone surrogate code point)");
+  }
+  return {data, static_cast<size_t>(size)};
+}
 
 std::span<const int64_t> id_span(const IdArray& ids) {
   if (ids.ndim() > 1)
@@ -78,18 +88,22 @@ void register_text(py::module_& module) {
           py::arg("added_tokens_json") = py::none())
       .def(
           "encode",
-          [](const Tokenizer& self, const std::string& text, bool split_special_tokens) {
+          [](const Tokenizer& self, const py::str& text, bool split_special_tokens) {
+            const std::string_view view = utf8_of(text);
             std::vector<int32_t> ids;
             {
               py::gil_scoped_release release;
-              ids = self.encode(as_view(text), split_special_tokens);
+              ids = self.encode(view, split_special_tokens);
             }
             return to_list(ids);
           },
           py::arg("text"), py::arg("split_special_tokens") = false)
       .def(
           "encode_batch",
-          [](const Tokenizer& self, const std::vector<std::string>& texts, bool split_special_tokens) {
+          [](const Tokenizer& self, const py::list& items, bool split_special_tokens) {
+            std::vector<std::string_view> texts;
+            texts.reserve(items.size());
+            for (const py::handle item : items) texts.push_back(utf8_of(item));
             std::vector<std::vector<int32_t>> batch(texts.size());
             {
               py::gil_scoped_release release;
@@ -116,11 +130,12 @@ void register_text(py::module_& module) {
           py::arg("texts"), py::arg("split_special_tokens") = false)
       .def(
           "pre_tokenize",
-          [](const Tokenizer& self, const std::string& text, bool split_special_tokens) {
+          [](const Tokenizer& self, const py::str& text, bool split_special_tokens) {
+            const std::string_view view = utf8_of(text);
             std::vector<std::string> words;
             {
               py::gil_scoped_release release;
-              words = self.pre_tokenize(text, split_special_tokens);
+              words = self.pre_tokenize(view, split_special_tokens);
             }
             py::list result(words.size());
             for (size_t index = 0; index < words.size(); ++index)
