@@ -178,6 +178,36 @@ def test_bf16_from_an_f32_checkpoint_equals_the_bf16_checkpoint(tiny_f32, golden
     np.testing.assert_array_equal(converted(**inputs).logits, model_bf16(**inputs).logits)
 
 
+def test_tied_word_embeddings_follow_the_config(tiny_bf16, tmp_path, goldens, model_bf16):
+    # A tied model has no lm_head of its own: logits come from embed_tokens. Two checkpoints, one
+    # tied without a head and one untied whose head is a copy of the embedding, must agree.
+    from qwen2audio import Checkpoint
+    from qwen2audio.safetensors_writer import save_file
+
+    checkpoint = Checkpoint(tiny_bf16)
+    tensors = {name: np.array(checkpoint[name]) for name in checkpoint.tensor_names()}
+    config = json.loads((tiny_bf16 / "config.json").read_text())
+    embedding = tensors["language_model.model.embed_tokens.weight"]
+    folders = {}
+    for tied in (True, False):
+        folder = tmp_path / ("tied" if tied else "copied_head")
+        folder.mkdir()
+        variant = dict(tensors)
+        if tied:
+            del variant["language_model.lm_head.weight"]
+        else:
+            variant["language_model.lm_head.weight"] = embedding.copy()
+        save_file(variant, folder / "model.safetensors", bf16=set(variant))
+        config["text_config"]["tie_word_embeddings"] = tied
+        (folder / "config.json").write_text(json.dumps(config))
+        folders[tied] = folder
+    prompt = np.array([goldens["g4_text_only"]["input_ids"]])
+    tied_logits = Qwen2AudioForConditionalGeneration.from_pretrained(folders[True])(prompt).logits
+    copied_logits = Qwen2AudioForConditionalGeneration.from_pretrained(folders[False])(prompt).logits
+    np.testing.assert_array_equal(tied_logits, copied_logits)
+    assert np.abs(tied_logits - model_bf16(prompt).logits).max() > 0.1  # the real head differs
+
+
 # ---------------------------------------------------------------- batching and generation
 
 def left_padded_batch(goldens: dict, reference: Path, names: list[str]) -> dict:
