@@ -1,0 +1,291 @@
+"""Qwen2AudioProcessor: Whisper features + Qwen2 tokenizer + chat template, as Hugging Face's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import chat_template as _chat_template
+from .audio import WhisperFeatureExtractor, load_audio, num_audio_tokens, split_audio
+from .tokenizer import Qwen2Tokenizer
+
+
+
+class BatchFeature(dict):
+    """A dict with attribute access, like transformers' BatchFeature; values are NumPy arrays."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Qwen2AudioProcessor:
+    """Turns text (with ``<|AUDIO|>`` placeholders) and audio into model inputs, exactly as transformers'
+    ``Qwen2AudioProcessor`` does: each placeholder becomes as many audio tokens as the encoder will
+    produce for its clip (wrapped in ``<|audio_bos|>``/``<|audio_eos|>`` when the text does not already have
+    them).
+
+    Long audio: transformers silently keeps only the first 30 s. ``long_audio="truncate"`` (the default)
+    keeps that behaviour and warns; ``long_audio="chunk"`` splits a long clip into consecutive 30 s windows,
+    each its own audio segment in the prompt.
+    """
+
+    audio_token = "<|AUDIO|>"
+    audio_bos_token = "<|audio_bos|>"
+    audio_eos_token = "<|audio_eos|>"
+
+    def __init__(
+        self,
+        feature_extractor: WhisperFeatureExtractor | None = None,
+        tokenizer: Qwen2Tokenizer | None = None,
+        chat_template: str | None = None,
+        audio_token: str | None = None,
+        audio_bos_token: str | None = None,
+        audio_eos_token: str | None = None,
+    ):
+        if tokenizer is None:
+            raise ValueError("Qwen2AudioProcessor needs a tokenizer; use Qwen2AudioProcessor.from_pretrained(dir)")
+        self.feature_extractor = feature_extractor or WhisperFeatureExtractor()
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+        self.audio_token = audio_token or type(self).audio_token
+        self.audio_bos_token = audio_bos_token or type(self).audio_bos_token
+        self.audio_eos_token = audio_eos_token or type(self).audio_eos_token
+
+    # ----------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "Qwen2AudioProcessor":
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a checkpoint folder (expected tokenizer and preprocessor files there)")
+        tokenizer = Qwen2Tokenizer.from_pretrained(path)
+        feature_extractor = WhisperFeatureExtractor.from_pretrained(path)
+        chat_template = kwargs.pop("chat_template", None)
+        if chat_template is None:
+            chat_template = _read_chat_template(path) or tokenizer.chat_template
+        return cls(feature_extractor=feature_extractor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.feature_extractor.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if self.chat_template is not None:
+            (path / "chat_template.json").write_text(json.dumps({"chat_template": self.chat_template}, indent=2) + "\n")
+
+    # -------------------------------------------------------------------------------- processing
+    def __call__(
+        self,
+        text: str | Sequence[str] | None = None,
+        audio: Any = None,
+        audios: Any = None,
+        sampling_rate: int | None = None,
+        padding: bool | str = False,
+        return_tensors: str | None = "np",
+        long_audio: str = "truncate",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        if audios is not None:
+            if audio is not None:
+                raise ValueError("give the audio as `audio=` or as `audios=` (the older name), not both")
+            audio = audios
+        if text is None:
+            raise ValueError("`text` is required: Qwen2-Audio prompts place each audio at a <|AUDIO|> placeholder")
+        if isinstance(text, str):
+            texts = [text]
+        elif isinstance(text, (list, tuple)) and all(isinstance(sample, str) for sample in text):
+            texts = list(text)
+        else:
+            raise ValueError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
+        if long_audio not in ("truncate", "chunk"):
+            raise ValueError(f"long_audio must be 'truncate' or 'chunk', got {long_audio!r}")
+
+        clips = self._as_clip_list(audio, sampling_rate)
+        placeholder_count = sum(sample.count(self.audio_token) for sample in texts)
+        if placeholder_count != len(clips):
+            raise ValueError(
+                f"Found {placeholder_count} {self.audio_token} placeholder(s) in the text but received {len(clips)} "
+                "audio(s): each audio needs exactly one placeholder (apply_chat_template writes them for you)"
+            )
+
+        result = BatchFeature()
+        if clips:
+            segments_per_clip = [self._segments(clip, long_audio) for clip in clips]
+            segments = [segment for clip_segments in segments_per_clip for segment in clip_segments]
+            features = self.feature_extractor(
+                segments, sampling_rate=self.feature_extractor.sampling_rate, return_attention_mask=True,
+                padding="max_length", return_tensors="np",
+            )
+            feature_mask = np.asarray(features["attention_mask"])
+            token_counts = [num_audio_tokens(int(length)) for length in feature_mask.sum(-1)]
+            texts = self._expand_placeholders(texts, [len(s) for s in segments_per_clip], token_counts)
+            result["input_features"] = np.asarray(features["input_features"])
+            result["feature_attention_mask"] = feature_mask
+        encoded = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **kwargs)
+        result["input_ids"] = encoded["input_ids"]
+        if "attention_mask" in encoded:
+            result["attention_mask"] = encoded["attention_mask"]
+        # HF's order: text fields first, then audio.
+        ordered = BatchFeature()
+        for key in ("input_ids", "attention_mask", "input_features", "feature_attention_mask"):
+            if key in result:
+                ordered[key] = result[key]
+        return ordered
+
+    def _as_clip_list(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
+        if audio is None:
+            return []
+        if isinstance(audio, np.ndarray) and audio.ndim != 1 and audio.dtype != object:
+            raise ValueError(
+                f"audio array has shape {audio.shape}; give one 1-D mono array per clip, or a list of them "
+                "(for stereo, average the channels: audio.mean(axis=...))"
+            )
+        items = [audio] if isinstance(audio, (np.ndarray, str, bytes, os.PathLike)) else list(audio)
+        expected_rate = self.feature_extractor.sampling_rate
+        if sampling_rate is not None and sampling_rate != expected_rate:
+            raise ValueError(
+                f"audio was given at sampling_rate={sampling_rate} but Qwen2-Audio expects {expected_rate} Hz: resample "
+                f"first, e.g. qwen2audio.load_audio(path, sampling_rate={expected_rate})"
+            )
+        clips = []
+        for item in items:
+            if isinstance(item, (str, bytes, os.PathLike)):
+                clips.append(load_audio(item, sampling_rate=expected_rate))
+            else:
+                clips.append(item)
+        return clips
+
+    def _segments(self, clip: np.ndarray, long_audio: str) -> list[np.ndarray]:
+        window = self.feature_extractor.n_samples
+        if long_audio == "chunk" and len(clip) > window:
+            return split_audio(clip, sampling_rate=self.feature_extractor.sampling_rate,
+                               chunk_seconds=window / self.feature_extractor.sampling_rate)
+        return [clip]
+
+    def _expand_placeholders(self, texts: list[str], segments_per_clip: list[int], token_counts: list[int]) -> list[str]:
+        """Each placeholder becomes its clip's audio tokens; a chunked clip becomes one bos/tokens/eos group
+        per 30 s window."""
+        token_iter = iter(token_counts)
+        segments_iter = iter(segments_per_clip)
+        bos, eos, token = self.audio_bos_token, self.audio_eos_token, self.audio_token
+        expanded = []
+        for sample in texts:
+            pieces = sample.split(token)
+            out = [pieces[0]]
+            for index in range(1, len(pieces)):
+                before, after = out[-1], pieces[index]
+                has_bos, has_eos = before.endswith(bos), after.startswith(eos)
+                groups = [token * next(token_iter) for _ in range(next(segments_iter))]
+                if len(groups) == 1:
+                    replacement = groups[0] if (has_bos or has_eos) else bos + groups[0] + eos
+                else:
+                    # The surrounding bos/eos (if present) frame the first and last window.
+                    replacement = (eos + bos).join(groups)
+                    if not has_bos:
+                        replacement = bos + replacement
+                    if not has_eos:
+                        replacement = replacement + eos
+                out.append(replacement)
+                out.append(after)
+            expanded.append("".join(out))
+        return expanded
+
+    # ------------------------------------------------------------------------------ chat template
+    def apply_chat_template(
+        self,
+        conversation: list[dict[str, Any]] | list[list[dict[str, Any]]],
+        chat_template: str | None = None,
+        add_generation_prompt: bool = False,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        return_tensors: str | None = None,
+        padding: bool | str = False,
+        sampling_rate: int | None = None,
+        long_audio: str = "truncate",
+        **template_variables: Any,
+    ) -> str | list[str] | list[int] | list[list[int]] | BatchFeature:
+        """Render ``conversation`` with the checkpoint's chat template, as transformers does.
+
+        Messages follow HF's format: ``{"role": "user", "content": [{"type": "audio", "audio_url": path},
+        {"type": "text", "text": "..."}]}``; an audio item may carry ``audio`` / ``audio_url`` / ``path`` /
+        ``url`` holding a file path, bytes or a 16 kHz NumPy array. With ``tokenize=True`` the audio is loaded
+        and the whole prompt is processed; ``return_dict=True`` returns all model inputs.
+        """
+        template = chat_template or self.chat_template
+        if template is None:
+            raise ValueError("this processor has no chat_template (none in the checkpoint); pass chat_template=")
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        conversations = conversation if batched else [conversation]
+        special_tokens = {
+            "bos_token": self.tokenizer.bos_token, "eos_token": self.tokenizer.eos_token,
+            "pad_token": self.tokenizer.pad_token,
+        }
+        special_tokens.update(template_variables)
+        prompts = [
+            _chat_template.render(template, list(messages), add_generation_prompt=add_generation_prompt, **special_tokens)
+            for messages in conversations
+        ]
+        if not tokenize:
+            return prompts if batched else prompts[0]
+        audio = [clip for messages in conversations for clip in audio_items(messages)]
+        inputs = self(
+            text=prompts, audio=audio or None, sampling_rate=sampling_rate, padding=padding,
+            return_tensors=return_tensors or "np" if return_dict else return_tensors, long_audio=long_audio,
+        )
+        if return_dict:
+            return inputs
+        ids = inputs["input_ids"]
+        return ids if batched else ids[0]
+
+    # ----------------------------------------------------------------------------------- decoding
+    def decode(self, token_ids: Iterable[int], skip_special_tokens: bool = False, **kwargs: Any) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "input_features", "feature_attention_mask"]
+
+    def __repr__(self) -> str:
+        return f"Qwen2AudioProcessor(feature_extractor={self.feature_extractor!r}, tokenizer={self.tokenizer!r})"
+
+
+_AUDIO_KEYS = ("audio", "audio_url", "path", "url")
+
+
+def audio_items(messages: Sequence[dict[str, Any]]) -> list[Any]:
+    """The audio of each audio content item, in the order the chat template numbers them."""
+    found = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) or content is None:
+            continue
+        for item in content:
+            if not isinstance(item, dict):
+                raise ValueError(f"message content items must be dicts, got {item!r}")
+            # The template counts an item as audio when it has an 'audio' or 'audio_url' key.
+            if "audio" in item or "audio_url" in item:
+                source = next((item[key] for key in _AUDIO_KEYS if item.get(key) is not None), None)
+                if source is None:
+                    raise ValueError(f"audio item {item!r} gives no audio (expected one of {_AUDIO_KEYS})")
+                found.append(source)
+    return found
+
+
+def _read_chat_template(path: Path) -> str | None:
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if (path / "chat_template.json").is_file():
+        try:
+            return json.loads((path / "chat_template.json").read_text(encoding="utf-8"))["chat_template"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path / 'chat_template.json'} is not a valid chat template file: {error}") from error
+    return None
