@@ -143,28 +143,39 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
   const size_t clip_floats = static_cast<size_t>(mels) * frames;
   const auto clip_count = static_cast<int64_t>(clips.size());
 
+  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : omp_get_max_threads();
   std::vector<int64_t> used(clips.size());
   for (int64_t b = 0; b < clip_count; ++b) {
-    const AudioSamples& clip = clips[b];
-    if (clip.size == 0 || clip.data == nullptr) throw InvalidArgument("audio clip " + std::to_string(b) + " is empty");
-    used[b] = std::min<int64_t>(static_cast<int64_t>(clip.size), total);
-    const int64_t bad = first_non_finite(clip.data, static_cast<size_t>(used[b]));
-    if (bad >= 0)
-      throw InvalidArgument("audio clip " + std::to_string(b) + " has a NaN or infinite sample (index " +
-                            std::to_string(bad) + ")");
+    if (clips[b].size == 0 || clips[b].data == nullptr)
+      throw InvalidArgument("audio clip " + std::to_string(b) + " is empty");
+    used[b] = std::min<int64_t>(static_cast<int64_t>(clips[b].size), total);
   }
+  // The scan reads every sample once, so it runs in parallel too; the first bad clip is reported.
+  std::vector<int64_t> bad(clips.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t b = 0; b < clip_count; ++b) bad[b] = first_non_finite(clips[b].data, static_cast<size_t>(used[b]));
+  for (int64_t b = 0; b < clip_count; ++b)
+    if (bad[b] >= 0)
+      throw InvalidArgument("audio clip " + std::to_string(b) + " has a NaN or infinite sample (index " +
+                            std::to_string(bad[b]) + ")");
 
   const float floor_log = std::log10(kMelFloor);
   const int64_t items = clip_count * groups;
   std::vector<float> item_max(static_cast<size_t>(items));
-  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
   const int64_t chunk_length = static_cast<int64_t>(lanes - 1) * hop + n_fft;
+  // Per-thread scratch, allocated here so an allocation failure throws in the caller's thread
+  // rather than inside the parallel region. Each part is rounded to 64-byte lines.
+  const auto lines = [](size_t floats) { return (floats + 15) / 16 * 16; };
+  const size_t workspace_floats = lines(dft_->workspace_bytes() / sizeof(float) + 1);
+  const size_t power_floats = lines(static_cast<size_t>(dft_->num_bins()) * lanes);
+  const size_t thread_floats = workspace_floats + power_floats + lines(static_cast<size_t>(chunk_length));
+  const AlignedFloats scratch = aligned_floats(thread_floats * threads);
 
 #pragma omp parallel num_threads(threads)
   {
-    AlignedFloats workspace = aligned_floats(dft_->workspace_bytes() / sizeof(float) + 1);
-    AlignedFloats power = aligned_floats(static_cast<size_t>(dft_->num_bins()) * lanes);
-    AlignedFloats chunk = aligned_floats(static_cast<size_t>(chunk_length));
+    float* const workspace = scratch.get() + thread_floats * omp_get_thread_num();
+    float* const power = workspace + workspace_floats;
+    float* const chunk = power + power_floats;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / groups;
@@ -196,10 +207,10 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
           if (index >= total) index = 2 * (total - 1) - index;
           chunk[j] = index >= 0 && index < n ? samples[index] : 0.0f;
         }
-        source = chunk.get();
+        source = chunk;
       }
-      dft_->compute(source, hop, power.get(), workspace.get());
-      item_max[item] = filterbank_->compute(power.get(), out, frames, count);
+      dft_->compute(source, hop, power, workspace);
+      item_max[item] = filterbank_->compute(power, out, frames, count);
     }
   }
 

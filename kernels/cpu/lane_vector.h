@@ -58,8 +58,8 @@ struct Lanes {
   [[gnu::always_inline]] static void store_unaligned(float* pointer, const Floats& value) {
     std::memcpy(pointer, &value, sizeof(value));
   }
-  [[gnu::always_inline]] static Floats max(Floats a, Floats b) { return a > b ? a : b; }
-  [[gnu::always_inline]] static float horizontal_max(Floats value) {
+  [[gnu::always_inline]] static Floats max(const Floats& a, const Floats& b) { return a > b ? a : b; }
+  [[gnu::always_inline]] static float horizontal_max(const Floats& value) {
     float result = value[0];
     for (int lane = 1; lane < kLanes; ++lane) result = value[lane] > result ? value[lane] : result;
     return result;
@@ -68,7 +68,7 @@ struct Lanes {
   // log10 of positive, finite, normal inputs. x = 2^e * m with m in [sqrt(1/2), sqrt(2)); ln(m)
   // from the odd series 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.172, whose first dropped term is
   // below 1e-9: the result is within a few float ulps of log10.
-  [[gnu::always_inline]] static Floats log10(Floats x) {
+  [[gnu::always_inline]] static Floats log10(const Floats& x) {
     Ints bits;
     std::memcpy(&bits, &x, sizeof(bits));
     Ints exponent = ((bits >> 23) & 0xff) - 127;
