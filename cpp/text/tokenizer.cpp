@@ -516,27 +516,30 @@ Tokenizer::Tokenizer(Parts parts)
 
   int32_t limit = model_->id_limit();
   for (const AddedToken& token : added_) limit = std::max(limit, token.id + 1);
-  valid_.assign(static_cast<size_t>(limit), 0);
-  special_.assign(static_cast<size_t>(limit), 0);
+  entries_.assign(static_cast<size_t>(limit), TokenEntry{0, 0, 0, 0});
   std::vector<const std::string*> spelling(static_cast<size_t>(limit), nullptr);
   for (int32_t id = 0; id < model_->id_limit(); ++id)
     if (model_->has_id(id)) {
-      valid_[id] = 1;
+      entries_[id].valid = 1;
       spelling[id] = &model_->id_to_token(id);
     }
   size_with_added_ = model_->size();
   for (const AddedToken& token : added_) {
     // An added token shadows a vocabulary entry with the same id, as in HF's id_to_token.
-    valid_[token.id] = 1;
-    special_[token.id] = token.special;
+    entries_[token.id].valid = 1;
+    entries_[token.id].special = token.special;
     spelling[token.id] = &token.content;
     if (model_->token_to_id(token.content) < 0 && !added_ids_.contains(token.content)) ++size_with_added_;
     added_ids_[token.content] = token.id;
   }
-  byte_offsets_.assign(static_cast<size_t>(limit) + 1, 0);
   for (int32_t id = 0; id < limit; ++id) {
-    if (spelling[id] != nullptr) byte_arena_ += token_text_to_bytes(*spelling[id]);
-    byte_offsets_[id + 1] = static_cast<uint32_t>(byte_arena_.size());
+    if (spelling[id] == nullptr) continue;
+    const std::string bytes = token_text_to_bytes(*spelling[id]);
+    if (bytes.size() > UINT16_MAX || byte_arena_.size() + bytes.size() > UINT32_MAX)
+      throw ConfigError("token " + std::to_string(id) + " is too long to decode (over 64 KiB)");
+    entries_[id].offset = static_cast<uint32_t>(byte_arena_.size());
+    entries_[id].length = static_cast<uint16_t>(bytes.size());
+    byte_arena_ += bytes;
   }
 }
 
@@ -664,15 +667,22 @@ void Tokenizer::check_id(int64_t id) const {
 }
 
 std::string Tokenizer::decode(std::span<const int64_t> ids, bool skip_special_tokens) const {
-  std::string bytes;
-  bytes.reserve(ids.size() * 4);
+  size_t total = 0;
   for (const int64_t id : ids) {
     check_id(id);
-    if (skip_special_tokens && special_[id]) continue;
-    bytes += token_bytes(static_cast<int32_t>(id));
+    total += entries_[id].length;
   }
+  std::string bytes;
+  bytes.reserve(total);
+  for (const int64_t id : ids) {
+    const TokenEntry& entry = entries_[id];
+    if (skip_special_tokens && entry.special) continue;
+    bytes.append(byte_arena_.data() + entry.offset, entry.length);
+  }
+  // Well-formed output (nearly always) needs no second pass.
+  if (find_invalid_utf8(bytes) == std::string::npos) return bytes;
   std::string text;
-  text.reserve(bytes.size());
+  text.reserve(bytes.size() + 16);
   append_utf8_lossy(text, bytes);
   return text;
 }

@@ -59,12 +59,12 @@ class Tokenizer {
 
   void check_id(int64_t id) const;
   bool has_id(int64_t id) const {
-    return id >= 0 && id < static_cast<int64_t>(valid_.size()) && valid_[static_cast<size_t>(id)];
+    return id >= 0 && id < static_cast<int64_t>(entries_.size()) && entries_[static_cast<size_t>(id)].valid;
   }
-  bool is_special(int32_t id) const { return has_id(id) && special_[id]; }
+  bool is_special(int32_t id) const { return has_id(id) && entries_[id].special; }
   // The bytes a token stands for when decoded (before UTF-8 repair). The id must be valid.
   std::string_view token_bytes(int32_t id) const {
-    return std::string_view(byte_arena_).substr(byte_offsets_[id], byte_offsets_[id + 1] - byte_offsets_[id]);
+    return std::string_view(byte_arena_.data() + entries_[id].offset, entries_[id].length);
   }
 
   // Added tokens first, then the BPE vocabulary; -1 / nullopt when absent.
@@ -77,7 +77,7 @@ class Tokenizer {
   // Distinct strings in the vocabulary and the added tokens: HF's len(tokenizer).
   size_t size_with_added() const { return size_with_added_; }
   // One past the highest id in use.
-  int32_t id_limit() const { return static_cast<int32_t>(valid_.size()); }
+  int32_t id_limit() const { return static_cast<int32_t>(entries_.size()); }
   bool normalizes_nfc() const { return nfc_; }
   const std::string& pattern() const { return pre_tokenizer_->pattern(); }
   // Which files the BPE model came from: "tokenizer.json" or "vocab.json+merges.txt".
@@ -102,10 +102,15 @@ class Tokenizer {
   StringIdMap added_ids_;
   size_t size_with_added_ = 0;
 
-  std::vector<uint8_t> valid_;
-  std::vector<uint8_t> special_;
+  // Per id, in one 8-byte record so decoding a token touches one cache line for its metadata.
+  struct TokenEntry {
+    uint32_t offset;  // of its bytes in byte_arena_
+    uint16_t length;
+    uint8_t valid;
+    uint8_t special;
+  };
+  std::vector<TokenEntry> entries_;
   std::string byte_arena_;
-  std::vector<uint32_t> byte_offsets_;
 
   // Words already encoded, shared by all calls on this tokenizer (never across tokenizers). Calls
   // read it under a shared lock and add their new words at the end only if the lock is free at
