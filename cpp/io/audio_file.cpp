@@ -102,7 +102,10 @@ std::vector<float> decode(SNDFILE* raw_file, const SF_INFO& info, const AudioLoa
   std::vector<float> mono(static_cast<size_t>(kBlockFrames));
   std::vector<float> resampled(static_cast<size_t>(std::ceil(kBlockFrames * ratio)) + 64);
   std::vector<float> output;
-  if (info.frames != SF_COUNT_MAX) output.reserve(static_cast<size_t>(std::ceil(info.frames * ratio)) + 64);
+  // The header's length is only a hint (a corrupt one may claim far more than the file holds), so
+  // the up-front reservation is capped; longer audio grows the vector as it decodes.
+  if (info.frames != SF_COUNT_MAX)
+    output.reserve(static_cast<size_t>(std::min(std::ceil(info.frames * ratio) + 64, double{1 << 24})));
 
   // Pushes `count` mono samples (count 0 with `input` null: end of input) through the resampler.
   const auto resample = [&](const float* input, size_t count) {
