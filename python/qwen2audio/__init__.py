@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 # Public names from the heavier modules load on first use, so `import qwen2audio` stays quick.
 _LAZY = {
     "load_audio": "audio",
+    "split_audio": "audio",
+    "AudioTruncatedWarning": "audio",
     "WhisperFeatureExtractor": "audio",
     "Qwen2Tokenizer": "tokenizer",
     "Qwen2AudioProcessor": "processor",

@@ -311,8 +311,9 @@ def test_load_audio_from_bytes_and_file_objects(reference_dir) -> None:
     np.testing.assert_array_equal(load_audio(str(path)), expected)
     with open(path, "rb") as handle:
         np.testing.assert_array_equal(load_audio(handle), expected)
-    # Exposed through the package's lazy names too.
+    # Exposed through the package's lazy names too (the truncation warning's advice names them).
     assert qwen2audio.load_audio is load_audio
+    assert qwen2audio.split_audio is split_audio and qwen2audio.AudioTruncatedWarning is AudioTruncatedWarning
 
 
 def test_load_audio_resamples_like_sox(reference_dir) -> None:
