@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -389,6 +389,18 @@ class Qwen2AudioForConditionalGeneration:
             eos_token_ids=eos,
             pad_token_id=int(pad_token_id),
         )
+
+    def chat(self, processor: Any, conversation: Sequence[dict], stream: bool = False,
+             long_audio: str = "truncate", **generation: Any) -> Union[str, Iterator[str]]:
+        """Answer the last turn of ``conversation`` (HF's message format, audio inline as paths or
+        16 kHz arrays): the reply text, or with ``stream=True`` an iterator of text pieces.
+
+        The model keeps the KV cache of its last chat, so a follow-up call with the same conversation
+        plus new turns only prefills the new tokens.
+        """
+        from .chat import chat
+
+        return chat(self, processor, conversation, stream=stream, long_audio=long_audio, **generation)
 
     def __repr__(self) -> str:
         return (f"Qwen2AudioForConditionalGeneration({self.name_or_path!r}, dtype={self.dtype}, "

@@ -51,7 +51,8 @@ class Qwen2AudioProcessor:
     ):
         if tokenizer is None:
             raise ValueError("Qwen2AudioProcessor needs a tokenizer; use Qwen2AudioProcessor.from_pretrained(dir)")
-        self.feature_extractor = feature_extractor or WhisperFeatureExtractor()
+        # Qwen2-Audio uses 128 mel bins; the bare class defaults to Whisper-v2's 80.
+        self.feature_extractor = feature_extractor or WhisperFeatureExtractor(feature_size=128, return_attention_mask=True)
         self.tokenizer = tokenizer
         self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
         self.audio_token = audio_token or type(self).audio_token

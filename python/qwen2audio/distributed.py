@@ -1,0 +1,94 @@
+"""Annotation across machines on Dask distributed.
+
+Each worker loads the model once (a worker plugin keeps it); tasks are batches of files; results
+stream back to the driver, which writes them with the same resumable JSONL guarantees as a local
+run. A worker that dies mid-batch loses nothing: the scheduler reruns its batch elsewhere, and the
+driver writes each id at most once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from .annotate import AnnotationItem, Annotator, ResultWriter, batched
+
+_PLUGIN_NAME = "qwen2audio-model"
+
+
+class ModelPlugin:
+    """A Dask worker plugin holding one loaded model and processor per worker process."""
+
+    name = _PLUGIN_NAME
+
+    def __init__(self, model_dir: str, model_kwargs: dict[str, Any] | None = None,
+                 generation_kwargs: dict[str, Any] | None = None):
+        self.model_dir = str(model_dir)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.generation_kwargs = dict(generation_kwargs or {})
+        self.annotator: Annotator | None = None
+
+    def setup(self, worker: Any) -> None:
+        from .modeling import Qwen2AudioForConditionalGeneration
+        from .processor import Qwen2AudioProcessor
+
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(self.model_dir, **self.model_kwargs)
+        processor = Qwen2AudioProcessor.from_pretrained(self.model_dir)
+        self.annotator = Annotator(model, processor, self.generation_kwargs)
+
+    def teardown(self, worker: Any) -> None:
+        self.annotator = None
+
+
+def _run_batch_on_worker(items: list[AnnotationItem], prompt: str) -> list[dict[str, Any]]:
+    from distributed import get_worker
+
+    plugin = get_worker().plugins[_PLUGIN_NAME]
+    if plugin.annotator is None:
+        raise RuntimeError("the qwen2audio model plugin did not load on this worker")
+    return plugin.annotator.run_batch(items, prompt)
+
+
+def annotate_distributed(
+    client: Any,
+    model_dir: str | os.PathLike,
+    items: Sequence[AnnotationItem],
+    prompt: str,
+    output: str | os.PathLike,
+    batch_size: int = 4,
+    model_kwargs: dict[str, Any] | None = None,
+    generation_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    retries: int = 3,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, int]:
+    """Annotate ``items`` on the workers of ``client`` (a ``dask.distributed.Client``); the driver writes
+    ``output``. Returns counts of written, failed and skipped files."""
+    from distributed import as_completed
+
+    from .annotate import _progress_bar
+
+    client.register_worker_plugin(ModelPlugin(str(model_dir), model_kwargs, generation_kwargs), name=_PLUGIN_NAME)
+    with ResultWriter(output) as writer:
+        pending = [item for item in items if item.id not in writer.done]
+        counts = {"written": 0, "failed": 0, "skipped": len(items) - len(pending)}
+        futures = [
+            client.submit(_run_batch_on_worker, batch, prompt, pure=False, retries=retries)
+            for batch in batched(pending, batch_size)
+        ]
+        bar = _progress_bar(len(pending), progress)
+        try:
+            for future in as_completed(futures):
+                records = future.result()
+                for record in records:
+                    if record["id"] in writer.done:
+                        continue  # a rerun batch may repeat ids already written
+                    writer.write(record)
+                    counts["failed" if "error" in record else "written"] += 1
+                    if on_record:
+                        on_record(record)
+                bar.update(len(records))
+                future.release()
+        finally:
+            bar.close()
+    return counts

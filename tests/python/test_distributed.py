@@ -1,0 +1,66 @@
+"""Annotation on a Dask LocalCluster of two worker processes, one of them killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from qwen2audio.annotate import read_manifest  # noqa: E402
+from qwen2audio.demo import demo_checkpoint  # noqa: E402
+from qwen2audio.distributed import annotate_distributed  # noqa: E402
+
+
+def _write_clip(path: Path, seconds: float, frequency: float) -> None:
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
+
+
+def test_worker_killed_mid_run_loses_no_file(tmp_path: Path) -> None:
+    model = demo_checkpoint(tmp_path / "model")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for index in range(12):
+        _write_clip(clips / f"clip{index:02d}.wav", 0.3 + 0.05 * index, 200 + 50 * index)
+    items = read_manifest(clips)
+    output = tmp_path / "out.jsonl"
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the worker processes
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        worker_pids = list(client.run(os.getpid).values())
+        assert len(worker_pids) == 2
+        killed: list[int] = []
+
+        def kill_one_worker(record: dict) -> None:
+            if not killed:
+                os.kill(worker_pids[0], signal.SIGKILL)
+                killed.append(worker_pids[0])
+
+        counts = annotate_distributed(client, model, items, "Describe the sound.", output, batch_size=2,
+                                      generation_kwargs={"max_new_tokens": 3}, progress=False,
+                                      on_record=kill_one_worker)
+    assert killed, "a worker must have been killed during the run"
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    ids = [record["id"] for record in records]
+    assert sorted(ids) == sorted(item.id for item in items)  # every file exactly once
+    assert all("answer" in record for record in records), [r for r in records if "error" in r]
+    assert counts["written"] == 12
+
+    # A rerun finds everything done.
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        again = annotate_distributed(client, model, items, "Describe the sound.", output, progress=False)
+    assert again == {"written": 0, "failed": 0, "skipped": 12}
