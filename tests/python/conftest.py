@@ -43,3 +43,24 @@ def tiny_f32(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def tiny_bf16(reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _materialize_tiny_model(reference_dir, "bf16", tmp_path_factory.mktemp("tiny") / "bf16")
+
+
+def write_sine_wav(path: Path, seconds: float, frequency: float, rate: int = 16000) -> Path:
+    """A 16-bit mono WAV of a sine tone, written with the standard library."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def sine_wav():
+    """Factory fixture: ``sine_wav(path, seconds, frequency)`` writes a test clip."""
+    return write_sine_wav

@@ -8,10 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from qwen2audio.annotate import parse_shard, read_manifest, select_shard
@@ -20,27 +18,17 @@ from qwen2audio.demo import demo_checkpoint
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_clip(path: Path, seconds: float, frequency: float) -> None:
-    rate = 16000
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
-
-
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return demo_checkpoint(tmp_path_factory.mktemp("demo") / "model")
 
 
 @pytest.fixture()
-def clips(tmp_path: Path) -> Path:
+def clips(tmp_path: Path, sine_wav) -> Path:
     folder = tmp_path / "clips"
     folder.mkdir()
     for index in range(6):
-        _write_clip(folder / f"clip{index:02d}.wav", 0.4 + 0.1 * index, 300 + 100 * index)
+        sine_wav(folder / f"clip{index:02d}.wav", 0.4 + 0.1 * index, 300 + 100 * index)
     return folder
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -18,22 +16,12 @@ from qwen2audio.demo import demo_checkpoint  # noqa: E402
 from qwen2audio.distributed import annotate_distributed  # noqa: E402
 
 
-def _write_clip(path: Path, seconds: float, frequency: float) -> None:
-    rate = 16000
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes())
-
-
-def test_worker_killed_mid_run_loses_no_file(tmp_path: Path) -> None:
+def test_worker_killed_mid_run_loses_no_file(tmp_path: Path, sine_wav) -> None:
     model = demo_checkpoint(tmp_path / "model")
     clips = tmp_path / "clips"
     clips.mkdir()
     for index in range(12):
-        _write_clip(clips / f"clip{index:02d}.wav", 0.3 + 0.05 * index, 200 + 50 * index)
+        sine_wav(clips / f"clip{index:02d}.wav", 0.3 + 0.05 * index, 200 + 50 * index)
     items = read_manifest(clips)
     output = tmp_path / "out.jsonl"
 
