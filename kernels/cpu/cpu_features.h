@@ -1,0 +1,55 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+// What the CPU we run on can do, read once with cpuid (and xgetbv: an instruction set counts only
+// when the OS saves its registers). Kernels are compiled for several instruction sets with
+// __attribute__((target)) / #pragma GCC target and pick one at run time, so one binary (the
+// portable x86-64-v2 build included) runs everywhere and uses AVX-512/AMX where present.
+namespace qwen2audio::kernels {
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx_vnni = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512_vnni = false;
+  bool avx512_bf16 = false;
+  bool amx_tile = false;  // AMX also needs the kernel's permission (arch_prctl), which oneDNN asks for
+  bool amx_bf16 = false;
+  bool amx_int8 = false;
+  std::string vendor;
+  std::string brand;
+};
+
+const CpuFeatures& cpu_features();
+
+// Tiers of kernel variants, each a superset of the one before:
+//   Avx2       AVX2 + FMA + F16C (Haswell, Zen 1+)
+//   Avx512     AVX-512 F/BW/VL/DQ (Skylake-SP)
+//   Avx512Bf16 Avx512 + VNNI + BF16 (Cooper Lake, Sapphire Rapids, Zen 4)
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+
+bool isa_supported(Isa isa);
+// The best tier this CPU supports, capped by the environment variable QWEN2AUDIO_MAX_ISA
+// (scalar, avx2, avx512, avx512_bf16) when set: a way to run and compare the slower paths on a
+// fast machine. Read once.
+Isa best_isa();
+const char* isa_name(Isa isa);
+std::optional<Isa> isa_from_name(std::string_view name);
+
+// Physical cores this process may run on (hyper-threads share one core's vector units, so compute
+// threads beyond this only contend); falls back to the logical CPU count when the topology is
+// unreadable.
+int physical_core_count();
+
+// One line for benchmarks and bug reports, e.g. "AMD EPYC (avx2 fma f16c)".
+std::string cpu_description();
+
+}  // namespace qwen2audio::kernels
