@@ -1,0 +1,334 @@
+#include "kernels/cpu/gemv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/gemv_internal.h"
+#include "runtime/buffer.h"
+#include "runtime/errors.h"
+
+namespace qwen2audio::kernels {
+namespace {
+
+using gemv_detail::Problem;
+using gemv_detail::RangeKernel;
+
+// Output columns per OpenMP task: a multiple of every kernel's column tile (4), small enough that
+// the static schedule splits even a 64-column projection over threads.
+constexpr int64_t kColumnsPerTask = 16;
+
+// Scratch of the calling thread: activations rounded to BF16, or converted to BF16 bits.
+thread_local Buffer<float> tls_rounded_inputs;
+thread_local Buffer<uint16_t> tls_bf16_inputs;
+
+bool quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
+
+float round_through_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
+
+float source_value(const void* source, DType dtype, int64_t index) {
+  switch (dtype) {
+    case DType::F32:
+      return static_cast<const float*>(source)[index];
+    case DType::BF16:
+      return bf16_to_float(static_cast<const uint16_t*>(source)[index]);
+    case DType::F16:
+      return f16_to_float(static_cast<const uint16_t*>(source)[index]);
+    default:
+      throw InvalidArgument("quantize_rows: source must be F32, BF16 or F16, got " + std::string(dtype_name(dtype)));
+  }
+}
+
+void check_quantized_layout(WeightFormat format, int64_t k, int64_t group_size, const char* what) {
+  if (!quantized(format)) return;
+  if (group_size <= 0 || group_size % 32 != 0)
+    throw InvalidArgument(std::string(what) + ": group_size must be a positive multiple of 32, got " +
+                          std::to_string(group_size));
+  if (k % 32 != 0)
+    throw InvalidArgument(std::string(what) + ": quantized rows need k to be a multiple of 32, got " +
+                          std::to_string(k));
+}
+
+void check_args(const GemvArgs& args) {
+  if (args.m < 0 || args.n < 0 || args.k < 0) throw InvalidArgument("gemv: negative dimension");
+  if (args.ldx < args.k || args.ldy < args.n || args.w.ld < args.k)
+    throw InvalidArgument("gemv: leading dimension too small");
+  if (args.m > 0 && args.n > 0 && (args.x == nullptr || args.y == nullptr || args.w.data == nullptr))
+    throw InvalidArgument("gemv: null operand");
+  check_quantized_layout(args.w.format, args.k, args.w.group_size, "gemv");
+  if (quantized(args.w.format)) {
+    if (args.w.scales == nullptr) throw InvalidArgument("gemv: quantized weights without scales");
+    if (args.w.scales_ld < scale_groups(args.k, args.w.group_size))
+      throw InvalidArgument("gemv: scale row stride too small");
+    if (args.w.format == WeightFormat::Int4 && args.w.ld % 2 != 0)
+      throw InvalidArgument("gemv: int4 rows must start on whole bytes (even ld)");
+  }
+}
+
+// ---------------------------------------------------------------------------------- scalar tier
+
+template <WeightFormat F>
+float scalar_dot(const Problem& p, const float* x, int64_t column) {
+  const WeightMatrix& w = p.w;
+  if constexpr (F == WeightFormat::F32) {
+    const float* row = static_cast<const float*>(w.data) + column * w.ld;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < p.k; ++i) sum += x[i] * row[i];
+    return sum;
+  } else if constexpr (F == WeightFormat::BF16) {
+    const uint16_t* row = static_cast<const uint16_t*>(w.data) + column * w.ld;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < p.k; ++i) sum += x[i] * bf16_to_float(row[i]);
+    return sum;
+  } else {
+    const float* scales = w.scales + column * w.scales_ld;
+    float total = 0.0f;
+    for (int64_t start = 0, group = 0; start < p.k; start += w.group_size, ++group) {
+      const int64_t end = std::min(p.k, start + w.group_size);
+      float sum = 0.0f;
+      if constexpr (F == WeightFormat::Int8) {
+        const int8_t* row = static_cast<const int8_t*>(w.data) + column * w.ld;
+        for (int64_t i = start; i < end; ++i) sum += x[i] * static_cast<float>(row[i]);
+      } else {
+        const uint8_t* row = static_cast<const uint8_t*>(w.data) + column * (w.ld / 2);
+        for (int64_t block = start; block < end; block += 32) {
+          const uint8_t* bytes = row + block / 2;
+          for (int j = 0; j < 16; ++j) {
+            sum += x[block + j] * static_cast<float>((bytes[j] & 15) - 8);
+            sum += x[block + j + 16] * static_cast<float>((bytes[j] >> 4) - 8);
+          }
+        }
+      }
+      total += scales[group] * sum;
+    }
+    return total;
+  }
+}
+
+template <WeightFormat F>
+void scalar_range(const Problem& p, int64_t begin, int64_t end) {
+  for (int64_t column = begin; column < end; ++column)
+    for (int64_t row = 0; row < p.m; ++row) p.store(row, column, scalar_dot<F>(p, p.x + row * p.ldx, column));
+}
+
+RangeKernel select_kernel(Isa isa, WeightFormat format) {
+  RangeKernel kernel = nullptr;
+  if (isa == Isa::Avx512Bf16 || isa == Isa::Avx512)
+    kernel = gemv_detail::avx512_kernel(format, isa == Isa::Avx512Bf16);
+  else if (isa == Isa::Avx2)
+    kernel = gemv_detail::avx2_kernel(format);
+  return kernel ? kernel : gemv_detail::scalar_kernel(format);
+}
+
+}  // namespace
+
+namespace gemv_detail {
+RangeKernel scalar_kernel(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32:
+      return scalar_range<WeightFormat::F32>;
+    case WeightFormat::BF16:
+      return scalar_range<WeightFormat::BF16>;
+    case WeightFormat::Int8:
+      return scalar_range<WeightFormat::Int8>;
+    case WeightFormat::Int4:
+      return scalar_range<WeightFormat::Int4>;
+  }
+  return nullptr;
+}
+}  // namespace gemv_detail
+
+const char* weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32:
+      return "float32";
+    case WeightFormat::BF16:
+      return "bfloat16";
+    case WeightFormat::Int8:
+      return "int8";
+    case WeightFormat::Int4:
+      return "int4";
+  }
+  return "unknown";
+}
+
+int64_t weight_row_bytes(WeightFormat format, int64_t k) {
+  switch (format) {
+    case WeightFormat::F32:
+      return k * 4;
+    case WeightFormat::BF16:
+      return k * 2;
+    case WeightFormat::Int8:
+      return k;
+    case WeightFormat::Int4:
+      return (k + 1) / 2;
+  }
+  return 0;
+}
+
+int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k + group_size - 1) / group_size : 0; }
+
+Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
+  Isa isa = std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
+  while (!isa_supported(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+  // The BF16 tier adds only the BF16 dot product; every other case runs the AVX-512 kernels.
+  if (isa == Isa::Avx512Bf16 && !(format == WeightFormat::BF16 && options.round_bf16_inputs)) isa = Isa::Avx512;
+  return isa;
+}
+
+void gemv(const GemvArgs& args, const GemvOptions& options) {
+  check_args(args);
+  if (args.m == 0 || args.n == 0) return;
+  Problem problem;
+  problem.m = args.m;
+  problem.k = args.k;
+  problem.x = args.x;
+  problem.ldx = args.ldx;
+  problem.w = args.w;
+  problem.bias = args.bias;
+  problem.y = args.y;
+  problem.ldy = args.ldy;
+  problem.accumulate = args.accumulate;
+
+  const Isa isa = gemv_isa(options, args.w.format);
+  if (args.w.format == WeightFormat::BF16 && options.round_bf16_inputs) {
+    if (isa == Isa::Avx512Bf16) {
+      // Rows padded with zeros to whole 32-element steps, so the kernel loads x without masks.
+      const int64_t ld = (args.k + 31) / 32 * 32;
+      uint16_t* converted = tls_bf16_inputs.reserve(static_cast<size_t>(args.m * ld));
+      for (int64_t row = 0; row < args.m; ++row) {
+        for (int64_t i = 0; i < args.k; ++i) converted[row * ld + i] = float_to_bf16(args.x[row * args.ldx + i]);
+        std::fill(converted + row * ld + args.k, converted + (row + 1) * ld, uint16_t{0});
+      }
+      problem.x_bf16 = converted;
+      problem.ldx_bf16 = ld;
+    } else {
+      float* rounded = tls_rounded_inputs.reserve(static_cast<size_t>(args.m * args.k));
+      for (int64_t row = 0; row < args.m; ++row)
+        for (int64_t i = 0; i < args.k; ++i) rounded[row * args.k + i] = round_through_bf16(args.x[row * args.ldx + i]);
+      problem.x = rounded;
+      problem.ldx = args.k;
+    }
+  }
+
+  const RangeKernel kernel = select_kernel(isa, args.w.format);
+  const int64_t tasks = (args.n + kColumnsPerTask - 1) / kColumnsPerTask;
+  // A call too small to pay for waking the thread team runs on the calling thread.
+  const bool parallel = args.n * weight_row_bytes(args.w.format, args.k) > (64 << 10);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t begin = task * kColumnsPerTask;
+    kernel(problem, begin, std::min(args.n, begin + kColumnsPerTask));
+  }
+}
+
+// ------------------------------------------------------------------------------- quantization
+
+void quantize_rows(const void* source, DType source_dtype, int64_t ld_source, int64_t n, int64_t k, WeightFormat format,
+                   int64_t group_size, uint8_t* codes, float* scales) {
+  if (!quantized(format)) throw InvalidArgument("quantize_rows: the format must be int8 or int4");
+  check_quantized_layout(format, k, group_size, "quantize_rows");
+  if (n < 0 || ld_source < k) throw InvalidArgument("quantize_rows: bad shape");
+  source_value(source, source_dtype, 0 * n);  // rejects an unsupported dtype before the parallel loop
+  const int64_t groups = scale_groups(k, group_size);
+  const int64_t row_bytes = weight_row_bytes(format, k);
+#pragma omp parallel
+  {
+    std::vector<float> values(static_cast<size_t>(k));
+    std::vector<int> levels(static_cast<size_t>(group_size));
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < n; ++row) {
+      for (int64_t i = 0; i < k; ++i) values[i] = source_value(source, source_dtype, row * ld_source + i);
+      uint8_t* out = codes + row * row_bytes;
+      for (int64_t group = 0; group < groups; ++group) {
+        const int64_t start = group * group_size;
+        const int64_t length = std::min(group_size, k - start);
+        const float* v = values.data() + start;
+        float extreme = 0.0f;  // the value of largest magnitude, sign kept
+        for (int64_t i = 0; i < length; ++i)
+          if (std::abs(v[i]) > std::abs(extreme)) extreme = v[i];
+        float scale = 0.0f;
+        if (format == WeightFormat::Int8) {
+          scale = std::abs(extreme) / 127.0f;
+          const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+          for (int64_t i = 0; i < length; ++i)
+            levels[i] = static_cast<int>(std::clamp(std::nearbyint(v[i] * inverse), -127.0f, 127.0f));
+          for (int64_t i = 0; i < length; ++i) out[start + i] = static_cast<uint8_t>(static_cast<int8_t>(levels[i]));
+        } else {
+          scale = -extreme / 8.0f;
+          const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+          for (int64_t i = 0; i < length; ++i)
+            levels[i] = static_cast<int>(std::clamp(std::nearbyint(v[i] * inverse), -8.0f, 7.0f)) + 8;
+          for (int64_t block = 0; block < length; block += 32)
+            for (int j = 0; j < 16; ++j)
+              out[(start + block) / 2 + j] = static_cast<uint8_t>(levels[block + j] | (levels[block + j + 16] << 4));
+        }
+        scales[row * groups + group] = scale;
+      }
+    }
+  }
+}
+
+namespace {
+
+template <typename Store>
+void dequantize_with(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, Store store) {
+  check_quantized_layout(w.format, k, w.group_size, "dequantize_rows");
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t out_row = row - row_begin;
+    switch (w.format) {
+      case WeightFormat::F32: {
+        const float* values = static_cast<const float*>(w.data) + row * w.ld;
+        for (int64_t i = 0; i < k; ++i) store(out_row, i, values[i]);
+        break;
+      }
+      case WeightFormat::BF16: {
+        const uint16_t* values = static_cast<const uint16_t*>(w.data) + row * w.ld;
+        for (int64_t i = 0; i < k; ++i) store(out_row, i, bf16_to_float(values[i]));
+        break;
+      }
+      case WeightFormat::Int8: {
+        const int8_t* codes = static_cast<const int8_t*>(w.data) + row * w.ld;
+        const float* scales = w.scales + row * w.scales_ld;
+        for (int64_t start = 0; start < k; start += w.group_size) {
+          const float scale = scales[start / w.group_size];
+          const int64_t end = std::min(k, start + w.group_size);
+          for (int64_t i = start; i < end; ++i) store(out_row, i, scale * static_cast<float>(codes[i]));
+        }
+        break;
+      }
+      case WeightFormat::Int4: {
+        const uint8_t* bytes = static_cast<const uint8_t*>(w.data) + row * (w.ld / 2);
+        const float* scales = w.scales + row * w.scales_ld;
+        for (int64_t block = 0; block < k; block += 32) {
+          const float scale = scales[block / w.group_size];
+          for (int j = 0; j < 16; ++j) {
+            const uint8_t byte = bytes[block / 2 + j];
+            store(out_row, block + j, scale * static_cast<float>((byte & 15) - 8));
+            store(out_row, block + j + 16, scale * static_cast<float>((byte >> 4) - 8));
+          }
+        }
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void dequantize_rows(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, float* out, int64_t ld_out) {
+  dequantize_with(w, k, row_begin, row_end,
+                  [out, ld_out](int64_t row, int64_t i, float value) { out[row * ld_out + i] = value; });
+}
+
+void dequantize_rows_bf16(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, uint16_t* out,
+                          int64_t ld_out) {
+  dequantize_with(w, k, row_begin, row_end,
+                  [out, ld_out](int64_t row, int64_t i, float value) { out[row * ld_out + i] = float_to_bf16(value); });
+}
+
+}  // namespace qwen2audio::kernels

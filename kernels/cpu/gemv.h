@@ -1,0 +1,93 @@
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/cpu_features.h"
+#include "runtime/dtype.h"
+
+// Matrix-vector products for decoding: y[m, n] = x[m, k] W[n, k]^T (+ bias) for a few rows m
+// (a decode step of a batch). Each weight byte is read once per call, so the time is the weight
+// bytes over the memory bandwidth; the kernels convert weights to float32 in registers and never
+// touch them again. Larger m belongs to a matrix-multiply (Gemm), which re-uses each weight.
+namespace qwen2audio::kernels {
+
+// Storage of W [n, k] (the nn.Linear layout, row-major, row stride `ld` elements):
+//   F32, BF16  plain values.
+//   Int8       int8 codes q in [-127, 127]; w = scale * q.
+//   Int4       4-bit codes c in [0, 15], two per byte; w = scale * (c - 8). Each block of 32
+//              consecutive elements of a row takes 16 bytes: byte j holds element j in its low
+//              nibble and element j + 16 in its high nibble (both halves unpack with one mask
+//              and one shift). Rows take ld / 2 bytes.
+// Quantized formats carry a float32 scale per group of `group_size` consecutive elements of a row:
+// scales[row * scales_ld + p / group_size]. group_size is a multiple of 32, k a multiple of 32 (the
+// last group may be shorter than group_size).
+enum class WeightFormat : uint8_t { F32, BF16, Int8, Int4 };
+
+const char* weight_format_name(WeightFormat format);
+
+struct WeightMatrix {
+  WeightFormat format = WeightFormat::F32;
+  const void* data = nullptr;
+  int64_t ld = 0;
+  const float* scales = nullptr;
+  int64_t scales_ld = 0;
+  int64_t group_size = 0;
+};
+
+// Bytes of one row of k elements, and the scale entries per row.
+int64_t weight_row_bytes(WeightFormat format, int64_t k);
+int64_t scale_groups(int64_t k, int64_t group_size);
+
+struct GemvArgs {
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  WeightMatrix w;
+  const float* bias = nullptr;  // [n] or null
+  float* y = nullptr;
+  int64_t ldy = 0;
+  bool accumulate = false;  // y += x W^T (+ bias): a residual connection for free
+};
+
+// The row count up to which gemv is the right tool; a single call takes any m, but beyond this
+// the weights are better re-used from cache by a matrix multiply.
+constexpr int64_t kGemvMaxRows = 8;
+
+struct GemvOptions {
+  // BF16 weights meet activations rounded to BF16, the contract of Gemm's BF16 path (and what
+  // AVX512-BF16's dot product instruction computes), so decode and prefill agree. Off keeps them
+  // float32 (then the AVX512-BF16 tier falls back to the AVX-512 kernels). Quantized and F32
+  // weights always take float32 activations.
+  bool round_bf16_inputs = true;
+  // The kernel tier; capped at what the CPU supports.
+  Isa isa = best_isa();
+};
+
+// Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread
+// count, splitting n; allocates nothing once the calling thread has seen a call of this m * k.
+void gemv(const GemvArgs& args, const GemvOptions& options = {});
+
+// The tier gemv would run for these options on this CPU.
+Isa gemv_isa(const GemvOptions& options, WeightFormat format);
+
+// Weight-only quantization of rows [0, n) of a float32/BF16/F16 matrix `source` (row stride
+// ld_source elements): writes codes into `codes` (row stride weight_row_bytes(format, k) bytes) and
+// scales into `scales` (row stride scale_groups(k, group_size)). Symmetric, round to nearest even:
+//   Int8: scale = max|w| / 127.
+//   Int4: scale = -m / 8 for the group's value m of largest magnitude, so m itself is code 0 and
+//         the 16 codes span [-8, 7] steps (one level more than a +-7 grid; the largest value of the
+//         opposite sign clamps to 7).
+// Groups of zeros get scale 0. Parallel over rows.
+void quantize_rows(const void* source, DType source_dtype, int64_t ld_source, int64_t n, int64_t k, WeightFormat format,
+                   int64_t group_size, uint8_t* codes, float* scales);
+
+// The float32 (or BF16, rounded to nearest even) values of rows [row_begin, row_end) of `w`, row
+// stride ld_out elements: what a matrix multiply takes for the prefill of a quantized layer.
+// Single-threaded: callers parallelise over row blocks.
+void dequantize_rows(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, float* out, int64_t ld_out);
+void dequantize_rows_bf16(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, uint16_t* out,
+                          int64_t ld_out);
+
+}  // namespace qwen2audio::kernels

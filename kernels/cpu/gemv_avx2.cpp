@@ -1,0 +1,181 @@
+// gemv kernels for AVX2 + FMA (8 float lanes). Compiled for that target whatever the build's
+// -march, and only called after cpuid says the CPU has it.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/cpu/gemv_internal.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace qwen2audio::kernels::gemv_detail {
+namespace {
+
+// Weight rows per tile: four independent row streams, and as many accumulators per activation row.
+constexpr int kColumns = 4;
+// Activation rows per tile; more rows run as further passes over the same weight rows, which are
+// in L1/L2 by then, so the weights still come from memory once.
+constexpr int kRows = 2;
+
+inline float horizontal_sum(__m256 value) {
+  const __m128 folded = _mm_add_ps(_mm256_castps256_ps128(value), _mm256_extractf128_ps(value, 1));
+  const __m128 pairs = _mm_add_ps(folded, _mm_movehl_ps(folded, folded));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+}
+
+// Plain weights: 8 values of row `row` from element i, as float32.
+struct F32Weights {
+  const float* base;
+  int64_t ld;
+  explicit F32Weights(const Problem& p) : base(static_cast<const float*>(p.w.data)), ld(p.w.ld) {}
+  __m256 load8(int64_t row, int64_t i) const { return _mm256_loadu_ps(base + row * ld + i); }
+  float at(int64_t row, int64_t i) const { return base[row * ld + i]; }
+};
+
+struct Bf16Weights {
+  const uint16_t* base;
+  int64_t ld;
+  explicit Bf16Weights(const Problem& p) : base(static_cast<const uint16_t*>(p.w.data)), ld(p.w.ld) {}
+  __m256 load8(int64_t row, int64_t i) const {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * ld + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(packed), 16));
+  }
+  float at(int64_t row, int64_t i) const { return bf16_to_float(base[row * ld + i]); }
+};
+
+// Quantized weights: 32 values of row `row` from element i (a multiple of 32), as float32
+// scale * level, in order.
+struct Int8Weights {
+  const int8_t* base;
+  int64_t ld;
+  explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
+  void decode32(int64_t row, int64_t i, __m256 scale, __m256 /*offset*/, __m256 (&out)[4]) const {
+    const int8_t* codes = base + row * ld + i;
+    for (int j = 0; j < 4; ++j) {
+      const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * j));
+      out[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed)), scale);
+    }
+  }
+};
+
+struct Int4Weights {
+  const uint8_t* base;
+  int64_t row_bytes;
+  explicit Int4Weights(const Problem& p) : base(static_cast<const uint8_t*>(p.w.data)), row_bytes(p.w.ld / 2) {}
+  // offset = -8 * scale: one FMA gives (code - 8) * scale exactly rounded, as the scalar tier.
+  void decode32(int64_t row, int64_t i, __m256 scale, __m256 offset, __m256 (&out)[4]) const {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * row_bytes + i / 2));
+    const __m128i mask = _mm_set1_epi8(15);
+    const __m128i low = _mm_and_si128(bytes, mask);                      // elements 0..15
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);  // elements 16..31
+    out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low)), scale, offset);
+    out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8))), scale, offset);
+    out[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high)), scale, offset);
+    out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8))), scale, offset);
+  }
+};
+
+template <int R, int C, typename Weights>
+void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= p.k; i += 8) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      const __m256 weights = w.load8(column + c, i);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+        acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(p.x + (row0 + r) * p.ldx + i), weights, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const float* x = p.x + (row0 + r) * p.ldx;
+    for (int c = 0; c < C; ++c) {
+      float sum = horizontal_sum(acc[r][c]);
+      for (int64_t j = i; j < p.k; ++j) sum += x[j] * w.at(column + c, j);
+      p.store(row0 + r, column + c, sum);
+    }
+  }
+}
+
+template <int R, int C, typename Weights>
+void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  const int64_t group_size = p.w.group_size;
+  for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
+    const int64_t end = std::min(p.k, start + group_size);
+    __m256 scale[C], offset[C];
+    for (int c = 0; c < C; ++c) {
+      const float s = p.w.scales[(column + c) * p.w.scales_ld + group];
+      scale[c] = _mm256_set1_ps(s);
+      offset[c] = _mm256_set1_ps(-8.0f * s);
+    }
+    for (int64_t i = start; i < end; i += 32) {
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) {
+        __m256 weights[4];
+        w.decode32(column + c, i, scale[c], offset[c], weights);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const float* x = p.x + (row0 + r) * p.ldx + i;
+          for (int j = 0; j < 4; ++j) acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * j), weights[j], acc[r][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, horizontal_sum(acc[r][c]));
+}
+
+template <int C, typename Weights, bool Quantized>
+void column_tile(const Problem& p, const Weights& w, int64_t column) {
+  int64_t row = 0;
+  for (; row + kRows <= p.m; row += kRows) {
+    if constexpr (Quantized)
+      quantized_tile<kRows, C>(p, w, row, column);
+    else
+      plain_tile<kRows, C>(p, w, row, column);
+  }
+  for (; row < p.m; ++row) {
+    if constexpr (Quantized)
+      quantized_tile<1, C>(p, w, row, column);
+    else
+      plain_tile<1, C>(p, w, row, column);
+  }
+}
+
+template <typename Weights, bool Quantized>
+void range(const Problem& p, int64_t begin, int64_t end) {
+  const Weights w(p);
+  int64_t column = begin;
+  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights, Quantized>(p, w, column);
+  for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
+}
+
+}  // namespace
+}  // namespace qwen2audio::kernels::gemv_detail
+
+#pragma GCC pop_options
+
+namespace qwen2audio::kernels::gemv_detail {
+
+RangeKernel avx2_kernel(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32:
+      return range<F32Weights, false>;
+    case WeightFormat::BF16:
+      return range<Bf16Weights, false>;
+    case WeightFormat::Int8:
+      return range<Int8Weights, true>;
+    case WeightFormat::Int4:
+      return range<Int4Weights, true>;
+  }
+  return nullptr;
+}
+
+}  // namespace qwen2audio::kernels::gemv_detail

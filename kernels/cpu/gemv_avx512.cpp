@@ -1,0 +1,250 @@
+// gemv kernels for AVX-512 (16 float lanes), and BF16 weights through AVX512-BF16's dot product.
+// Compiled for those targets whatever the build's -march, and only called after cpuid says the CPU
+// has them.
+#include <immintrin.h>
+
+// GCC 12 flags the deliberately undefined pass-through operands inside its own AVX-512 intrinsics
+// (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+
+#include "kernels/cpu/gemv_internal.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+
+namespace qwen2audio::kernels::gemv_detail {
+namespace {
+
+// Four weight-row streams per tile; up to four activation rows share each weight load (32 vector
+// registers hold the 16 accumulators).
+constexpr int kColumns = 4;
+constexpr int kRows = 4;
+
+struct F32Weights {
+  const float* base;
+  int64_t ld;
+  explicit F32Weights(const Problem& p) : base(static_cast<const float*>(p.w.data)), ld(p.w.ld) {}
+  __m512 load16(int64_t row, int64_t i) const { return _mm512_loadu_ps(base + row * ld + i); }
+  float at(int64_t row, int64_t i) const { return base[row * ld + i]; }
+};
+
+struct Bf16Weights {
+  const uint16_t* base;
+  int64_t ld;
+  explicit Bf16Weights(const Problem& p) : base(static_cast<const uint16_t*>(p.w.data)), ld(p.w.ld) {}
+  __m512 load16(int64_t row, int64_t i) const {
+    const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + row * ld + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(packed), 16));
+  }
+  float at(int64_t row, int64_t i) const { return bf16_to_float(base[row * ld + i]); }
+};
+
+struct Int8Weights {
+  const int8_t* base;
+  int64_t ld;
+  explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
+  void decode32(int64_t row, int64_t i, __m512 scale, __m512 /*offset*/, __m512 (&out)[2]) const {
+    const int8_t* codes = base + row * ld + i;
+    for (int j = 0; j < 2; ++j) {
+      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16 * j));
+      out[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(packed)), scale);
+    }
+  }
+};
+
+struct Int4Weights {
+  const uint8_t* base;
+  int64_t row_bytes;
+  explicit Int4Weights(const Problem& p) : base(static_cast<const uint8_t*>(p.w.data)), row_bytes(p.w.ld / 2) {}
+  void decode32(int64_t row, int64_t i, __m512 scale, __m512 offset, __m512 (&out)[2]) const {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * row_bytes + i / 2));
+    const __m128i mask = _mm_set1_epi8(15);
+    const __m128i low = _mm_and_si128(bytes, mask);
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+    out[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), scale, offset);
+    out[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), scale, offset);
+  }
+};
+
+template <int R, int C, typename Weights>
+void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= p.k; i += 16) {
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      const __m512 weights = w.load16(column + c, i);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+        acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(p.x + (row0 + r) * p.ldx + i), weights, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const float* x = p.x + (row0 + r) * p.ldx;
+    for (int c = 0; c < C; ++c) {
+      float sum = _mm512_reduce_add_ps(acc[r][c]);
+      for (int64_t j = i; j < p.k; ++j) sum += x[j] * w.at(column + c, j);
+      p.store(row0 + r, column + c, sum);
+    }
+  }
+}
+
+template <int R, int C, typename Weights>
+void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  const int64_t group_size = p.w.group_size;
+  for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
+    const int64_t end = std::min(p.k, start + group_size);
+    __m512 scale[C], offset[C];
+    for (int c = 0; c < C; ++c) {
+      const float s = p.w.scales[(column + c) * p.w.scales_ld + group];
+      scale[c] = _mm512_set1_ps(s);
+      offset[c] = _mm512_set1_ps(-8.0f * s);
+    }
+    for (int64_t i = start; i < end; i += 32) {
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) {
+        __m512 weights[2];
+        w.decode32(column + c, i, scale[c], offset[c], weights);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const float* x = p.x + (row0 + r) * p.ldx + i;
+          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(x), weights[0], acc[r][c]);
+          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16), weights[1], acc[r][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
+}
+
+// Row passes of at most kRows; the remainder takes the one smaller tile it needs.
+template <int C, typename Weights, bool Quantized>
+void column_tile(const Problem& p, const Weights& w, int64_t column) {
+  int64_t row = 0;
+  auto tile = [&]<int R>() {
+    if constexpr (Quantized)
+      quantized_tile<R, C>(p, w, row, column);
+    else
+      plain_tile<R, C>(p, w, row, column);
+    row += R;
+  };
+  while (p.m - row >= kRows) tile.template operator()<kRows>();
+  switch (p.m - row) {
+    case 3:
+      tile.template operator()<3>();
+      break;
+    case 2:
+      tile.template operator()<2>();
+      break;
+    case 1:
+      tile.template operator()<1>();
+      break;
+    default:
+      break;
+  }
+}
+
+template <typename Weights, bool Quantized>
+void range(const Problem& p, int64_t begin, int64_t end) {
+  const Weights w(p);
+  int64_t column = begin;
+  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights, Quantized>(p, w, column);
+  for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
+}
+
+}  // namespace
+}  // namespace qwen2audio::kernels::gemv_detail
+
+#pragma GCC pop_options
+
+// ------------------------------------------------------------------ BF16 weights, AVX512-BF16
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+
+namespace qwen2audio::kernels::gemv_detail {
+namespace {
+
+// acc += x . w over pairs of BF16 values; x comes converted to BF16 with rows zero-padded to a
+// multiple of 32, so only the weights need a masked load at the tail.
+template <int R, int C>
+void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
+  const uint16_t* base = static_cast<const uint16_t*>(p.w.data);
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  auto step = [&](int64_t i, __mmask32 mask) {
+    __m512bh x[R];
+    for (int r = 0; r < R; ++r)
+      x[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + (row0 + r) * p.ldx_bf16 + i));
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) {
+      const __m512bh weights =
+          reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, base + (column + c) * p.w.ld + i));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
+    }
+  };
+  int64_t i = 0;
+  for (; i + 32 <= p.k; i += 32) step(i, ~__mmask32{0});
+  if (i < p.k) step(i, static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1));
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
+}
+
+template <int C>
+void bf16_dot_columns(const Problem& p, int64_t column) {
+  int64_t row = 0;
+  for (; row + kRows <= p.m; row += kRows) bf16_dot_tile<kRows, C>(p, row, column);
+  switch (p.m - row) {
+    case 3:
+      bf16_dot_tile<3, C>(p, row, column);
+      break;
+    case 2:
+      bf16_dot_tile<2, C>(p, row, column);
+      break;
+    case 1:
+      bf16_dot_tile<1, C>(p, row, column);
+      break;
+    default:
+      break;
+  }
+}
+
+void bf16_dot_range(const Problem& p, int64_t begin, int64_t end) {
+  int64_t column = begin;
+  for (; column + kColumns <= end; column += kColumns) bf16_dot_columns<kColumns>(p, column);
+  for (; column < end; ++column) bf16_dot_columns<1>(p, column);
+}
+
+}  // namespace
+}  // namespace qwen2audio::kernels::gemv_detail
+
+#pragma GCC pop_options
+
+namespace qwen2audio::kernels::gemv_detail {
+
+RangeKernel avx512_kernel(WeightFormat format, bool bf16_dot) {
+  switch (format) {
+    case WeightFormat::F32:
+      return range<F32Weights, false>;
+    case WeightFormat::BF16:
+      return bf16_dot ? bf16_dot_range : range<Bf16Weights, false>;
+    case WeightFormat::Int8:
+      return range<Int8Weights, true>;
+    case WeightFormat::Int4:
+      return range<Int4Weights, true>;
+  }
+  return nullptr;
+}
+
+}  // namespace qwen2audio::kernels::gemv_detail

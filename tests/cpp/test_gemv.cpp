@@ -1,0 +1,412 @@
+// gemv (decode) kernels of every instruction-set tier this CPU has, for every weight format,
+// against a double-precision loop over weights decoded from the documented format; weight-only
+// quantization against its definition; CPU feature detection.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemv.h"
+#include "runtime/dtype.h"
+#include "runtime/errors.h"
+
+namespace qwen2audio::kernels {
+namespace {
+
+std::vector<float> random_values(size_t count, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+    if (isa_supported(isa)) isas.push_back(isa);
+  return isas;
+}
+
+// A weight matrix [n, k] with row stride ld in one format, plus its values decoded here from the
+// format's definition (independently of the library's dequantize_rows).
+struct TestWeights {
+  WeightFormat format = WeightFormat::F32;
+  int64_t n = 0, k = 0, ld = 0, group_size = 0, scales_ld = 0;
+  std::vector<uint8_t> storage;
+  std::vector<float> scales;
+  std::vector<double> values;  // [n, k] decoded
+
+  WeightMatrix view() const {
+    return WeightMatrix{format, storage.data(), ld, scales.empty() ? nullptr : scales.data(), scales_ld, group_size};
+  }
+};
+
+TestWeights make_weights(WeightFormat format, int64_t n, int64_t k, int64_t ld, int64_t group_size, uint32_t seed) {
+  TestWeights w;
+  w.format = format;
+  w.n = n;
+  w.k = k;
+  w.ld = ld;
+  w.group_size = group_size;
+  const std::vector<float> source = random_values(static_cast<size_t>(n * ld), seed, 0.5f);
+  w.values.assign(static_cast<size_t>(n * k), 0.0);
+  switch (format) {
+    case WeightFormat::F32: {
+      w.storage.resize(source.size() * 4);
+      std::memcpy(w.storage.data(), source.data(), w.storage.size());
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < k; ++i) w.values[j * k + i] = source[j * ld + i];
+      break;
+    }
+    case WeightFormat::BF16: {
+      w.storage.resize(source.size() * 2);
+      auto* bits = reinterpret_cast<uint16_t*>(w.storage.data());
+      for (size_t i = 0; i < source.size(); ++i) bits[i] = float_to_bf16(source[i]);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < k; ++i) w.values[j * k + i] = bf16_to_float(bits[j * ld + i]);
+      break;
+    }
+    case WeightFormat::Int8:
+    case WeightFormat::Int4: {
+      // Random codes and scales, so every level (-127/127, 0/15) and sign of scale shows up.
+      std::mt19937 generator(seed + 1);
+      const int64_t groups = (k + group_size - 1) / group_size;
+      w.scales_ld = groups + 1;  // a stride wider than the row tests scales_ld
+      w.scales.assign(static_cast<size_t>(n * w.scales_ld), 0.0f);
+      for (float& scale : w.scales) scale = std::normal_distribution<float>(0.0f, 0.02f)(generator);
+      const int64_t row_bytes = format == WeightFormat::Int8 ? ld : ld / 2;
+      w.storage.resize(static_cast<size_t>(n * row_bytes));
+      for (uint8_t& byte : w.storage) byte = static_cast<uint8_t>(generator());
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < k; ++i) {
+          const double scale = w.scales[j * w.scales_ld + i / group_size];
+          int level;
+          if (format == WeightFormat::Int8) {
+            int8_t code = static_cast<int8_t>(w.storage[j * row_bytes + i]);
+            if (code == -128) w.storage[j * row_bytes + i] = static_cast<uint8_t>(code = -127);  // outside the format
+            level = code;
+          } else {
+            const int64_t block = i / 32 * 32, within = i % 32;
+            const uint8_t byte = w.storage[j * row_bytes + block / 2 + within % 16];
+            level = (within < 16 ? byte & 15 : byte >> 4) - 8;
+          }
+          w.values[j * k + i] = scale * level;
+        }
+      }
+      break;
+    }
+  }
+  return w;
+}
+
+struct Case {
+  int64_t m, n, k;
+  bool bias, accumulate, strided;
+};
+
+std::string case_name(const Case& c) {
+  return std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k) + (c.bias ? " bias" : "") +
+         (c.accumulate ? " accumulate" : "") + (c.strided ? " strided" : "");
+}
+
+// Runs one case and compares with the double loop; the bound is float32 rounding of the sum of
+// |x w| over k terms (with slack for the order of summation), not a tuned number.
+void check_case(const Case& c, WeightFormat format, int64_t group_size, const GemvOptions& options, uint32_t seed) {
+  SCOPED_TRACE(std::string(weight_format_name(format)) + " " + case_name(c) + " group " + std::to_string(group_size) +
+               " isa " + isa_name(options.isa));
+  const int64_t ldx = c.k + (c.strided ? 3 : 0);
+  const int64_t ldw = c.k + (c.strided ? 32 : 0);
+  const int64_t ldy = c.n + (c.strided ? 5 : 0);
+  const TestWeights w = make_weights(format, c.n, c.k, ldw, group_size, seed);
+  const std::vector<float> x = random_values(static_cast<size_t>(c.m * ldx), seed + 7);
+  const std::vector<float> bias = random_values(static_cast<size_t>(c.n), seed + 8);
+  std::vector<float> y = random_values(static_cast<size_t>(c.m * ldy), seed + 9);
+  const std::vector<float> y0 = y;
+
+  GemvArgs args;
+  args.m = c.m;
+  args.n = c.n;
+  args.k = c.k;
+  args.x = x.data();
+  args.ldx = ldx;
+  args.w = w.view();
+  args.bias = c.bias ? bias.data() : nullptr;
+  args.y = y.data();
+  args.ldy = ldy;
+  args.accumulate = c.accumulate;
+  gemv(args, options);
+
+  const bool round_inputs = format == WeightFormat::BF16 && options.round_bf16_inputs;
+  double worst_ratio = 0.0;
+  for (int64_t r = 0; r < c.m; ++r) {
+    for (int64_t j = 0; j < c.n; ++j) {
+      double sum = 0.0, magnitude = 0.0;
+      for (int64_t i = 0; i < c.k; ++i) {
+        const float input = round_inputs ? bf16_to_float(float_to_bf16(x[r * ldx + i])) : x[r * ldx + i];
+        sum += static_cast<double>(input) * w.values[j * c.k + i];
+        magnitude += std::abs(static_cast<double>(input) * w.values[j * c.k + i]);
+      }
+      double expected = sum + (c.bias ? bias[j] : 0.0) + (c.accumulate ? y0[r * ldy + j] : 0.0);
+      const double bound = 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(c.k)));
+      const double error = std::abs(y[r * ldy + j] - expected);
+      worst_ratio = std::max(worst_ratio, error / bound);
+      ASSERT_LE(error, bound) << "row " << r << " column " << j;
+    }
+    // Padding between rows of y is left alone.
+    for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[r * ldy + j], y0[r * ldy + j]);
+  }
+}
+
+const std::vector<Case>& quantizable_cases() {
+  static const std::vector<Case> cases = {{1, 7, 64, false, false, false}, {1, 130, 96, true, false, false},
+                                          {2, 33, 128, false, true, true}, {3, 65, 160, true, true, false},
+                                          {4, 16, 32, false, false, true}, {5, 64, 256, true, false, false},
+                                          {8, 41, 320, true, true, true},  {6, 3, 512, false, false, false},
+                                          {1, 1, 1024, true, true, false}, {7, 260, 64, false, true, true}};
+  return cases;
+}
+
+const std::vector<Case>& odd_k_cases() {
+  static const std::vector<Case> cases = {{1, 9, 67, true, false, false},
+                                          {3, 10, 45, false, true, true},
+                                          {6, 5, 33, true, true, true},
+                                          {1, 4, 7, false, false, false},
+                                          {8, 21, 129, true, false, true}};
+  return cases;
+}
+
+TEST(Gemv, PlainFormatsOnEveryTier) {
+  uint32_t seed = 1;
+  for (Isa isa : supported_isas()) {
+    for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16}) {
+      for (bool round : {true, false}) {
+        if (format == WeightFormat::F32 && !round) continue;
+        GemvOptions options{round, isa};
+        for (const Case& c : quantizable_cases()) check_case(c, format, 0, options, seed++);
+        for (const Case& c : odd_k_cases()) check_case(c, format, 0, options, seed++);
+      }
+    }
+  }
+}
+
+TEST(Gemv, QuantizedFormatsOnEveryTier) {
+  uint32_t seed = 100;
+  for (Isa isa : supported_isas()) {
+    for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {
+      // 128 leaves a shorter last group for k = 160 and 320.
+      for (int64_t group_size : {32, 64, 128}) {
+        GemvOptions options{true, isa};
+        for (const Case& c : quantizable_cases()) check_case(c, format, group_size, options, seed++);
+      }
+    }
+  }
+}
+
+TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
+  EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Scalar}, WeightFormat::Int4), Isa::Scalar);
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
+    const Isa chosen = gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, format);
+    EXPECT_TRUE(isa_supported(chosen));
+    EXPECT_LE(static_cast<int>(chosen), static_cast<int>(best_isa()));
+    // Only BF16 weights with BF16-rounded activations use the BF16 dot product.
+    if (format != WeightFormat::BF16) {
+      EXPECT_NE(chosen, Isa::Avx512Bf16);
+    }
+  }
+  if (isa_supported(Isa::Avx512Bf16)) {
+    EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512Bf16);
+    EXPECT_EQ(gemv_isa(GemvOptions{false, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512);
+  }
+}
+
+TEST(Gemv, ThreadCountDoesNotChangeResults) {
+  // Each output is computed whole by one thread in a fixed order, so results are bit-identical.
+  const TestWeights w = make_weights(WeightFormat::Int4, 517, 256, 256, 128, 42);
+  const std::vector<float> x = random_values(3 * 256, 43);
+  std::vector<float> one(3 * 517), two(3 * 517);
+  for (auto [threads, y] : {std::pair{1, &one}, std::pair{2, &two}}) {
+    GemvArgs args{3, 517, 256, x.data(), 256, w.view(), nullptr, y->data(), 517, false};
+    const int previous = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    gemv(args);
+    omp_set_num_threads(previous);
+  }
+  EXPECT_EQ(one, two);
+}
+
+TEST(Gemv, BadArgumentsThrow) {
+  const TestWeights w = make_weights(WeightFormat::Int8, 4, 64, 64, 32, 5);
+  std::vector<float> x(64), y(4);
+  GemvArgs good{1, 4, 64, x.data(), 64, w.view(), nullptr, y.data(), 4, false};
+  EXPECT_NO_THROW(gemv(good));
+  GemvArgs bad = good;
+  bad.w.group_size = 48;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.w.scales = nullptr;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.w.scales_ld = 1;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.k = 48;  // quantized rows need whole 32-element blocks
+  bad.ldx = 48;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.ldx = 10;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.ldy = 2;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.m = -1;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+  bad = good;
+  bad.x = nullptr;
+  EXPECT_THROW(gemv(bad), InvalidArgument);
+}
+
+// ------------------------------------------------------------------------------ quantization
+
+struct Quantized {
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  WeightMatrix view(WeightFormat format, int64_t k, int64_t group_size) const {
+    return WeightMatrix{format, codes.data(), k, scales.data(), scale_groups(k, group_size), group_size};
+  }
+};
+
+Quantized quantize(const std::vector<float>& source, int64_t n, int64_t k, WeightFormat format, int64_t group_size) {
+  Quantized q;
+  q.codes.resize(static_cast<size_t>(n * weight_row_bytes(format, k)));
+  q.scales.resize(static_cast<size_t>(n * scale_groups(k, group_size)));
+  quantize_rows(source.data(), DType::F32, k, n, k, format, group_size, q.codes.data(), q.scales.data());
+  return q;
+}
+
+TEST(Quantize, Int8IsSymmetricRoundToNearestPerGroup) {
+  const int64_t n = 5, k = 160, group = 64;
+  std::vector<float> source = random_values(static_cast<size_t>(n * k), 11);
+  std::fill(source.begin() + 64, source.begin() + 128, 0.0f);  // an all-zero group
+  const Quantized q = quantize(source, n, k, WeightFormat::Int8, group);
+  std::vector<float> back(static_cast<size_t>(n * k));
+  dequantize_rows(q.view(WeightFormat::Int8, k, group), k, 0, n, back.data(), k);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t g = 0; g < 3; ++g) {
+      const int64_t start = g * group, end = std::min(k, start + group);
+      float largest = 0.0f;
+      for (int64_t i = start; i < end; ++i) largest = std::max(largest, std::abs(source[j * k + i]));
+      const float scale = q.scales[j * 3 + g];
+      EXPECT_FLOAT_EQ(scale, largest / 127.0f);
+      for (int64_t i = start; i < end; ++i) {
+        const int code = static_cast<int8_t>(q.codes[j * k + i]);
+        ASSERT_GE(code, -127);
+        ASSERT_LE(std::abs(back[j * k + i] - source[j * k + i]), scale * 0.5f * (1 + 1e-5f) + 1e-30f);
+        ASSERT_EQ(back[j * k + i], scale * static_cast<float>(code));
+      }
+    }
+  }
+  EXPECT_EQ(q.scales[1], 0.0f);
+  for (int64_t i = 64; i < 128; ++i) EXPECT_EQ(back[i], 0.0f);
+}
+
+TEST(Quantize, Int4MapsTheLargestMagnitudeToLevelMinus8AndPacksNibbles) {
+  const int64_t n = 3, k = 128, group = 64;
+  std::vector<float> source = random_values(static_cast<size_t>(n * k), 12);
+  const Quantized q = quantize(source, n, k, WeightFormat::Int4, group);
+  std::vector<float> back(static_cast<size_t>(n * k));
+  dequantize_rows(q.view(WeightFormat::Int4, k, group), k, 0, n, back.data(), k);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t g = 0; g < 2; ++g) {
+      const float* v = source.data() + j * k + g * group;
+      int64_t extreme = 0;
+      for (int64_t i = 0; i < group; ++i)
+        if (std::abs(v[i]) > std::abs(v[extreme])) extreme = i;
+      const float scale = q.scales[j * 2 + g];
+      EXPECT_FLOAT_EQ(scale, -v[extreme] / 8.0f);
+      EXPECT_FLOAT_EQ(back[j * k + g * group + extreme], v[extreme]);
+      for (int64_t i = 0; i < group; ++i) {
+        // Within the grid: half a step; the opposite extreme may clamp at level 7 (one step).
+        const float error = std::abs(back[j * k + g * group + i] - v[i]);
+        const bool clamped = std::nearbyint(v[i] / scale) > 7.0f;
+        ASSERT_LE(error, std::abs(scale) * (clamped ? 1.0f : 0.5f) * (1 + 1e-5f)) << i;
+      }
+    }
+    // The documented layout: byte b of a 32-element block holds element b (low nibble) and
+    // element b + 16 (high nibble), level + 8.
+    for (int64_t i = 0; i < k; ++i) {
+      const float scale = q.scales[j * 2 + i / group];
+      const uint8_t byte = q.codes[j * (k / 2) + i / 32 * 16 + i % 16];
+      const int level = ((i % 32) < 16 ? byte & 15 : byte >> 4) - 8;
+      ASSERT_EQ(back[j * k + i], scale * static_cast<float>(level));
+    }
+  }
+}
+
+TEST(Quantize, BF16SourceAndBF16Dequantization) {
+  const int64_t n = 4, k = 96, group = 32;
+  const std::vector<float> source = random_values(static_cast<size_t>(n * k), 13);
+  std::vector<uint16_t> bits(source.size());
+  std::vector<float> rounded(source.size());
+  for (size_t i = 0; i < source.size(); ++i) {
+    bits[i] = float_to_bf16(source[i]);
+    rounded[i] = bf16_to_float(bits[i]);
+  }
+  for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {
+    const Quantized from_float = quantize(rounded, n, k, format, group);
+    Quantized from_bf16;
+    from_bf16.codes.resize(from_float.codes.size());
+    from_bf16.scales.resize(from_float.scales.size());
+    quantize_rows(bits.data(), DType::BF16, k, n, k, format, group, from_bf16.codes.data(), from_bf16.scales.data());
+    EXPECT_EQ(from_bf16.codes, from_float.codes);
+    EXPECT_EQ(from_bf16.scales, from_float.scales);
+    std::vector<float> as_float(source.size());
+    std::vector<uint16_t> as_bf16(source.size());
+    const WeightMatrix view = from_float.view(format, k, group);
+    dequantize_rows(view, k, 1, n, as_float.data(), k);  // rows 1.. only
+    dequantize_rows_bf16(view, k, 1, n, as_bf16.data(), k);
+    for (size_t i = 0; i < static_cast<size_t>((n - 1) * k); ++i) ASSERT_EQ(as_bf16[i], float_to_bf16(as_float[i]));
+  }
+}
+
+TEST(Quantize, RejectsLayoutsTheKernelsCannotRead) {
+  const std::vector<float> source(64 * 2, 1.0f);
+  std::vector<uint8_t> codes(128);
+  std::vector<float> scales(8);
+  EXPECT_THROW(quantize_rows(source.data(), DType::F32, 64, 2, 64, WeightFormat::Int8, 48, codes.data(), scales.data()),
+               InvalidArgument);
+  EXPECT_THROW(quantize_rows(source.data(), DType::F32, 60, 2, 60, WeightFormat::Int4, 32, codes.data(), scales.data()),
+               InvalidArgument);
+  EXPECT_THROW(quantize_rows(source.data(), DType::F32, 64, 2, 64, WeightFormat::BF16, 32, codes.data(), scales.data()),
+               InvalidArgument);
+  EXPECT_THROW(quantize_rows(source.data(), DType::I32, 64, 2, 64, WeightFormat::Int8, 32, codes.data(), scales.data()),
+               InvalidArgument);
+}
+
+// ---------------------------------------------------------------------------- CPU features
+
+TEST(CpuFeatures, TiersAreConsistent) {
+  const CpuFeatures& f = cpu_features();
+  EXPECT_TRUE(isa_supported(Isa::Scalar));
+  EXPECT_TRUE(isa_supported(best_isa()));
+  EXPECT_TRUE(!isa_supported(Isa::Avx2) || (f.avx2 && f.fma && f.f16c));
+  EXPECT_TRUE(!isa_supported(Isa::Avx512) || (isa_supported(Isa::Avx2) && f.avx512f && f.avx512bw));
+  EXPECT_TRUE(!isa_supported(Isa::Avx512Bf16) || (isa_supported(Isa::Avx512) && f.avx512_bf16 && f.avx512_vnni));
+  EXPECT_TRUE(!f.amx_bf16 || f.amx_tile);
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) EXPECT_EQ(isa_from_name(isa_name(isa)), isa);
+  EXPECT_FALSE(isa_from_name("avx9").has_value());
+  EXPECT_GE(physical_core_count(), 1);
+  EXPECT_NE(cpu_description().find(isa_name(best_isa())), std::string::npos);
+  EXPECT_FALSE(f.vendor.empty());
+}
+
+}  // namespace
+}  // namespace qwen2audio::kernels
