@@ -119,6 +119,12 @@ WhisperLogMel::WhisperLogMel(const WhisperFeatureOptions& options, kernels::DftP
   if (n_samples_ <= options.n_fft / 2) fail("chunk_length * sampling_rate must exceed n_fft / 2");
   if (n_samples_ / options.hop_length > std::numeric_limits<int32_t>::max() / 2) fail("too many frames");
   num_frames_ = static_cast<int>(n_samples_ / options.hop_length);
+  // Whisper's settings give 128 x 3000 features per clip and a 128 x 201 filter bank; these caps
+  // (1 GiB of features per clip, 128 MiB of filters) only stop a typo from asking for terabytes.
+  if (static_cast<int64_t>(options.feature_size) * num_frames_ > (int64_t{1} << 28))
+    fail("feature_size * frames per clip is over 2^28; lower chunk_length or raise hop_length");
+  if (static_cast<int64_t>(options.feature_size) * (options.n_fft / 2 + 1) > (int64_t{1} << 24))
+    fail("feature_size * (n_fft / 2 + 1) is over 2^24; lower feature_size or n_fft");
 
   mel_filters_ = slaney_mel_filter_bank(num_frequency_bins(), options.feature_size, 0.0, 8000.0, options.sampling_rate);
   const std::vector<float> filters_float(mel_filters_.begin(), mel_filters_.end());

@@ -15,9 +15,15 @@ namespace {
 
 // Frames decoded per read: bounds the interleaved buffer whatever the file's length.
 constexpr sf_count_t kBlockFrames = 1 << 16;
+// Floats each per-block buffer (interleaved input, resampled output) may hold: a header's channel
+// count and rate must not size a buffer of gigabytes from a file of a few bytes.
+constexpr double kBlockSamples = 1 << 20;
 // libsndfile supports up to 1024 channels; more in a header means a corrupt file.
 constexpr int kMaxChannels = 1024;
 constexpr int kMaxRate = 1'000'000;
+// Real conversions (8 kHz -> 16 kHz, 192 kHz -> 16 kHz) are far inside this; a file claiming a
+// rate of a few Hz would make the resampler's work and buffers grow with the ratio.
+constexpr double kMaxRateRatio = 256;
 
 struct SndfileCloser {
   void operator()(SNDFILE* file) const { sf_close(file); }
@@ -77,6 +83,10 @@ std::vector<float> decode(SNDFILE* raw_file, const SF_INFO& info, const AudioLoa
     fail(name, "invalid sample rate " + std::to_string(info.samplerate));
   if (info.frames <= 0) fail(name, "the file holds no audio samples");
   const double ratio = static_cast<double>(options.sampling_rate) / info.samplerate;
+  if (ratio > kMaxRateRatio || ratio < 1 / kMaxRateRatio)
+    fail(name, "its sample rate of " + std::to_string(info.samplerate) + " Hz is too far from " +
+                   std::to_string(options.sampling_rate) + " Hz to resample (more than a factor " +
+                   std::to_string(static_cast<int>(kMaxRateRatio)) + ")");
   const auto too_long = [&](double output_samples) {
     return output_samples > static_cast<double>(options.max_samples);
   };
@@ -98,9 +108,11 @@ std::vector<float> decode(SNDFILE* raw_file, const SF_INFO& info, const AudioLoa
     if (error != nullptr || !resampler) fail(name, std::string("cannot set up resampling: ") + soxr_strerror(error));
   }
 
-  std::vector<float> interleaved(static_cast<size_t>(kBlockFrames) * info.channels);
-  std::vector<float> mono(static_cast<size_t>(kBlockFrames));
-  std::vector<float> resampled(static_cast<size_t>(std::ceil(kBlockFrames * ratio)) + 64);
+  const auto block_frames = static_cast<sf_count_t>(
+      std::clamp(kBlockSamples / (info.channels * std::max(1.0, ratio)), 64.0, static_cast<double>(kBlockFrames)));
+  std::vector<float> interleaved(static_cast<size_t>(block_frames) * info.channels);
+  std::vector<float> mono(static_cast<size_t>(block_frames));
+  std::vector<float> resampled(static_cast<size_t>(std::ceil(block_frames * ratio)) + 64);
   std::vector<float> output;
   // The header's length is only a hint (a corrupt one may claim far more than the file holds), so
   // the up-front reservation is capped; longer audio grows the vector as it decodes.
@@ -125,7 +137,7 @@ std::vector<float> decode(SNDFILE* raw_file, const SF_INFO& info, const AudioLoa
   };
 
   for (;;) {
-    const sf_count_t got = sf_readf_float(file.get(), interleaved.data(), kBlockFrames);
+    const sf_count_t got = sf_readf_float(file.get(), interleaved.data(), block_frames);
     if (got <= 0) break;
     const float* samples = interleaved.data();
     if (info.channels > 1) {

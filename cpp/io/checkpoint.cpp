@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "io/json_limits.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -26,7 +27,7 @@ std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
   std::ifstream stream(index_path);
   nlohmann::json index;
   try {
-    index = nlohmann::json::parse(stream);
+    index = nlohmann::json::parse(stream, json_depth_limit<CheckpointError>(origin));
   } catch (const nlohmann::json::exception& parse_error) {
     throw CheckpointError(origin + ": invalid JSON: " + parse_error.what());
   }

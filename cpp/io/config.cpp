@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_limits.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -30,12 +31,14 @@ class FieldReader {
   void integer(const std::string& key, int64_t& target, int64_t min_value, int64_t max_value) const {
     const json* value = find(key);
     if (value == nullptr) return;
-    if (!value->is_number_integer()) fail(key, "must be an integer, got " + value->dump());
+    if (!value->is_number_integer()) fail(key, "must be an integer, got " + json_excerpt(*value));
     const auto number = value->get<int64_t>();
     if (value->is_number_unsigned() && value->get<uint64_t>() > static_cast<uint64_t>(max_value))
-      fail(key, "is " + value->dump() + ", outside [" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]");
+      fail(key, "is " + json_excerpt(*value) + ", outside [" + std::to_string(min_value) + ", " +
+                    std::to_string(max_value) + "]");
     if (number < min_value || number > max_value)
-      fail(key, "is " + value->dump() + ", outside [" + std::to_string(min_value) + ", " + std::to_string(max_value) + "]");
+      fail(key, "is " + json_excerpt(*value) + ", outside [" + std::to_string(min_value) + ", " +
+                    std::to_string(max_value) + "]");
     target = number;
   }
   void optional_integer(const std::string& key, std::optional<int64_t>& target) const {
@@ -63,19 +66,19 @@ class FieldReader {
   void number(const std::string& key, double& target) const {
     const json* value = find(key);
     if (value == nullptr) return;
-    if (!value->is_number()) fail(key, "must be a number, got " + value->dump());
+    if (!value->is_number()) fail(key, "must be a number, got " + json_excerpt(*value));
     target = value->get<double>();
   }
   void boolean(const std::string& key, bool& target) const {
     const json* value = find(key);
     if (value == nullptr) return;
-    if (!value->is_boolean()) fail(key, "must be true or false, got " + value->dump());
+    if (!value->is_boolean()) fail(key, "must be true or false, got " + json_excerpt(*value));
     target = value->get<bool>();
   }
   void string(const std::string& key, std::string& target) const {
     const json* value = find(key);
     if (value == nullptr) return;
-    if (!value->is_string()) fail(key, "must be a string, got " + value->dump());
+    if (!value->is_string()) fail(key, "must be a string, got " + json_excerpt(*value));
     target = value->get<std::string>();
   }
   const std::string& origin() const { return origin_; }
@@ -88,7 +91,7 @@ class FieldReader {
 json parse_object(const std::string& text, const std::string& origin) {
   json parsed;
   try {
-    parsed = json::parse(text);
+    parsed = json::parse(text, json_depth_limit<ConfigError>(origin));
   } catch (const json::exception& error) {
     throw ConfigError(origin + ": invalid JSON: " + error.what());
   }

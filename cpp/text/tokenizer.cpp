@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "io/config.h"
+#include "io/json_limits.h"
 #include "runtime/errors.h"
 #include "text/byte_level.h"
 #include "text/unicode_normalize.h"
@@ -36,7 +37,7 @@ constexpr std::string_view kGpt2Pattern =
 json parse_json_file(const fs::path& path, size_t max_bytes, const char* what) {
   const std::string text = read_text_file(path, max_bytes, what);
   try {
-    return json::parse(text);
+    return json::parse(text, json_depth_limit<ConfigError>(path.string()));
   } catch (const json::exception& error) {
     throw ConfigError(path.string() + ": not valid JSON: " + error.what());
   }
@@ -239,6 +240,8 @@ class ModelJsonReader : public nlohmann::json_sax<json> {
     return &parent.back();
   }
   bool open(json container) {
+    if (stack_.size() >= static_cast<size_t>(kMaxJsonDepth))
+      throw ConfigError(origin_ + ": JSON nested more than " + std::to_string(kMaxJsonDepth) + " levels deep");
     // Children are appended only after a container closes, so these pointers stay valid.
     const bool keyed = !stack_.empty() && stack_.back()->is_object();
     keys_.push_back(keyed ? pending_key_ : std::string());
@@ -479,8 +482,9 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const TokenizerFiles& files) {
     for (const auto& [content, id_value] : list.items()) {
       const int32_t id = get_token_id(id_value, origin + " token '" + content + "'");
       if (content.empty()) throw ConfigError(origin + ": an added token has empty content");
-      const bool known =
-          std::any_of(added.begin(), added.end(), [&](const auto& item) { return item.second.content == content; });
+      const bool known = std::any_of(added.begin(), added.end(), [&, &content = content](const auto& item) {
+        return item.second.content == content;
+      });
       if (known || added.count(id)) continue;
       AddedToken token;
       token.id = id;

@@ -13,7 +13,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _files
 
 __all__ = [
     "AudioTruncatedWarning",
@@ -25,6 +25,8 @@ __all__ = [
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 _DEFAULT_MAX_SECONDS = 3600.0
+_MAX_SAMPLING_RATE = 1_000_000  # the C++ loader's limit
+_MAX_SAMPLES = 2**62  # max_seconds beyond this many samples means "no limit" (the core takes int64)
 
 AudioInput = Union[np.ndarray, Sequence[float]]
 
@@ -51,9 +53,11 @@ def load_audio(
     Raises ValueError naming the source for unreadable, corrupt, empty or over-long audio.
     """
     rate = _positive_int(sampling_rate, "sampling_rate")
+    if rate > _MAX_SAMPLING_RATE:
+        raise ValueError(f"sampling_rate must be at most {_MAX_SAMPLING_RATE}, got {rate}")
     if not isinstance(max_seconds, (int, float)) or not max_seconds > 0 or not np.isfinite(max_seconds):
         raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
-    max_samples = max(1, int(max_seconds * rate))
+    max_samples = min(max(1, int(max_seconds * rate)), _MAX_SAMPLES)
     if isinstance(path_or_bytes, (str, os.PathLike)):
         return _core.load_audio_file(os.fspath(path_or_bytes), rate, max_samples)
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -126,6 +130,8 @@ class WhisperFeatureExtractor:
         for name, value in settings.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"WhisperFeatureExtractor: {name} must be an integer, got {value!r}")
+            if not 0 < value < 2**31:  # the core checks each setting's own range
+                raise ValueError(f"WhisperFeatureExtractor: {name} must be a positive 32-bit integer, got {value!r}")
             setattr(self, name, int(value))
         # Settings transformers has that change the numbers but Qwen2-Audio never uses: refuse rather
         # than compute something else.
@@ -173,10 +179,7 @@ class WhisperFeatureExtractor:
         config_path = path / PREPROCESSOR_CONFIG if path.is_dir() else path
         if not config_path.is_file():
             raise ValueError(f"no {PREPROCESSOR_CONFIG} at {config_path}")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+        config = _files.read_json(config_path)
         if not isinstance(config, dict):
             raise ValueError(f"{config_path}: expected a JSON object")
         kind = config.get("feature_extractor_type", "WhisperFeatureExtractor")

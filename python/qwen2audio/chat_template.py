@@ -52,5 +52,9 @@ def render(source: str, messages: list[dict[str, Any]], add_generation_prompt: b
     variables.setdefault("documents", None)
     try:
         return compile_template(source).render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
-    except jinja2.TemplateError as error:
-        raise TemplateError(f"chat template failed to render: {error}") from error
+    except TemplateError:
+        raise
+    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as error:
+        # A template is code from the checkpoint: whatever Python error it runs into (the sandbox's
+        # OverflowError for a huge range, a division by zero, a bad index) is reported as its failure.
+        raise TemplateError(f"chat template failed to render: {type(error).__name__}: {error}") from error

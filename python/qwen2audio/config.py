@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import _core
+from . import _core, _files
+
+# The C++ core's limit for config.json.
+_MAX_CONFIG_JSON_BYTES = 4 << 20
 
 
 class _Attributes:
@@ -52,7 +55,7 @@ class Qwen2AudioConfig(_Attributes):
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
-        return cls.from_json_string(path.read_text(encoding="utf-8"))
+        return cls.from_json_string(_files.read_text(path, _core.ConfigError, max_bytes=_MAX_CONFIG_JSON_BYTES))
 
     @classmethod
     def _from_resolved(cls, values: dict[str, Any]) -> "Qwen2AudioConfig":

@@ -124,7 +124,31 @@ def _eos_list(value: Union[None, int, Iterable[int]]) -> list[int]:
         return []
     if isinstance(value, (int, np.integer)):
         return [int(value)]
-    return [int(token) for token in value]
+    try:
+        tokens = list(value)
+    except TypeError:
+        raise ValueError(f"eos_token_id must be an integer or a list of integers, got {value!r}") from None
+    for token in tokens:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+            raise ValueError(f"eos_token_id must be an integer or a list of integers, got {value!r}")
+    return [int(token) for token in tokens]
+
+
+# Generation settings cross into C++ as int64 / uint64 / double: out-of-range or wrongly typed values
+# are refused here with the argument's name rather than failing pybind11's conversion with a TypeError.
+_INT64 = 2**63
+
+
+def _integer(value: Any, name: str, low: int = -_INT64, high: int = _INT64) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value < high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}), got {value!r}")
+    return int(value)
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 class _StreamerAdapter:
@@ -160,11 +184,13 @@ class GenerationSession:
     use one session per concurrent conversation.
     """
 
+    # Each row keeps its own token history and cache slots: a typo such as 10**9 must not allocate them.
+    _MAX_BATCH_SIZE = 1 << 16
+
     def __init__(self, model: "Qwen2AudioForConditionalGeneration", batch_size: int = 1):
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = _integer(batch_size, "batch_size", 1, self._MAX_BATCH_SIZE + 1)
         self.model = model
-        self._core = _core.Session(model._core, int(batch_size))
+        self._core = _core.Session(model._core, batch_size)
 
     @property
     def batch_size(self) -> int:
@@ -220,7 +246,7 @@ class GenerationSession:
                 adapter.end()
 
     def truncate(self, length: int) -> None:
-        self._core.truncate(int(length))
+        self._core.truncate(_integer(length, "length"))
 
     def reset(self) -> None:
         self._core.reset()
@@ -376,18 +402,19 @@ class Qwen2AudioForConditionalGeneration:
                 raise ValueError(f"eos_token_id {token} is outside the vocabulary [0, {vocab})")
         if pad_token_id is None:
             pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if seed is not None:
+            seed = _integer(seed, "seed", 0, 2**64)
         return dict(
             max_new_tokens=int(max_new_tokens),
             do_sample=bool(config.do_sample if do_sample is None else do_sample),
-            temperature=float(config.temperature if temperature is None else temperature),
-            top_k=int(config.top_k if top_k is None else top_k),
-            top_p=float(config.top_p if top_p is None else top_p),
-            repetition_penalty=float(config.repetition_penalty if repetition_penalty is None else repetition_penalty),
-            seed=None if seed is None else int(seed),
+            temperature=_real(config.temperature if temperature is None else temperature, "temperature"),
+            top_k=_integer(config.top_k if top_k is None else top_k, "top_k"),
+            top_p=_real(config.top_p if top_p is None else top_p, "top_p"),
+            repetition_penalty=_real(config.repetition_penalty if repetition_penalty is None else repetition_penalty,
+                                     "repetition_penalty"),
+            seed=seed,
             eos_token_ids=eos,
-            pad_token_id=int(pad_token_id),
+            pad_token_id=_integer(pad_token_id, "pad_token_id", 0, vocab),
         )
 
     def chat(self, processor: Any, conversation: Sequence[dict], stream: bool = False,

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import _files
 from . import chat_template as _chat_template
 from .audio import WhisperFeatureExtractor, load_audio, num_audio_tokens, split_audio
 from .tokenizer import Qwen2Tokenizer
@@ -283,10 +284,11 @@ def audio_items(messages: Sequence[dict[str, Any]]) -> list[Any]:
 
 def _read_chat_template(path: Path) -> str | None:
     if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+        return _files.read_text(path / "chat_template.jinja")
     if (path / "chat_template.json").is_file():
-        try:
-            return json.loads((path / "chat_template.json").read_text(encoding="utf-8"))["chat_template"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path / 'chat_template.json'} is not a valid chat template file: {error}") from error
+        document = _files.read_json(path / "chat_template.json")
+        if not isinstance(document, dict) or not isinstance(document.get("chat_template"), (str, dict)):
+            raise ValueError(f"{path / 'chat_template.json'} is not a valid chat template file: "
+                             "expected an object whose 'chat_template' is a string")
+        return document["chat_template"]
     return None

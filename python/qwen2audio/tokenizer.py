@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, _files
 
 VERY_LARGE_INTEGER = int(1e30)  # HF's model_max_length when a checkpoint sets none
 SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -87,11 +87,7 @@ def _token_content(value: Any) -> str | None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise _core.ConfigError(f"{path}: not valid JSON: {error}") from None
+    return _files.read_json(path, _core.ConfigError)
 
 
 def _read_chat_template(directory: Path, config: dict) -> str | dict[str, str] | None:
@@ -99,9 +95,15 @@ def _read_chat_template(directory: Path, config: dict) -> str | dict[str, str] |
     order). A list of named templates becomes a dict name -> template, as in HF."""
     jinja = directory / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        return _files.read_text(jinja, _core.ConfigError)
     json_file = directory / "chat_template.json"
-    template = _read_json(json_file).get("chat_template") if json_file.is_file() else config.get("chat_template")
+    if json_file.is_file():
+        document = _read_json(json_file)
+        if not isinstance(document, dict):
+            raise _core.ConfigError(f"{json_file}: must hold a JSON object with a 'chat_template' entry")
+        template = document.get("chat_template")
+    else:
+        template = config.get("chat_template")
     if isinstance(template, list):
         try:
             return {entry["name"]: entry["template"] for entry in template}
