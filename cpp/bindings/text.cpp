@@ -24,8 +24,9 @@ py::list to_list(const std::vector<int32_t>& ids) {
   return list;
 }
 
-// The UTF-8 that CPython keeps with a str: no copy, and it stays valid while the str lives (the
-// caller holds it), so it can be read with the GIL released.
+// The UTF-8 that CPython keeps with a str: no copy, always well formed (CPython refuses lone
+// surrogates here), and valid while the str lives (the caller holds it), so it can be read with the
+// GIL released.
 std::string_view utf8_of(const py::handle& text) {
   if (!PyUnicode_Check(text.ptr()))
     throw InvalidArgument(std::string("text must be a str, got ") + Py_TYPE(text.ptr())->tp_name);
@@ -93,7 +94,7 @@ void register_text(py::module_& module) {
             std::vector<int32_t> ids;
             {
               py::gil_scoped_release release;
-              ids = self.encode(view, split_special_tokens);
+              ids = self.encode(view, split_special_tokens, /*known_valid_utf8=*/true);
             }
             return to_list(ids);
           },
@@ -114,7 +115,7 @@ void register_text(py::module_& module) {
 #pragma omp parallel for schedule(dynamic) if (texts.size() > 1 && total_bytes > (size_t{1} << 16))
               for (size_t index = 0; index < texts.size(); ++index) {
                 try {
-                  batch[index] = self.encode(texts[index], split_special_tokens);
+                  batch[index] = self.encode(texts[index], split_special_tokens, /*known_valid_utf8=*/true);
                 } catch (...) {
 #pragma omp critical(qwen2audio_encode_batch_failure)
                   if (!failure) failure = std::current_exception();

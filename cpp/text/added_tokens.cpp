@@ -1,6 +1,7 @@
 #include "text/added_tokens.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace qwen2audio::text {
 namespace {
@@ -59,7 +60,9 @@ void AddedTokenMatcher::insert(std::string_view content, size_t token_index) {
     nodes_.emplace_back();  // invalidates `children`; not used again
     node = next;
   }
-  first_byte_[static_cast<uint8_t>(content[0])] = true;
+  const auto first = static_cast<uint8_t>(content[0]);
+  first_byte_[first] = true;
+  single_first_byte_ = nodes_[0].children.size() == 1 ? first : -1;
   // The same content twice: the later entry wins, as a map keyed by content would have it.
   nodes_[node].token = static_cast<int32_t>(token_index);
 }
@@ -87,7 +90,12 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<TextSpan>& span
   size_t covered = 0;  // end of the last span emitted
   size_t pos = 0;
   while (pos < size) {
-    if (!first_byte_[static_cast<uint8_t>(text[pos])]) {
+    if (single_first_byte_ >= 0) {
+      // All tokens start with the same byte (Qwen2's '<'): memchr finds candidates fastest.
+      const void* found = std::memchr(text.data() + pos, single_first_byte_, size - pos);
+      if (found == nullptr) break;
+      pos = static_cast<const char*>(found) - text.data();
+    } else if (!first_byte_[static_cast<uint8_t>(text[pos])]) {
       ++pos;
       continue;
     }

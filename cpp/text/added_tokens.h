@@ -59,6 +59,7 @@ class AddedTokenMatcher {
   std::vector<AddedToken> tokens_;
   std::vector<Node> nodes_;
   bool first_byte_[256] = {};
+  int single_first_byte_ = -1;  // the first byte of every token when they share one
 };
 
 }  // namespace qwen2audio::text

@@ -23,10 +23,12 @@ uint64_t mix(uint64_t key) {
 
 // Min-heap order: lowest rank first, then leftmost.
 struct Later {
-  bool operator()(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) const {
-    return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
-  }
+  bool operator()(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) const { return a.order > b.order; }
 };
+
+uint64_t candidate_order(int32_t rank, int32_t left) {
+  return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(left);
+}
 
 // The byte a one-character token of the byte-level alphabet stands for, or -1.
 int byte_of_token(std::string_view token) {
@@ -63,7 +65,7 @@ BpeModel::BpeModel(std::vector<std::pair<std::string, int32_t>> vocab,
     if (has_token_[id])
       throw ConfigError(origin + ": tokens '" + tokens_[id] + "' and '" + spelling + "' share id " +
                         std::to_string(id));
-    const uint64_t hash = WordCache::hash(spelling);
+    const uint64_t hash = StringTable::hash(spelling);
     uint32_t count = 0;
     if (const int32_t* other = ids_by_spelling_.find(spelling, hash, count))
       throw ConfigError(origin + ": token '" + spelling + "' has two ids, " + std::to_string(*other) + " and " +
@@ -164,7 +166,7 @@ const BpeModel::MergeResult* BpeModel::find_merge(int32_t left, int32_t right) c
 
 int32_t BpeModel::token_to_id(std::string_view spelling) const {
   uint32_t count = 0;
-  const int32_t* id = ids_by_spelling_.find(spelling, WordCache::hash(spelling), count);
+  const int32_t* id = ids_by_spelling_.find(spelling, StringTable::hash(spelling), count);
   return id == nullptr ? -1 : *id;
 }
 
@@ -204,12 +206,13 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
     const MergeResult& merge =
         byte_pair_merges_[static_cast<uint8_t>(bytes[index]) * 256 + static_cast<uint8_t>(bytes[index + 1])];
     if (merge.rank >= 0)
-      heap.push_back({merge.rank, static_cast<int32_t>(index), symbols[index].id, symbols[index + 1].id, merge.id});
+      heap.push_back({candidate_order(merge.rank, static_cast<int32_t>(index)), symbols[index].id,
+                      symbols[index + 1].id, merge.id});
   }
   std::make_heap(heap.begin(), heap.end(), Later{});
   const auto push_candidate = [&](int32_t left, const MergeResult* merge) {
     if (merge == nullptr) return;
-    heap.push_back({merge->rank, left, symbols[left].id, symbols[symbols[left].next].id, merge->id});
+    heap.push_back({candidate_order(merge->rank, left), symbols[left].id, symbols[symbols[left].next].id, merge->id});
     std::push_heap(heap.begin(), heap.end(), Later{});
   };
 
@@ -217,7 +220,8 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
     std::pop_heap(heap.begin(), heap.end(), Later{});
     const BpeScratch::Candidate top = heap.back();
     heap.pop_back();
-    BpeScratch::Symbol& left = symbols[top.left];
+    const int32_t left_index = top.left();
+    BpeScratch::Symbol& left = symbols[left_index];
     // A candidate is stale once either side has merged with something else: both ids must still
     // be the ones it was made from (a merged symbol never keeps the id of its parts).
     if (left.id != top.left_id || left.next < 0) continue;
@@ -226,12 +230,12 @@ void BpeModel::encode_word(std::string_view bytes, std::vector<int32_t>& out, Bp
     left.id = top.merged_id;
     right.id = -1;  // merged away
     left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = top.left;
+    if (right.next >= 0) symbols[right.next].prev = left_index;
     // Both lookups are issued before either result is used, so their cache misses overlap.
     const MergeResult* with_previous = left.prev >= 0 ? find_merge(symbols[left.prev].id, left.id) : nullptr;
     const MergeResult* with_next = left.next >= 0 ? find_merge(left.id, symbols[left.next].id) : nullptr;
     if (left.prev >= 0) push_candidate(left.prev, with_previous);
-    push_candidate(top.left, with_next);
+    push_candidate(left_index, with_next);
   }
   for (int32_t index = 0; index >= 0; index = symbols[index].next) out.push_back(symbols[index].id);
 }

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "text/word_cache.h"
+#include "text/string_table.h"
 
 // Byte-level BPE: a vocabulary of byte-level spellings (see byte_level.h) and a ranked list of
 // merges. A word's bytes start as one symbol each and the adjacent pair with the lowest merge
@@ -31,11 +31,11 @@ struct BpeScratch {
     int32_t next;
   };
   struct Candidate {
-    int32_t rank;
-    int32_t left;  // symbol index
+    uint64_t order;  // rank << 32 | left symbol index: lowest rank first, then leftmost
     int32_t left_id;
     int32_t right_id;
     int32_t merged_id;
+    int32_t left() const { return static_cast<int32_t>(order & 0xFFFFFFFFu); }
   };
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
@@ -83,7 +83,7 @@ class BpeModel {
   void encode_short_word(std::string_view bytes, std::vector<int32_t>& out) const;
 
   // Spelling -> id through the same flat table the word cache uses (one id per "word").
-  WordCache ids_by_spelling_;
+  StringTable ids_by_spelling_;
   size_t size_ = 0;
   std::vector<std::string> tokens_;
   std::vector<uint8_t> has_token_;

@@ -3,6 +3,7 @@
 
 #include <pcre2.h>
 
+#include <array>
 #include <stdexcept>
 
 #include "runtime/errors.h"
@@ -23,6 +24,103 @@ std::string pcre2_message(int code) {
 struct MatchDataDeleter {
   void operator()(pcre2_match_data* data) const { pcre2_match_data_free(data); }
 };
+
+// Character classes of ASCII bytes as Qwen2's pattern sees them (\s is White_Space: 09-0D, 20).
+enum AsciiClass : uint8_t { kOther, kLetter, kDigit, kSpace, kLineBreak, kNonAscii };
+
+constexpr std::array<uint8_t, 256> make_ascii_classes() {
+  std::array<uint8_t, 256> table{};
+  for (int byte = 0; byte < 256; ++byte) {
+    uint8_t value = kOther;
+    if (byte >= 0x80)
+      value = kNonAscii;
+    else if ((byte >= 'a' && byte <= 'z') || (byte >= 'A' && byte <= 'Z'))
+      value = kLetter;
+    else if (byte >= '0' && byte <= '9')
+      value = kDigit;
+    else if (byte == '\r' || byte == '\n')
+      value = kLineBreak;
+    else if (byte == ' ' || byte == '\t' || byte == '\v' || byte == '\f')
+      value = kSpace;
+    table[byte] = value;
+  }
+  return table;
+}
+
+constexpr std::array<uint8_t, 256> kAsciiClass = make_ascii_classes();
+constexpr size_t kUndecided = 0;
+
+// The length of the match of Qwen2's pattern at `pos`, worked out from ASCII alone, or kUndecided
+// when a character that needs Unicode properties could change it (PCRE2 then decides). Every
+// character starts a match of some alternative, so a match always begins at `pos`; the cases follow
+// the alternatives in order:
+//   1 (?i:'s|'t|'re|'ve|'m|'ll|'d)   2 [^\r\n\p{L}\p{N}]?\p{L}+   3 \p{N}
+//   4  ?[^\s\p{L}\p{N}]+[\r\n]*       5 \s*[\r\n]+                  6 \s+(?!\S)   7 \s+
+// The shortcut is checked against PCRE2 on random text by the tests.
+size_t qwen2_ascii_match(std::string_view text, size_t pos) {
+  const auto* data = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t size = text.size();
+  const auto type = [&](size_t at) { return kAsciiClass[data[at]]; };
+  // End of the run of ASCII letters from `at`, or kUndecided if a non-ASCII character (perhaps a
+  // letter) follows it.
+  const auto letters_end = [&](size_t at) {
+    while (at < size && type(at) == kLetter) ++at;
+    return at < size && type(at) == kNonAscii ? kUndecided : at;
+  };
+  // Alternative 4 from `at`: a run of "other" characters, then line breaks.
+  const auto symbols_end = [&](size_t at) {
+    while (at < size && type(at) == kOther) ++at;
+    if (at < size && type(at) == kNonAscii) return kUndecided;
+    while (at < size && type(at) == kLineBreak) ++at;
+    return at;
+  };
+  const auto relative = [&](size_t end) { return end == kUndecided ? kUndecided : end - pos; };
+
+  const uint8_t first = type(pos);
+  switch (first) {
+    case kNonAscii:
+      return kUndecided;
+    case kLetter:
+      return relative(letters_end(pos));
+    case kDigit:
+      return 1;
+    case kOther: {
+      if (data[pos] == '\'' && pos + 1 < size) {
+        const uint8_t next = data[pos + 1];
+        if (next >= 0x80) return kUndecided;  // U+017F matches 's' caselessly
+        const uint8_t lower = next | 0x20;
+        if (lower == 's' || lower == 't' || lower == 'm' || lower == 'd') return 2;
+        if (pos + 2 < size && (lower == 'r' || lower == 'v' || lower == 'l')) {
+          const uint8_t third = data[pos + 2];
+          if (third >= 0x80) return kUndecided;
+          if ((third | 0x20) == (lower == 'l' ? 'l' : 'e')) return 3;
+        }
+      }
+      if (pos + 1 < size) {
+        if (type(pos + 1) == kNonAscii) return kUndecided;
+        if (type(pos + 1) == kLetter) return relative(letters_end(pos + 1));
+      }
+      return relative(symbols_end(pos));
+    }
+    default:
+      break;  // whitespace below
+  }
+  if (first == kSpace && pos + 1 < size) {
+    const uint8_t next = type(pos + 1);
+    if (next == kNonAscii) return kUndecided;
+    if (next == kLetter) return relative(letters_end(pos + 1));                     // alternative 2
+    if (data[pos] == ' ' && next == kOther) return relative(symbols_end(pos + 1));  // alternative 4
+  }
+  size_t end = pos;
+  constexpr size_t kNone = std::string_view::npos;
+  size_t last_line_break = kNone;
+  for (; end < size && (type(end) == kSpace || type(end) == kLineBreak); ++end)
+    if (type(end) == kLineBreak) last_line_break = end;
+  if (end < size && type(end) == kNonAscii) return kUndecided;     // perhaps more (Unicode) whitespace
+  if (last_line_break != kNone) return last_line_break + 1 - pos;  // alternative 5
+  if (end == size || end - pos == 1) return end - pos;             // 6 at the end, or 7
+  return end - pos - 1;                                            // 6: the last space stays with the next word
+}
 
 }  // namespace
 
@@ -84,8 +182,9 @@ struct PreTokenizer::Compiled {
   ~Compiled() { pcre2_code_free(code); }
 };
 
-PreTokenizer::PreTokenizer(std::string pattern, const std::string& origin)
+PreTokenizer::PreTokenizer(std::string pattern, const std::string& origin, bool ascii_shortcut)
     : pattern_(std::move(pattern)), compiled_(std::make_unique<Compiled>()) {
+  ascii_shortcut_ = ascii_shortcut && pattern_ == kQwen2Pattern;
   const std::string translated = translate_whitespace_escapes(pattern_);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
@@ -110,6 +209,14 @@ void PreTokenizer::split(std::string_view text, std::vector<Piece>& pieces) cons
   size_t start = 0;    // where the next search begins
   size_t covered = 0;  // end of the last piece emitted
   while (start < size) {
+    if (ascii_shortcut_ && start == covered) {
+      const size_t length = qwen2_ascii_match(text, start);
+      if (length != kUndecided) {
+        pieces.push_back({static_cast<uint32_t>(start), static_cast<uint32_t>(length)});
+        covered = start += length;
+        continue;
+      }
+    }
     // The caller validated the UTF-8 once; PCRE2 would otherwise re-check the whole subject on
     // every call, quadratic in the text length.
     const int rc =

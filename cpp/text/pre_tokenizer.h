@@ -27,8 +27,11 @@ struct Piece {
 
 class PreTokenizer {
  public:
-  // Throws ConfigError (naming `origin`) when the pattern does not compile.
-  explicit PreTokenizer(std::string pattern, const std::string& origin = "pre-tokenizer pattern");
+  // Throws ConfigError (naming `origin`) when the pattern does not compile. For Qwen2's pattern,
+  // `ascii_shortcut` lets the matches that ASCII alone decides skip PCRE2 (see pre_tokenizer.cpp);
+  // PCRE2 still decides every other match.
+  explicit PreTokenizer(std::string pattern, const std::string& origin = "pre-tokenizer pattern",
+                        bool ascii_shortcut = true);
   ~PreTokenizer();
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;
@@ -38,11 +41,13 @@ class PreTokenizer {
   void split(std::string_view text, std::vector<Piece>& pieces) const;
 
   const std::string& pattern() const { return pattern_; }
+  bool uses_ascii_shortcut() const { return ascii_shortcut_; }
 
  private:
   struct Compiled;
   std::string pattern_;
   std::unique_ptr<Compiled> compiled_;
+  bool ascii_shortcut_ = false;
 };
 
 }  // namespace qwen2audio::text

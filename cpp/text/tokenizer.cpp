@@ -28,7 +28,8 @@ constexpr size_t kMaxConfigFileBytes = size_t{64} << 20;
 constexpr int64_t kMaxTokenId = (1 << 24) - 1;
 // Words longer than this are rare and mostly unique (long runs of CJK text): not worth caching.
 constexpr size_t kMaxCachedWordBytes = 64;
-constexpr size_t kWordCacheCapacity = size_t{1} << 18;
+// 64 Ki words of 64 bytes: 8 MiB of slots at the table's half load; real text repeats far fewer words.
+constexpr size_t kWordCacheCapacity = size_t{1} << 16;
 
 // GPT-2's pattern, for tokenizer.json files whose ByteLevel pre-tokenizer does the splitting.
 constexpr std::string_view kGpt2Pattern =
@@ -610,11 +611,14 @@ void Tokenizer::encode_segment(std::string_view text, bool split_special_tokens,
   }
 }
 
-void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& ids, bool split_special_tokens) const {
+void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& ids, bool split_special_tokens,
+                            bool known_valid_utf8) const {
   if (text.size() > static_cast<size_t>(INT32_MAX))
     throw InvalidArgument("text of " + std::to_string(text.size()) + " bytes is too long to encode (limit 2 GiB)");
-  if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
-    throw InvalidArgument("text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  // PCRE2 runs without its own UTF-8 check below, so invalid input must never get that far.
+  if (!known_valid_utf8)
+    if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
+      throw InvalidArgument("text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
   {
     std::shared_lock lock(cache_->mutex);
     CallState state(ids, cache_->words);
@@ -638,10 +642,10 @@ void Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& ids, bo
   }
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool split_special_tokens) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool split_special_tokens, bool known_valid_utf8) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 8);
-  encode_into(text, ids, split_special_tokens);
+  encode_into(text, ids, split_special_tokens, known_valid_utf8);
   return ids;
 }
 

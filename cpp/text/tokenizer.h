@@ -47,8 +47,11 @@ class Tokenizer {
 
   // Thread-safe. Throws InvalidArgument when `text` is not well-formed UTF-8 (or over 2 GiB).
   // With `split_special_tokens`, special added tokens in the text are encoded as ordinary text.
-  std::vector<int32_t> encode(std::string_view text, bool split_special_tokens = false) const;
-  void encode_into(std::string_view text, std::vector<int32_t>& ids, bool split_special_tokens = false) const;
+  // `known_valid_utf8` skips the UTF-8 check for callers that guarantee it (a Python str's UTF-8).
+  std::vector<int32_t> encode(std::string_view text, bool split_special_tokens = false,
+                              bool known_valid_utf8 = false) const;
+  void encode_into(std::string_view text, std::vector<int32_t>& ids, bool split_special_tokens = false,
+                   bool known_valid_utf8 = false) const;
 
   // The words BPE sees (raw bytes, after added-token splitting and normalization); an added token
   // appears as its own content. For tests and for timing BPE alone.

@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <functional>
+
+#include "text/hash.h"
 
 namespace qwen2audio::text {
 namespace {
@@ -11,11 +12,12 @@ constexpr size_t kInitialSlots = 256;
 
 }  // namespace
 
-uint64_t WordCache::hash(std::string_view word) { return std::hash<std::string_view>{}(word); }
+uint64_t WordCache::hash(std::string_view word) { return hash_bytes(word); }
 
-bool WordCache::matches(const Slot& slot, std::string_view word, uint64_t hash) const {
-  return slot.hash == hash && slot.word_length == word.size() &&
-         std::memcmp(word_bytes(slot), word.data(), word.size()) == 0;
+const int32_t* WordCache::ids_of(const Slot& slot) const {
+  if (slot.id_count <= kInlineIds) return slot.ids;
+  // Spilled ids follow the spilled word, if the word spilled too.
+  return arena_.data() + slot.spill + (slot.word_length <= kInlineBytes ? 0 : units(slot.word_length));
 }
 
 const int32_t* WordCache::find(std::string_view word, uint64_t hash, uint32_t& count) const {
@@ -24,9 +26,10 @@ const int32_t* WordCache::find(std::string_view word, uint64_t hash, uint32_t& c
   for (size_t index = hash & mask;; index = (index + 1) & mask) {
     const Slot& slot = slots_[index];
     if (slot.word_length == 0) return nullptr;
-    if (matches(slot, word, hash)) {
+    if (slot.hash == hash && slot.word_length == word.size() &&
+        std::memcmp(word_of(slot), word.data(), word.size()) == 0) {
       count = slot.id_count;
-      return word_ids(slot);
+      return ids_of(slot);
     }
   }
 }
@@ -36,21 +39,36 @@ void WordCache::insert(std::string_view word, uint64_t hash, const int32_t* ids,
   if ((size_ + 1) * 2 > slots_.size()) grow();
   const size_t mask = slots_.size() - 1;
   size_t index = hash & mask;
-  for (; slots_[index].word_length != 0; index = (index + 1) & mask)
-    if (matches(slots_[index], word, hash)) return;
-  const size_t offset = arena_.size();
-  if (offset + units(word.size()) + count > UINT32_MAX) return;  // full: stop caching
-  arena_.resize(offset + units(word.size()) + count, 0);
-  std::memcpy(arena_.data() + offset, word.data(), word.size());
-  std::copy(ids, ids + count, arena_.data() + offset + units(word.size()));
-  slots_[index] =
-      Slot{hash, static_cast<uint32_t>(offset), static_cast<uint16_t>(word.size()), static_cast<uint16_t>(count)};
+  for (; slots_[index].word_length != 0; index = (index + 1) & mask) {
+    const Slot& slot = slots_[index];
+    if (slot.hash == hash && slot.word_length == word.size() &&
+        std::memcmp(word_of(slot), word.data(), word.size()) == 0)
+      return;
+  }
+  const size_t spill_units = (word.size() > kInlineBytes ? units(word.size()) : 0) + (count > kInlineIds ? count : 0);
+  if (arena_.size() + spill_units > UINT32_MAX) return;  // full: stop caching
+  Slot& slot = slots_[index];
+  slot.hash = hash;
+  slot.spill = static_cast<uint32_t>(arena_.size());
+  slot.word_length = static_cast<uint16_t>(word.size());
+  slot.id_count = static_cast<uint16_t>(count);
+  if (word.size() <= kInlineBytes) {
+    std::memcpy(slot.word, word.data(), word.size());
+  } else {
+    arena_.resize(arena_.size() + units(word.size()), 0);
+    std::memcpy(arena_.data() + slot.spill, word.data(), word.size());
+  }
+  if (count <= kInlineIds) {
+    std::copy(ids, ids + count, slot.ids);
+  } else {
+    arena_.insert(arena_.end(), ids, ids + count);
+  }
   ++size_;
 }
 
 void WordCache::grow() {
   std::vector<Slot> old = std::move(slots_);
-  slots_.assign(old.empty() ? kInitialSlots : old.size() * 2, Slot{0, 0, 0, 0});
+  slots_.assign(old.empty() ? kInitialSlots : old.size() * 2, Slot{});
   const size_t mask = slots_.size() - 1;
   for (const Slot& slot : old) {
     if (slot.word_length == 0) continue;
@@ -64,7 +82,7 @@ void WordCache::absorb(const WordCache& other, size_t capacity) {
   for (const Slot& slot : other.slots_) {
     if (size_ >= capacity) return;
     if (slot.word_length == 0) continue;
-    insert(std::string_view(other.word_bytes(slot), slot.word_length), slot.hash, other.word_ids(slot), slot.id_count);
+    insert(std::string_view(other.word_of(slot), slot.word_length), slot.hash, other.ids_of(slot), slot.id_count);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -110,6 +111,63 @@ TEST(TokenizerPreTokenizer, SplitsAsQwen2) {
                                       "\xE3\x80\x80"
                                       "b"}));
   EXPECT_EQ(words_of(pre_tokenizer, "a.\xE1\xA0\x8E"), (std::vector<std::string>{"a", ".\xE1\xA0\x8E"}));
+}
+
+TEST(TokenizerPreTokenizer, AsciiShortcutSplitsExactlyAsPcre2) {
+  const PreTokenizer fast{std::string(kQwen2Pattern)};
+  const PreTokenizer pcre2_only{std::string(kQwen2Pattern), "test", /*ascii_shortcut=*/false};
+  ASSERT_TRUE(fast.uses_ascii_shortcut());
+  ASSERT_FALSE(pcre2_only.uses_ascii_shortcut());
+  // Every ASCII class the shortcut distinguishes, contractions in both cases, and the non-ASCII
+  // characters that border its decisions (letters, Unicode spaces, U+017F which matches 's').
+  const std::vector<std::string> pool = {"a",
+                                         "Z",
+                                         "q",
+                                         "0",
+                                         "7",
+                                         " ",
+                                         " ",
+                                         " ",
+                                         "\t",
+                                         "\n",
+                                         "\r",
+                                         "\v",
+                                         "\f",
+                                         "'",
+                                         "'",
+                                         "s",
+                                         "S",
+                                         "t",
+                                         "re",
+                                         "VE",
+                                         "lL",
+                                         "m",
+                                         "D",
+                                         "(",
+                                         ".",
+                                         "!",
+                                         "-",
+                                         "_",
+                                         "\x01",
+                                         "\x1c",
+                                         "\x7f",
+                                         "\xC3\xA9",
+                                         "\xC5\xBF",
+                                         "\xC2\xA0",
+                                         "\xE3\x80\x80",
+                                         "\xC2\x85",
+                                         "\xE4\xBD\xA0",
+                                         "\xF0\x9F\xA6\x99",
+                                         "\xCC\x81",
+                                         "\xC2\xB2",
+                                         "\xE2\x80\x94"};
+  std::mt19937 random(42);
+  for (int round = 0; round < 20000; ++round) {
+    std::string text;
+    const int length = 1 + static_cast<int>(random() % 24);
+    for (int index = 0; index < length; ++index) text += pool[random() % pool.size()];
+    ASSERT_EQ(words_of(fast, text), words_of(pcre2_only, text)) << "text: " << text;
+  }
 }
 
 TEST(TokenizerPreTokenizer, TranslatesWhitespaceEscapesOnly) {
