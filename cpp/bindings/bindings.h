@@ -16,6 +16,7 @@ void register_checkpoint(py::module_& module);
 void register_audio(py::module_& module);
 void register_text(py::module_& module);
 void register_model(py::module_& module);
+void register_kernels(py::module_& module);
 
 // Zero-copy, read-only NumPy view of `view`; `owner` keeps the memory alive. BF16 and FP8 have no
 // NumPy dtype, so their raw bits come back as uint16 / uint8.

@@ -7,6 +7,7 @@
 #include "bindings/bindings.h"
 #include "generate/session.h"
 #include "model/audio_encoder.h"
+#include "model/quantization.h"
 #include "model/qwen2_audio.h"
 #include "runtime/errors.h"
 
@@ -64,15 +65,43 @@ void register_model(py::module_& module) {
       .def_static(
           "load",
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
-             bool allow_native_bf16) {
+             bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
+             const std::optional<std::string>& lm_head_quantization) {
+            QuantizationRequest request;
+            request.decoder = parse_quantization(quantization);
+            request.group_size = quantization_group_size;
+            if (lm_head_quantization) request.lm_head = parse_quantization(*lm_head_quantization);
             py::gil_scoped_release release;
             kernels::GemmOptions options;
             options.round_bf16_inputs = round_bf16_inputs;
             options.allow_native_bf16 = allow_native_bf16;
-            return Qwen2AudioModel::load(path, dtype, num_threads, options);
+            return Qwen2AudioModel::load(path, dtype, num_threads, options, request);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
-          py::arg("allow_native_bf16") = true)
+          py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
+          py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt)
+      .def_property_readonly("quantization_config_json",
+                             [](const Qwen2AudioModel& self) -> std::optional<std::string> {
+                               if (!self.quantization().enabled()) return std::nullopt;
+                               return quantization_config_json(self.quantization());
+                             })
+      .def_property_readonly(
+          "quantized_layers",
+          [](py::object self_object) {
+            // Views of the packed codes and scales (kept alive by the model), for save_pretrained.
+            const auto& self = self_object.cast<const Qwen2AudioModel&>();
+            py::list layers;
+            for (const auto& [prefix, matrix] : self.weights().quantized_layers()) {
+              const bool int8 = matrix.dtype == DType::I8;
+              const int64_t code_cols = int8 ? matrix.cols : matrix.cols / 2;
+              const int64_t groups = kernels::scale_groups(matrix.cols, matrix.group_size);
+              TensorView codes{matrix.data, matrix.dtype, {matrix.rows, code_cols}};
+              TensorView scales{matrix.scales, DType::F32, {matrix.rows, groups}};
+              layers.append(py::make_tuple(prefix, int8 ? "int8" : "int4", numpy_view(codes, self_object),
+                                           numpy_view(scales, self_object)));
+            }
+            return layers;
+          })
       .def_property_readonly("config_json", [](const Qwen2AudioModel& self) { return config_to_json(self.config()); })
       .def_property_readonly(
           "generation_config_json",

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, module) {
   qwen2audio::bindings::register_audio(module);
   qwen2audio::bindings::register_text(module);
   qwen2audio::bindings::register_model(module);
+  qwen2audio::bindings::register_kernels(module);
 }

@@ -28,7 +28,8 @@ std::string position(int64_t batch_index, int64_t step) {
 }  // namespace
 
 std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::path& path, const std::string& dtype,
-                                                       int num_threads, kernels::GemmOptions gemm_options) {
+                                                       int num_threads, kernels::GemmOptions gemm_options,
+                                                       const QuantizationRequest& quantization) {
   auto model = std::shared_ptr<Qwen2AudioModel>(new Qwen2AudioModel());
   model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
   std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
@@ -39,6 +40,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
 
   ScopedNumThreads threads(model->num_threads_);
   model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
+  model->weights_->set_quantization(resolve_quantization(*checkpoint, quantization));
   model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);

@@ -11,6 +11,7 @@
 #include "kernels/cpu/gemm.h"
 #include "model/audio_encoder.h"
 #include "model/interrupt.h"
+#include "model/quantization.h"
 #include "model/qwen2_decoder.h"
 #include "model/weights.h"
 
@@ -42,8 +43,12 @@ class Qwen2AudioModel {
  public:
   // dtype: "auto" (the checkpoint's own: BF16 stays bfloat16, F32 float32, F16 computes in
   // float32), "float32" or "bfloat16". num_threads 0: the OpenMP default.
+  // quantization: weight-only int8/int4 of the decoder applied at load (model/quantization.h); a
+  // checkpoint saved quantized loads its packed weights whatever is asked here, and refuses a
+  // different format.
   static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
-                                               int num_threads = 0, kernels::GemmOptions gemm_options = {});
+                                               int num_threads = 0, kernels::GemmOptions gemm_options = {},
+                                               const QuantizationRequest& quantization = {});
 
   const Qwen2AudioConfig& config() const { return config_; }
   const GenerationConfig& generation_config() const { return checkpoint_->generation_config(); }
@@ -56,6 +61,8 @@ class Qwen2AudioModel {
   const Qwen2Decoder& decoder() const { return *decoder_; }
   size_t copied_weight_bytes() const { return weights_->copied_bytes(); }
   size_t mapped_weight_bytes() const { return weights_->mapped_bytes(); }
+  const QuantizationConfig& quantization() const { return weights_->quantization(); }
+  const WeightStore& weights() const { return *weights_; }
 
   // Each checks its inputs and throws InvalidArgument naming the problem.
   std::vector<int64_t> mel_frames(const AudioBatch& audio) const;

@@ -9,14 +9,16 @@
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
+#include "model/quantization.h"
 
 namespace qwen2audio {
 namespace {
 
+// Decode steps (a few rows) stream each weight once through gemv, in any storage (quantized too);
+// prefill goes to the Gemm (model/quantization.h).
 void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
             bool accumulate = false) {
-  gemm({rows, layer.out_features(), layer.in_features(), x, ldx, layer.weight.data, layer.weight.dtype,
-        layer.in_features(), layer.bias, y, ldy, accumulate});
+  run_linear(gemm, layer, x, rows, ldx, y, ldy, accumulate);
 }
 
 }  // namespace
@@ -38,7 +40,8 @@ Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights) : con
     layers_.push_back(layer);
   }
   norm_ = weights.norm("language_model.model.norm", false);
-  lm_head_.weight = config.tie_word_embeddings ? embed_tokens_ : weights.matrix("language_model.lm_head.weight");
+  lm_head_.weight =
+      config.tie_word_embeddings ? embed_tokens_ : weights.linear("language_model.lm_head", /*has_bias=*/false).weight;
 }
 
 KVCache Qwen2Decoder::make_cache(int64_t batch) const {

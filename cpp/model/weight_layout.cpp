@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "model/quantization.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -68,7 +69,7 @@ std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
 WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint) {
   WeightCheck check;
   std::set<std::string> expected_names;
-  for (const ExpectedTensor& expected : expected_tensors(config)) {
+  for (const ExpectedTensor& expected : quantized_layout(stored_quantization(checkpoint), expected_tensors(config))) {
     expected_names.insert(expected.name);
     if (!checkpoint.contains(expected.name)) {
       check.missing.push_back(expected.name);
@@ -78,8 +79,13 @@ WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& chec
     if (record.shape != expected.shape)
       check.wrong_shape.push_back(expected.name + ": checkpoint " + shape_to_string(record.shape) +
                                   ", config expects " + shape_to_string(expected.shape));
-    if (record.dtype != DType::F32 && record.dtype != DType::BF16 && record.dtype != DType::F16)
-      check.unsupported_dtype.push_back(expected.name + ": " + std::string(dtype_name(record.dtype)));
+    const bool dtype_ok = expected.dtype
+                              ? record.dtype == *expected.dtype
+                              : record.dtype == DType::F32 || record.dtype == DType::BF16 || record.dtype == DType::F16;
+    if (!dtype_ok)
+      check.unsupported_dtype.push_back(
+          expected.name + ": " + std::string(dtype_name(record.dtype)) +
+          (expected.dtype ? ", expected " + std::string(dtype_name(*expected.dtype)) : ""));
   }
   for (const std::string& name : checkpoint.tensor_names()) {
     // A tied checkpoint may still carry the duplicate head; transformers ignores it too.

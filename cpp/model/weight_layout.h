@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,9 @@ namespace qwen2audio {
 struct ExpectedTensor {
   std::string name;
   std::vector<int64_t> shape;
+  // Set for the packed tensors of a quantized checkpoint (model/quantization.h), which must have
+  // exactly this dtype; unset: F32, BF16 or F16.
+  std::optional<DType> dtype = std::nullopt;
 };
 
 std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config);
@@ -27,6 +31,8 @@ struct WeightCheck {
   std::string report() const;
 };
 
+// A checkpoint saved quantized (its config.json has a quantization_config) is checked against its
+// packed layout.
 WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);
 // Throws CheckpointError with every problem at once.
 void require_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);

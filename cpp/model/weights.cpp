@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "model/quantization.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -25,7 +26,9 @@ bool aligned_for(const void* data, DType dtype) { return reinterpret_cast<uintpt
 }  // namespace
 
 WeightStore::WeightStore(std::shared_ptr<const Checkpoint> checkpoint, DType matrix_dtype)
-    : checkpoint_(std::move(checkpoint)), matrix_dtype_(matrix_dtype) {
+    : checkpoint_(std::move(checkpoint)),
+      matrix_dtype_(matrix_dtype),
+      quantization_(std::make_shared<QuantizationConfig>()) {
   if (matrix_dtype != DType::F32 && matrix_dtype != DType::BF16)
     throw InvalidArgument("weights can be computed in float32 or bfloat16 only");
 }
@@ -70,7 +73,19 @@ const float* WeightStore::floats(const std::string& name) {
 
 Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
   Linear linear;
-  linear.weight = matrix(prefix + ".weight");
+  const WeightQuantization quantization = quantization_of(*quantization_, prefix);
+  if (quantization == WeightQuantization::None) {
+    linear.weight = matrix(prefix + ".weight");
+  } else {
+    QuantizedWeight quantized = load_quantized_weight(*checkpoint_, *quantization_, prefix, quantization);
+    linear.weight = quantized.matrix;
+    linear.weight.expand_dtype = matrix_dtype_;
+    if (quantized.codes.capacity() > 0) owned_.push_back(std::move(quantized.codes));
+    if (quantized.scales.capacity() > 0) owned_.push_back(std::move(quantized.scales));
+    copied_bytes_ += quantized.copied_bytes;
+    mapped_bytes_ += quantized.mapped_bytes;
+    quantized_layers_.emplace_back(prefix, linear.weight);
+  }
   if (has_bias) linear.bias = floats(prefix + ".bias");
   return linear;
 }
@@ -80,6 +95,10 @@ Norm WeightStore::norm(const std::string& prefix, bool has_bias) {
   norm.weight = floats(prefix + ".weight");
   if (has_bias) norm.bias = floats(prefix + ".bias");
   return norm;
+}
+
+void WeightStore::set_quantization(const QuantizationConfig& config) {
+  quantization_ = std::make_shared<QuantizationConfig>(config);
 }
 
 }  // namespace qwen2audio

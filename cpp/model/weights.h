@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/checkpoint.h"
@@ -11,13 +12,21 @@
 
 namespace qwen2audio {
 
+struct QuantizationConfig;
+
 // A weight matrix [rows, cols], row-major: either a view into the memory-mapped checkpoint or a
 // converted copy owned by the WeightStore that handed it out.
 struct Matrix {
   const void* data = nullptr;
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;  // F32, BF16; I8 (int8 codes) or U8 (packed int4 codes) when quantized
   int64_t rows = 0;
   int64_t cols = 0;
+  // Weight-only quantization (model/quantization.h): float32 scales [rows, groups of group_size],
+  // and the dtype prefill expands the codes to (the model's compute dtype).
+  const float* scales = nullptr;
+  int64_t group_size = 0;
+  DType expand_dtype = DType::F32;
+  bool quantized() const { return scales != nullptr; }
 };
 
 // nn.Linear: y = x W^T + b, with W [out_features, in_features].
@@ -44,8 +53,14 @@ class WeightStore {
   // A tensor of rank >= 2 viewed as [shape[0], product of the rest] (Conv1d weights included).
   Matrix matrix(const std::string& name);
   const float* floats(const std::string& name);
+  // Quantized (model/quantization.h) when set_quantization() names the layer.
   Linear linear(const std::string& prefix, bool has_bias);
   Norm norm(const std::string& prefix, bool has_bias);
+
+  void set_quantization(const QuantizationConfig& config);
+  const QuantizationConfig& quantization() const { return *quantization_; }
+  // Every quantized layer handed out so far, by prefix (save_pretrained writes them).
+  const std::vector<std::pair<std::string, Matrix>>& quantized_layers() const { return quantized_layers_; }
 
   size_t copied_bytes() const { return copied_bytes_; }
   size_t mapped_bytes() const { return mapped_bytes_; }
@@ -56,6 +71,8 @@ class WeightStore {
   std::vector<Buffer<uint8_t>> owned_;
   size_t copied_bytes_ = 0;
   size_t mapped_bytes_ = 0;
+  std::shared_ptr<const QuantizationConfig> quantization_;
+  std::vector<std::pair<std::string, Matrix>> quantized_layers_;
 };
 
 }  // namespace qwen2audio

@@ -271,21 +271,46 @@ class Qwen2AudioForConditionalGeneration:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: str = "auto",
-                        num_threads: Optional[int] = None) -> "Qwen2AudioForConditionalGeneration":
+                        num_threads: Optional[int] = None, quantization: Optional[str] = None,
+                        quantization_group_size: Optional[int] = None) -> "Qwen2AudioForConditionalGeneration":
         """Loads a checkpoint folder as published on the Hub (config.json, safetensors).
 
         ``dtype``: ``"auto"`` (as stored: BF16 weights compute in bfloat16, used in place from the
         memory map; F32 in float32), ``"bfloat16"`` or ``"float32"`` (converted at load). ``num_threads``:
         OpenMP threads of this model (default: OMP_NUM_THREADS or all cores).
+
+        ``quantization``: ``"int8"`` or ``"int4"`` quantizes the language model's linear layers at load
+        (weight-only, symmetric, a float32 scale per ``quantization_group_size`` weights, default 128;
+        the output head in int8, the audio encoder and embeddings as stored). A folder written by
+        :meth:`save_pretrained` from a quantized model loads its packed weights as they are.
         """
         key = str(dtype).replace("torch.", "")
         if key not in _DTYPES:
             raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
         if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        from .quantization import check_quantization_arguments
+
+        quantization, group_size = check_quantization_arguments(quantization, quantization_group_size)
         path = os.fspath(pretrained_model_name_or_path)
-        core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0))
+        core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0), quantization=quantization,
+                                quantization_group_size=group_size)
         return cls(core, path)
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
+        """Writes a checkpoint folder that :meth:`from_pretrained` loads back: the weights as this model
+        holds them (quantized layers packed, with ``quantization_config`` in config.json; the others as
+        stored in the source folder), and the source's other files (generation config, tokenizer,
+        preprocessor)."""
+        from .quantization import save_pretrained
+
+        save_pretrained(self, save_directory)
+
+    @property
+    def quantization_config(self) -> Optional[dict]:
+        """The weight-only quantization this model runs with (config.json's form), or None."""
+        text = self._core.quantization_config_json
+        return None if text is None else json.loads(text)
 
     # --- properties ---
 
