@@ -39,6 +39,66 @@ std::string_view utf8_of(const py::handle& text) {
   return {data, static_cast<size_t>(size)};
 }
 
+// Ids from a list or tuple of Python (or NumPy) integers, read directly: NumPy's own conversion
+// of a long list costs more than decoding it.
+std::vector<int64_t> ids_from_sequence(const py::handle& sequence) {
+  PyObject* items = PySequence_Fast(sequence.ptr(), "token ids must be a sequence of integers");
+  if (items == nullptr) throw py::error_already_set();
+  const py::object owner = py::reinterpret_steal<py::object>(items);
+  const Py_ssize_t size = PySequence_Fast_GET_SIZE(items);
+  PyObject** elements = PySequence_Fast_ITEMS(items);
+  std::vector<int64_t> ids(static_cast<size_t>(size));
+  for (Py_ssize_t index = 0; index < size; ++index) {
+    PyObject* item = elements[index];
+    long long value = 0;
+    if (PyLong_CheckExact(item)) {
+      value = PyLong_AsLongLong(item);
+    } else {
+      PyObject* number = PyNumber_Index(item);  // NumPy integers, bool, anything with __index__
+      if (number == nullptr) {
+        PyErr_Clear();
+        if (PySequence_Check(item) && !PyUnicode_Check(item) && !PyBytes_Check(item))
+          throw InvalidArgument(
+              "decode takes one sequence of token ids, got a nested sequence; use batch_decode for several");
+        throw InvalidArgument(std::string("token ids must be integers, got ") + Py_TYPE(item)->tp_name);
+      }
+      value = PyLong_AsLongLong(number);
+      Py_DECREF(number);
+    }
+    if (value == -1 && PyErr_Occurred()) {
+      PyErr_Clear();
+      throw InvalidArgument("token id " + py::repr(item).cast<std::string>() + " is not in the vocabulary");
+    }
+    ids[static_cast<size_t>(index)] = value;
+  }
+  return ids;
+}
+
+// One sequence of ids from a list, tuple or integer array, held for reading without the GIL.
+struct IdSequence {
+  std::vector<int64_t> listed;
+  IdArray array;
+  std::span<const int64_t> span;
+};
+
+std::span<const int64_t> id_span(const IdArray& ids);
+
+IdSequence read_ids(const py::handle& ids) {
+  IdSequence sequence;
+  if (PyList_Check(ids.ptr()) || PyTuple_Check(ids.ptr())) {
+    sequence.listed = ids_from_sequence(ids);
+    sequence.span = sequence.listed;
+    return sequence;
+  }
+  if (py::isinstance<py::array>(ids)) {
+    const char kind = py::reinterpret_borrow<py::array>(ids).dtype().kind();
+    if (kind != 'i' && kind != 'u') throw InvalidArgument("token ids must be integers, got an array of another type");
+  }
+  sequence.array = py::reinterpret_borrow<py::object>(ids).cast<IdArray>();
+  sequence.span = id_span(sequence.array);
+  return sequence;
+}
+
 std::span<const int64_t> id_span(const IdArray& ids) {
   if (ids.ndim() > 1)
     throw InvalidArgument("token ids must be one-dimensional, got " + std::to_string(ids.ndim()) + " dimensions");
@@ -147,26 +207,27 @@ void register_text(py::module_& module) {
           "The words BPE encodes, as bytes (after added-token splitting, NFC and the regex).")
       .def(
           "decode",
-          [](const Tokenizer& self, const IdArray& ids, bool skip_special_tokens) {
-            const auto span = id_span(ids);
+          [](const Tokenizer& self, const py::object& ids, bool skip_special_tokens) {
+            const IdSequence sequence = read_ids(ids);
             std::string text;
             {
               py::gil_scoped_release release;
-              text = self.decode(span, skip_special_tokens);
+              text = self.decode(sequence.span, skip_special_tokens);
             }
             return py::str(text);
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false)
       .def(
           "decode_batch",
-          [](const Tokenizer& self, const std::vector<IdArray>& batch, bool skip_special_tokens) {
-            std::vector<std::span<const int64_t>> spans;
-            for (const IdArray& ids : batch) spans.push_back(id_span(ids));
-            std::vector<std::string> texts(spans.size());
+          [](const Tokenizer& self, const py::list& batch, bool skip_special_tokens) {
+            std::vector<IdSequence> sequences;
+            sequences.reserve(batch.size());
+            for (const py::handle ids : batch) sequences.push_back(read_ids(ids));
+            std::vector<std::string> texts(sequences.size());
             {
               py::gil_scoped_release release;
-              for (size_t index = 0; index < spans.size(); ++index)
-                texts[index] = self.decode(spans[index], skip_special_tokens);
+              for (size_t index = 0; index < sequences.size(); ++index)
+                texts[index] = self.decode(sequences[index].span, skip_special_tokens);
             }
             py::list result(texts.size());
             for (size_t index = 0; index < texts.size(); ++index)

@@ -417,11 +417,15 @@ class Qwen2Tokenizer:
 
     # ------------------------------------------------------------------------------------- decoding
     @staticmethod
-    def _id_array(token_ids: Any) -> np.ndarray:
+    def _id_array(token_ids: Any) -> np.ndarray | list | tuple:
+        """Ids as the core reads them: lists and tuples as they are (it reads Python ints directly),
+        anything else (NumPy, torch) as a checked 1-D int64 array."""
+        if isinstance(token_ids, (list, tuple)):
+            return token_ids
         if hasattr(token_ids, "detach"):  # a torch tensor
             token_ids = token_ids.detach().cpu().numpy()
         if isinstance(token_ids, (int, np.integer)):
-            token_ids = [int(token_ids)]
+            return [int(token_ids)]
         array = np.asarray(token_ids)
         if array.size == 0:
             return np.zeros(0, dtype=np.int64)

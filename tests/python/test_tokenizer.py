@@ -239,6 +239,14 @@ def test_decode_rejects_ids_outside_the_vocabulary(tokenizer):
         tokenizer.decode([[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="integers"):
         tokenizer.decode(np.array([1.5, 2.0]))
+    with pytest.raises(ValueError, match="integers"):
+        tokenizer.decode([1.5])
+    with pytest.raises(ValueError, match="integers"):
+        tokenizer.decode(["a"])
+    with pytest.raises(ValueError, match="batch_decode"):
+        tokenizer.decode(([1], [2]))
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tokenizer.decode([2**70])
     decoder = tokenizer.incremental_decoder()
     with pytest.raises(ValueError, match="not in the vocabulary"):
         decoder.add(151649)
