@@ -87,6 +87,7 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
   Buffer<float> q(static_cast<size_t>(rows * d)), k(static_cast<size_t>(rows * d)), v(static_cast<size_t>(rows * d));
   Buffer<float> attended(static_cast<size_t>(rows * d));
   Buffer<float> ffn(static_cast<size_t>(rows * config_.encoder_ffn_dim));
+  kernels::AttentionScratch attention_scratch;  // sized by the first layer, reused by the others
   for (const Layer& layer : layers_) {
     kernels::layer_norm(hidden.data(), rows, d, d, layer.self_attn_layer_norm.weight, layer.self_attn_layer_norm.bias,
                         kLayerNormEps, normed.data(), d);
@@ -112,7 +113,7 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
     attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     attention.key_mask = key_mask.data();
     attention.key_mask_stride = positions;
-    kernels::attention(attention);
+    kernels::attention(attention, attention_scratch);
     linear(gemm, layer.out_proj, attended.data(), rows, d, hidden.data(), d, /*accumulate=*/true);
 
     kernels::layer_norm(hidden.data(), rows, d, d, layer.final_layer_norm.weight, layer.final_layer_norm.bias,

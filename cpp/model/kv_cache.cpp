@@ -2,27 +2,41 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "runtime/errors.h"
 
 namespace qwen2audio {
 
-KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch)
-    : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), batch_(batch), keys_(layers), values_(layers) {
+KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype)
+    : layers_(layers),
+      kv_heads_(kv_heads),
+      head_dim_(head_dim),
+      batch_(batch),
+      dtype_(dtype),
+      element_size_(static_cast<int64_t>(dtype_size(dtype))),
+      keys_(layers),
+      values_(layers) {
   if (batch < 1) throw InvalidArgument("batch size must be at least 1, got " + std::to_string(batch));
+  if (dtype != DType::F32 && dtype != DType::BF16)
+    throw InvalidArgument("the KV cache holds float32 or bfloat16, got " + std::string(dtype_name(dtype)));
+}
+
+size_t KVCache::bytes() const {
+  return static_cast<size_t>(2 * layers_ * batch_ * kv_heads_ * capacity_ * head_dim_ * element_size_);
 }
 
 void KVCache::reserve(int64_t capacity) {
   if (capacity <= capacity_) return;
-  const size_t per_layer = static_cast<size_t>(batch_ * kv_heads_ * capacity * head_dim_);
-  const size_t kept = static_cast<size_t>(length_ * head_dim_) * sizeof(float);
+  const size_t per_layer = static_cast<size_t>(batch_ * kv_heads_ * capacity * head_dim_ * element_size_);
+  const size_t kept = static_cast<size_t>(length_ * head_dim_ * element_size_);
+  const int64_t old_block = head_stride() * element_size_, new_block = capacity * head_dim_ * element_size_;
   for (int64_t layer = 0; layer < layers_; ++layer) {
     for (auto* store : {&keys_, &values_}) {
-      Buffer<float> grown(per_layer);
+      Buffer<uint8_t> grown(per_layer);
       for (int64_t block = 0; block < batch_ * kv_heads_; ++block)
-        if (kept)
-          std::memcpy(grown.data() + block * capacity * head_dim_, (*store)[layer].data() + block * head_stride(),
-                      kept);
+        if (kept) std::memcpy(grown.data() + block * new_block, (*store)[layer].data() + block * old_block, kept);
       (*store)[layer] = std::move(grown);
     }
   }
@@ -45,6 +59,33 @@ void KVCache::truncate(int64_t length) {
 void KVCache::advance(int64_t steps) {
   if (length_ + steps > capacity_) throw std::logic_error("KV cache advanced past its capacity");
   length_ += steps;
+}
+
+void KVCache::store(int64_t layer, const float* k, const float* v, int64_t steps, int64_t ld) {
+  if (length_ + steps > capacity_) throw std::logic_error("KV cache capacity not reserved before storing");
+  const int64_t start = length_;
+  uint8_t* key_base = keys_[layer].data();
+  uint8_t* value_base = values_[layer].data();
+#pragma omp parallel for collapse(2) schedule(static) if (batch_ * steps * kv_heads_ * head_dim_ > (1 << 15))
+  for (int64_t b = 0; b < batch_; ++b) {
+    for (int64_t g = 0; g < kv_heads_; ++g) {
+      for (int64_t t = 0; t < steps; ++t) {
+        const int64_t source = (b * steps + t) * ld + g * head_dim_;
+        const int64_t slot = b * batch_stride() + g * head_stride() + (start + t) * row_stride();
+        if (dtype_ == DType::F32) {
+          std::memcpy(key_base + slot * element_size_, k + source, sizeof(float) * head_dim_);
+          std::memcpy(value_base + slot * element_size_, v + source, sizeof(float) * head_dim_);
+        } else {
+          auto* keys = reinterpret_cast<uint16_t*>(key_base) + slot;
+          auto* values = reinterpret_cast<uint16_t*>(value_base) + slot;
+          for (int64_t d = 0; d < head_dim_; ++d) {
+            keys[d] = float_to_bf16(k[source + d]);
+            values[d] = float_to_bf16(v[source + d]);
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace qwen2audio

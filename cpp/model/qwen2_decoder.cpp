@@ -23,7 +23,8 @@ void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t ro
 
 }  // namespace
 
-Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights) : config_(config) {
+Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype)
+    : config_(config), kv_cache_dtype_(kv_cache_dtype) {
   embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight");
   for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
     const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
@@ -45,7 +46,7 @@ Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights) : con
 }
 
 KVCache Qwen2Decoder::make_cache(int64_t batch) const {
-  return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch);
+  return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch, kv_cache_dtype_);
 }
 
 void Qwen2Decoder::embed(const int64_t* ids, int64_t count, float* out) const {
@@ -87,19 +88,7 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     kernels::apply_rope(q, rows, heads, head_dim, q_width, cos, sin);
     kernels::apply_rope(k, rows, kv_heads, head_dim, kv_width, cos, sin);
 
-    float* cache_keys = cache.keys(static_cast<int64_t>(index));
-    float* cache_values = cache.values(static_cast<int64_t>(index));
-#pragma omp parallel for collapse(2) schedule(static) if (rows * kv_width > (1 << 15))
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t g = 0; g < kv_heads; ++g) {
-        for (int64_t t = 0; t < steps; ++t) {
-          const int64_t source = (b * steps + t) * kv_width + g * head_dim;
-          const int64_t slot = b * cache.batch_stride() + g * cache.head_stride() + (start + t) * cache.row_stride();
-          std::memcpy(cache_keys + slot, k + source, sizeof(float) * head_dim);
-          std::memcpy(cache_values + slot, v + source, sizeof(float) * head_dim);
-        }
-      }
-    }
+    cache.store(static_cast<int64_t>(index), k, v, steps, kv_width);
 
     kernels::AttentionArgs attention;
     attention.batch = batch;
@@ -111,8 +100,9 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     attention.q = q;
     attention.q_batch_stride = steps * q_width;
     attention.q_row_stride = q_width;
-    attention.k = cache_keys;
-    attention.v = cache_values;
+    attention.k = cache.keys(static_cast<int64_t>(index));
+    attention.v = cache.values(static_cast<int64_t>(index));
+    attention.kv_dtype = cache.dtype();
     attention.kv_batch_stride = cache.batch_stride();
     attention.kv_head_stride = cache.head_stride();
     attention.kv_row_stride = cache.row_stride();
@@ -123,7 +113,7 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     attention.causal = true;
     attention.key_mask = cache.key_mask();
     attention.key_mask_stride = cache.key_mask_stride();
-    kernels::attention(attention);
+    kernels::attention(attention, workspace.attention);
     linear(gemm, layer.o_proj, attended, rows, q_width, hidden, width, /*accumulate=*/true);
 
     kernels::rms_norm(hidden, rows, width, width, layer.post_attention_layernorm.weight, eps, normed, width);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "io/config.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
 #include "model/interrupt.h"
 #include "model/kv_cache.h"
@@ -23,9 +24,11 @@ class Qwen2Decoder {
   // decode steps after a prefill allocate nothing.
   struct Workspace {
     Buffer<float> normed, q, k, v, attended, gate, up, cos, sin;
+    kernels::AttentionScratch attention;
   };
 
-  Qwen2Decoder(const TextConfig& config, WeightStore& weights);
+  // kv_cache_dtype: what make_cache's caches hold (F32 or BF16).
+  Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype = DType::F32);
 
   const TextConfig& config() const { return config_; }
   int64_t hidden_size() const { return config_.hidden_size; }
@@ -46,6 +49,7 @@ class Qwen2Decoder {
               Workspace& workspace) const;
 
   KVCache make_cache(int64_t batch) const;
+  DType kv_cache_dtype() const { return kv_cache_dtype_; }
 
  private:
   struct Layer {
@@ -54,6 +58,7 @@ class Qwen2Decoder {
     Linear gate_proj, up_proj, down_proj;
   };
   TextConfig config_;
+  DType kv_cache_dtype_;
   Matrix embed_tokens_;
   std::vector<Layer> layers_;
   Norm norm_;

@@ -1,65 +1,531 @@
 #include "kernels/cpu/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <string>
 
-#include "kernels/cpu/simd.h"
-#include "runtime/buffer.h"
+#include "kernels/cpu/vector_math.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio::kernels {
 namespace {
 
-thread_local Buffer<float> tls_scores;
+constexpr int64_t kKeyTile = 128;    // keys per tile
+constexpr int64_t kQueryBlock = 64;  // queries per work item of the tiled algorithm (a multiple of 32)
+constexpr int kMicroRows = 6;        // rows of the register-blocked micro-kernel
+constexpr int64_t kDimQuantum = 32;  // packed head_dim is zero-padded to this (two vectors of 16)
+constexpr int64_t kDirectMaxQueries = 2;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kHidden = -std::numeric_limits<float>::infinity();
+constexpr uint8_t kNoneVisible = 0, kSomeVisible = 1, kAllVisible = 2;
 
-}  // namespace
+int64_t round_up(int64_t value, int64_t quantum) { return (value + quantum - 1) / quantum * quantum; }
 
-void attention(const AttentionArgs& args) {
+// Where the tiled workers read keys and values: the caller's arrays, or a float32 copy with rows
+// of hidden keys zeroed (hidden_zeroed).
+struct KeyValueView {
+  const void* k;
+  const void* v;
+  DType dtype;
+  int64_t batch_stride, head_stride, row_stride;
+  bool hidden_zeroed;
+};
+
+// Everything the workers of one call read.
+struct Plan {
+  const AttentionArgs* args;
+  KeyValueView view;
+  int64_t group;              // query heads per key/value head
+  int64_t offset;             // key index of query 0 under the causal mask
+  int64_t padded_dim;         // head_dim rounded up to kDimQuantum
+  int64_t tiles;              // key tiles per batch row
+  int64_t query_blocks;       // per (batch, head)
+  const uint8_t* tile_state;  // [batch][tiles]: kNoneVisible, kSomeVisible or kAllVisible (keys < kv_len)
+  float* per_thread;
+  int64_t thread_stride;
+};
+
+bool key_visible(const AttentionArgs& args, int64_t b, int64_t s) {
+  return s < args.kv_len && (args.key_mask == nullptr || args.key_mask[b * args.key_mask_stride + s] != 0);
+}
+
+template <bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE float element(const void* base, int64_t index) {
+  if constexpr (kBf16) return bf16_to_float(static_cast<const uint16_t*>(base)[index]);
+  return static_cast<const float*>(base)[index];
+}
+
+// ---------------------------------------------------------------- tiled algorithm
+
+// C[kRows x 2L] (+)= A[kRows x depth] B[depth x 2L], A[r, p] at a[r * a_row + p * a_col], with
+// the kRows x 2L block of C in registers: per step two loads of B, kRows broadcasts of A and
+// 2 kRows multiply-adds.
+template <int L, int kRows>
+QWEN2AUDIO_ALWAYS_INLINE void micro_kernel(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                                           int64_t depth, float* c, int64_t ldc, bool accumulate) {
+  using V = Vec<L>;
+  typename V::Floats sums[kRows][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    sums[r][0] = accumulate ? V::load(c + r * ldc) : V::splat(0.0f);
+    sums[r][1] = accumulate ? V::load(c + r * ldc + L) : V::splat(0.0f);
+  }
+  for (int64_t p = 0; p < depth; ++p) {
+    const typename V::Floats b0 = V::load(b + p * ldb);
+    const typename V::Floats b1 = V::load(b + p * ldb + L);
+    const float* column = a + p * a_col;
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const typename V::Floats a_value = V::broadcast(column + r * a_row);
+      sums[r][0] = a_value * b0 + sums[r][0];
+      sums[r][1] = a_value * b1 + sums[r][1];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    V::store(c + r * ldc, sums[r][0]);
+    V::store(c + r * ldc + L, sums[r][1]);
+  }
+}
+
+// C[rows x cols] (+)= A[rows x depth] B[depth x cols]; cols is a multiple of 2L.
+template <int L>
+QWEN2AUDIO_ALWAYS_INLINE void block_product(const float* a, int64_t a_row, int64_t a_col, const float* b, int64_t ldb,
+                                            int64_t depth, float* c, int64_t ldc, int64_t rows, int64_t cols,
+                                            bool accumulate) {
+  for (int64_t col = 0; col < cols; col += 2 * L) {
+    int64_t row = 0;
+    for (; row + kMicroRows <= rows; row += kMicroRows)
+      micro_kernel<L, kMicroRows>(a + row * a_row, a_row, a_col, b + col, ldb, depth, c + row * ldc + col, ldc,
+                                  accumulate);
+    const float* a_rest = a + row * a_row;
+    float* c_rest = c + row * ldc + col;
+    switch (rows - row) {
+      case 5:
+        micro_kernel<L, 5>(a_rest, a_row, a_col, b + col, ldb, depth, c_rest, ldc, accumulate);
+        break;
+      case 4:
+        micro_kernel<L, 4>(a_rest, a_row, a_col, b + col, ldb, depth, c_rest, ldc, accumulate);
+        break;
+      case 3:
+        micro_kernel<L, 3>(a_rest, a_row, a_col, b + col, ldb, depth, c_rest, ldc, accumulate);
+        break;
+      case 2:
+        micro_kernel<L, 2>(a_rest, a_row, a_col, b + col, ldb, depth, c_rest, ldc, accumulate);
+        break;
+      case 1:
+        micro_kernel<L, 1>(a_rest, a_row, a_col, b + col, ldb, depth, c_rest, ldc, accumulate);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// Copies `count` rows of keys or values from (b, g, first) on, as `view` lays them out, into
+// out[count][padded_dim] as float, with the rows of hidden keys and the padding columns zero.
+template <int L, bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void pack_rows(const Plan& plan, const KeyValueView& view, const void* source, int64_t b,
+                                        int64_t g, int64_t first, int64_t count, float* out) {
+  using V = Vec<L>;
+  const AttentionArgs& args = *plan.args;
+  const int64_t dim = args.head_dim, padded = plan.padded_dim, vector_dim = dim / L * L;
+  for (int64_t j = 0; j < count; ++j) {
+    float* row = out + j * padded;
+    if (!key_visible(args, b, first + j)) {
+      std::fill_n(row, padded, 0.0f);
+      continue;
+    }
+    const int64_t base = b * view.batch_stride + g * view.head_stride + (first + j) * view.row_stride;
+    int64_t d = 0;
+    if constexpr (kBf16) {
+      for (; d < vector_dim; d += L) V::store(row + d, V::load_bf16(static_cast<const uint16_t*>(source) + base + d));
+    } else {
+      for (; d < vector_dim; d += L) V::store(row + d, V::load(static_cast<const float*>(source) + base + d));
+    }
+    for (; d < dim; ++d) row[d] = element<kBf16>(source, base + d);
+    std::fill(row + dim, row + padded, 0.0f);
+  }
+}
+
+// Rows per work item of the up-front copy.
+constexpr int64_t kCopyRows = 256;
+
+// The up-front copy for keys and values whose rows are not contiguous (the encoder's [s, heads *
+// d] projections): [batch][kv_heads][kv_len][padded_dim] float32, hidden rows zeroed. Reading
+// such rows in place, a tile's rows sit a large power-of-two multiple apart, fall into a few L1
+// sets and thrash; copying them per query block re-reads them from memory each time.
+template <int L>
+QWEN2AUDIO_ALWAYS_INLINE void copy_rows(const Plan& plan, int64_t begin, int64_t end) {
+  const AttentionArgs& args = *plan.args;
+  const KeyValueView source{
+      args.k, args.v, args.kv_dtype, args.kv_batch_stride, args.kv_head_stride, args.kv_row_stride, false};
+  const int64_t chunks = (args.kv_len + kCopyRows - 1) / kCopyRows;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks;
+    const int64_t g = (item / chunks) % args.num_kv_heads;
+    const int64_t b = item / (chunks * args.num_kv_heads);
+    const int64_t first = chunk * kCopyRows, count = std::min(kCopyRows, args.kv_len - first);
+    const int64_t offset = b * plan.view.batch_stride + g * plan.view.head_stride + first * plan.view.row_stride;
+    float* keys = const_cast<float*>(static_cast<const float*>(plan.view.k)) + offset;
+    float* values = const_cast<float*>(static_cast<const float*>(plan.view.v)) + offset;
+    if (args.kv_dtype == DType::BF16) {
+      pack_rows<L, true>(plan, source, args.k, b, g, first, count, keys);
+      pack_rows<L, true>(plan, source, args.v, b, g, first, count, values);
+    } else {
+      pack_rows<L, false>(plan, source, args.k, b, g, first, count, keys);
+      pack_rows<L, false>(plan, source, args.v, b, g, first, count, values);
+    }
+  }
+}
+
+QWEN2AUDIO_LANE_VARIANTS(copy_rows, Plan)
+
+// One work item: a block of up to kQueryBlock queries of head h of batch row b against every key
+// tile they may see. Scores are computed transposed, S^T = K Q^T [keys x queries], so that keys
+// are read in place (float32, no hidden key) and the online softmax runs down columns with one
+// query per lane: no horizontal reductions. Queries carry scale * log2 e, so weights are 2^(s - m).
+template <int L, bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void tiled_queries(const Plan& plan, int64_t begin, int64_t end) {
+  using V = Vec<L>;
+  using Floats = typename V::Floats;
+  const AttentionArgs& args = *plan.args;
+  const int64_t dim = args.head_dim, padded = plan.padded_dim;
+  float* transposed_queries = plan.per_thread + omp_get_thread_num() * plan.thread_stride;  // [padded][block]
+  float* scores = transposed_queries + padded * kQueryBlock;                                // [kKeyTile][block]
+  float* sums = scores + kKeyTile * kQueryBlock;                                            // [block][padded]
+  float* row_max = sums + kQueryBlock * padded;
+  float* row_total = row_max + kQueryBlock;
+  float* correction = row_total + kQueryBlock;
+  float* packed_keys = correction + kQueryBlock;           // [kKeyTile][padded]
+  float* packed_values = packed_keys + kKeyTile * padded;  // [kKeyTile][padded]
+  const float query_scale = args.scale * kLog2e;
+  const KeyValueView& view = plan.view;
+  // Float32 keys are read in place: rows of hidden keys get -inf scores whatever they hold.
+  // Float32 values too, where hidden rows are zero or absent from the tile, and the micro-kernel's
+  // vectors stay inside each row (BF16 rows are widened into the per-thread copy).
+  const int64_t value_columns_in_place = view.hidden_zeroed ? padded : dim % (2 * L) == 0 ? dim : 0;
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t block = item % plan.query_blocks;
+    const int64_t h = (item / plan.query_blocks) % args.num_heads;
+    const int64_t b = item / (plan.query_blocks * args.num_heads);
+    const int64_t g = h / plan.group;
+    const int64_t first = block * kQueryBlock;
+    const int64_t count = std::min(kQueryBlock, args.q_len - first);
+    const int64_t columns = round_up(count, 2 * L);  // query columns computed
+    const int64_t kv_base = b * view.batch_stride + g * view.head_stride;
+
+    std::fill_n(transposed_queries, padded * kQueryBlock, 0.0f);
+    for (int64_t i = 0; i < count; ++i) {
+      const float* q = args.q + b * args.q_batch_stride + (first + i) * args.q_row_stride + h * dim;
+      for (int64_t d = 0; d < dim; ++d) transposed_queries[d * kQueryBlock + i] = q[d] * query_scale;
+    }
+    std::fill_n(sums, count * padded, 0.0f);
+    std::fill_n(row_max, kQueryBlock, kHidden);
+    std::fill_n(row_total, kQueryBlock, 0.0f);
+
+    // Keys past last_key are hidden from every query of the block (causal future, or past kv_len).
+    const int64_t last_key = args.causal ? plan.offset + first + count - 1 : args.kv_len - 1;
+    for (int64_t tile = 0; tile * kKeyTile <= last_key; ++tile) {
+      const uint8_t state = plan.tile_state[b * plan.tiles + tile];
+      if (state == kNoneVisible) continue;
+      const int64_t key0 = tile * kKeyTile;
+      const int64_t keys = std::min(kKeyTile, last_key - key0 + 1);
+      const bool whole = state == kAllVisible;
+
+      const float* key_rows;
+      int64_t key_stride;
+      if (!kBf16) {
+        key_rows = static_cast<const float*>(view.k) + kv_base + key0 * view.row_stride;
+        key_stride = view.row_stride;
+      } else {
+        pack_rows<L, kBf16>(plan, view, view.k, b, g, key0, keys, packed_keys);
+        key_rows = packed_keys;
+        key_stride = padded;
+      }
+      block_product<L>(key_rows, key_stride, 1, transposed_queries, kQueryBlock, dim, scores, kQueryBlock, keys,
+                       columns, false);
+
+      // Hidden keys: whole rows to -inf. Causal: key s is hidden from queries t < s - offset,
+      // a prefix of its row.
+      bool exact_zeros = !whole;
+      for (int64_t j = 0; j < keys; ++j) {
+        float* row = scores + j * kQueryBlock;
+        if (!whole && !key_visible(args, b, key0 + j)) {
+          std::fill_n(row, columns, kHidden);
+          continue;
+        }
+        if (args.causal) {
+          const int64_t hidden_queries = std::min(key0 + j - plan.offset - first, columns);
+          if (hidden_queries > 0) {
+            std::fill_n(row, hidden_queries, kHidden);
+            exact_zeros = true;
+          }
+        }
+      }
+
+      for (int64_t i = 0; i < columns && i < count; i += L) {
+        Floats maximum = V::load(row_max + i);
+        const Floats old_max = maximum;
+        for (int64_t j = 0; j < keys; ++j) maximum = V::max(maximum, V::load(scores + j * kQueryBlock + i));
+        // A query that has seen no key yet keeps weight 0 everywhere (shift 0 avoids -inf - -inf).
+        const Floats shift = maximum == kHidden ? V::splat(0.0f) : maximum;
+        Floats total = V::splat(0.0f);
+        if (exact_zeros) {
+          for (int64_t j = 0; j < keys; ++j) {
+            const Floats value = V::load(scores + j * kQueryBlock + i);
+            const Floats weight = value == kHidden ? V::splat(0.0f) : V::exp2_nonpositive(value - shift);
+            V::store(scores + j * kQueryBlock + i, weight);
+            total += weight;
+          }
+        } else {
+          for (int64_t j = 0; j < keys; ++j) {
+            const Floats weight = V::exp2_nonpositive(V::load(scores + j * kQueryBlock + i) - shift);
+            V::store(scores + j * kQueryBlock + i, weight);
+            total += weight;
+          }
+        }
+        const Floats factor = old_max == kHidden ? V::splat(0.0f) : V::exp2_nonpositive(old_max - shift);
+        V::store(correction + i, factor);
+        V::store(row_total + i, V::load(row_total + i) * factor + total);
+        V::store(row_max + i, maximum);
+      }
+      for (int64_t i = 0; i < count; ++i) {
+        if (correction[i] == 1.0f) continue;
+        float* accumulated = sums + i * padded;
+        const Floats factor = V::splat(correction[i]);
+        for (int64_t d = 0; d < padded; d += L) V::store(accumulated + d, V::load(accumulated + d) * factor);
+      }
+
+      const float* value_rows;
+      int64_t value_stride, value_columns;
+      if (!kBf16 && value_columns_in_place > 0 && (whole || view.hidden_zeroed)) {
+        value_rows = static_cast<const float*>(view.v) + kv_base + key0 * view.row_stride;
+        value_stride = view.row_stride;
+        value_columns = value_columns_in_place;
+      } else {
+        pack_rows<L, kBf16>(plan, view, view.v, b, g, key0, keys, packed_values);
+        value_rows = packed_values;
+        value_stride = padded;
+        value_columns = padded;
+      }
+      block_product<L>(scores, 1, kQueryBlock, value_rows, value_stride, keys, sums, padded, count, value_columns,
+                       true);
+    }
+
+    for (int64_t i = 0; i < count; ++i) {
+      float* out = args.out + b * args.out_batch_stride + (first + i) * args.out_row_stride + h * dim;
+      if (row_total[i] == 0.0f) {
+        std::fill_n(out, dim, 0.0f);
+        continue;
+      }
+      const float inverse = 1.0f / row_total[i];
+      const float* accumulated = sums + i * padded;
+      for (int64_t d = 0; d < dim; ++d) out[d] = accumulated[d] * inverse;
+    }
+  }
+}
+
+template <int L>
+QWEN2AUDIO_ALWAYS_INLINE void tiled_items(const Plan& plan, int64_t begin, int64_t end) {
+  if (plan.view.dtype == DType::BF16)
+    tiled_queries<L, true>(plan, begin, end);
+  else
+    tiled_queries<L, false>(plan, begin, end);
+}
+
+QWEN2AUDIO_LANE_VARIANTS(tiled_items, Plan)
+
+// ---------------------------------------------------------------- direct algorithm
+
+template <int L, bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE typename Vec<L>::Floats load_kv(const void* base, int64_t index) {
+  if constexpr (kBf16) return Vec<L>::load_bf16(static_cast<const uint16_t*>(base) + index);
+  return Vec<L>::load(static_cast<const float*>(base) + index);
+}
+
+template <int L, bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, int64_t end) {
+  using V = Vec<L>;
+  using Floats = typename V::Floats;
+  const AttentionArgs& args = *plan.args;
+  const int64_t dim = args.head_dim;
+  const int64_t vector_dim = dim / L * L;
+  float* query = plan.per_thread + omp_get_thread_num() * plan.thread_stride;
+  float* sums = query + plan.padded_dim;
+  float* scores = sums + plan.padded_dim;
+  const float query_scale = args.scale * kLog2e;
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t t = item % args.q_len;
+    const int64_t h = (item / args.q_len) % args.num_heads;
+    const int64_t b = item / (args.q_len * args.num_heads);
+    const int64_t g = h / plan.group;
+    const float* q = args.q + b * args.q_batch_stride + t * args.q_row_stride + h * dim;
+    for (int64_t d = 0; d < dim; ++d) query[d] = q[d] * query_scale;
+    const int64_t visible = args.causal ? plan.offset + t + 1 : args.kv_len;
+    const int64_t base = b * args.kv_batch_stride + g * args.kv_head_stride;
+
+    float maximum = kHidden;
+    int64_t s = 0;
+    // Four keys at a time: four independent dot products keep the FMA units busy.
+    for (; s + 4 <= visible; s += 4) {
+      bool shown[4];
+      for (int u = 0; u < 4; ++u) shown[u] = key_visible(args, b, s + u);
+      Floats dot[4] = {V::splat(0.0f), V::splat(0.0f), V::splat(0.0f), V::splat(0.0f)};
+      const int64_t row = base + s * args.kv_row_stride;
+      for (int64_t d = 0; d < vector_dim; d += L) {
+        const Floats q_value = V::load(query + d);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u)
+          dot[u] = q_value * load_kv<L, kBf16>(args.k, row + u * args.kv_row_stride + d) + dot[u];
+      }
+      for (int u = 0; u < 4; ++u) {
+        float score = V::sum(dot[u]);
+        for (int64_t d = vector_dim; d < dim; ++d)
+          score += query[d] * element<kBf16>(args.k, row + u * args.kv_row_stride + d);
+        scores[s + u] = shown[u] ? score : kHidden;
+        maximum = std::max(maximum, scores[s + u]);
+      }
+    }
+    for (; s < visible; ++s) {
+      if (!key_visible(args, b, s)) {
+        scores[s] = kHidden;
+        continue;
+      }
+      const int64_t row = base + s * args.kv_row_stride;
+      Floats dot = V::splat(0.0f);
+      for (int64_t d = 0; d < vector_dim; d += L) dot = V::load(query + d) * load_kv<L, kBf16>(args.k, row + d) + dot;
+      float score = V::sum(dot);
+      for (int64_t d = vector_dim; d < dim; ++d) score += query[d] * element<kBf16>(args.k, row + d);
+      scores[s] = score;
+      maximum = std::max(maximum, score);
+    }
+
+    float* out = args.out + b * args.out_batch_stride + t * args.out_row_stride + h * dim;
+    if (maximum == kHidden) {
+      std::fill_n(out, dim, 0.0f);
+      continue;
+    }
+    const Floats shift = V::splat(maximum);
+    Floats total_vector = V::splat(0.0f);
+    s = 0;
+    for (; s + L <= visible; s += L) {
+      const Floats value = V::load(scores + s);
+      const Floats weight = value == kHidden ? V::splat(0.0f) : V::exp2(value - shift);
+      V::store(scores + s, weight);
+      total_vector += weight;
+    }
+    float total = V::sum(total_vector);
+    for (; s < visible; ++s) {
+      scores[s] = scores[s] == kHidden ? 0.0f : std::exp2(scores[s] - maximum);
+      total += scores[s];
+    }
+
+    std::fill_n(sums, dim, 0.0f);
+    for (s = 0; s < visible; ++s) {
+      const float weight = scores[s];
+      if (weight == 0.0f) continue;  // hidden (or negligible): never read its value
+      const int64_t row = base + s * args.kv_row_stride;
+      const Floats w = V::splat(weight);
+      for (int64_t d = 0; d < vector_dim; d += L)
+        V::store(sums + d, w * load_kv<L, kBf16>(args.v, row + d) + V::load(sums + d));
+      for (int64_t d = vector_dim; d < dim; ++d) sums[d] += weight * element<kBf16>(args.v, row + d);
+    }
+    const float inverse = 1.0f / total;
+    for (int64_t d = 0; d < dim; ++d) out[d] = sums[d] * inverse;
+  }
+}
+
+template <int L>
+QWEN2AUDIO_ALWAYS_INLINE void direct_items(const Plan& plan, int64_t begin, int64_t end) {
+  if (plan.args->kv_dtype == DType::BF16)
+    direct_queries<L, true>(plan, begin, end);
+  else
+    direct_queries<L, false>(plan, begin, end);
+}
+
+QWEN2AUDIO_LANE_VARIANTS(direct_items, Plan)
+
+void check(const AttentionArgs& args) {
+  if (args.batch < 0 || args.q_len < 0 || args.kv_len < 0 || args.head_dim <= 0)
+    throw InvalidArgument("attention: negative size or head_dim < 1");
   if (args.num_kv_heads <= 0 || args.num_heads % args.num_kv_heads != 0)
     throw InvalidArgument("attention: num_heads must be a multiple of num_kv_heads");
   if (args.causal && args.q_len > args.kv_len) throw InvalidArgument("attention: causal with more queries than keys");
-  const int64_t group = args.num_heads / args.num_kv_heads;
-  const int64_t offset = args.kv_len - args.q_len;
-  const int64_t head_dim = args.head_dim;
-  constexpr float kHidden = -std::numeric_limits<float>::infinity();
+  if (args.kv_dtype != DType::F32 && args.kv_dtype != DType::BF16)
+    throw InvalidArgument("attention: keys and values must be F32 or BF16, got " +
+                          std::string(dtype_name(args.kv_dtype)));
+}
 
-#pragma omp parallel for collapse(3) schedule(static)
+}  // namespace
+
+void attention(const AttentionArgs& args, AttentionScratch& scratch, LaneIsa isa) {
+  check(args);
+  if (args.batch == 0 || args.q_len == 0 || args.num_heads == 0) return;
+  Plan plan{};
+  plan.args = &args;
+  plan.group = args.num_heads / args.num_kv_heads;
+  plan.offset = args.kv_len - args.q_len;
+  plan.padded_dim = round_up(args.head_dim, kDimQuantum);
+  const int threads = omp_get_max_threads();
+
+  if (args.q_len <= kDirectMaxQueries) {
+    plan.thread_stride = round_up(2 * plan.padded_dim + args.kv_len, 16);
+    plan.per_thread = scratch.per_thread.reserve(static_cast<size_t>(plan.thread_stride * threads));
+    const int64_t items = args.batch * args.num_heads * args.q_len;
+    const auto worker = pick_variant(isa, direct_items_avx512, direct_items_avx2, direct_items_baseline);
+#pragma omp parallel for schedule(static) if (items > 1 && args.kv_len * args.head_dim * items > (1 << 14))
+    for (int64_t item = 0; item < items; ++item) worker(plan, item, item + 1);
+    return;
+  }
+
+  plan.tiles = (args.kv_len + kKeyTile - 1) / kKeyTile;
+  plan.query_blocks = (args.q_len + kQueryBlock - 1) / kQueryBlock;
+  uint8_t* tile_state = scratch.tiles.reserve(static_cast<size_t>(std::max<int64_t>(args.batch * plan.tiles, 1)));
   for (int64_t b = 0; b < args.batch; ++b) {
-    for (int64_t h = 0; h < args.num_heads; ++h) {
-      for (int64_t t = 0; t < args.q_len; ++t) {
-        const float* q = args.q + b * args.q_batch_stride + t * args.q_row_stride + h * head_dim;
-        float* out = args.out + b * args.out_batch_stride + t * args.out_row_stride + h * head_dim;
-        const int64_t kv_head = h / group;
-        const float* keys = args.k + b * args.kv_batch_stride + kv_head * args.kv_head_stride;
-        const float* values = args.v + b * args.kv_batch_stride + kv_head * args.kv_head_stride;
-        const uint8_t* mask = args.key_mask ? args.key_mask + b * args.key_mask_stride : nullptr;
-        const int64_t visible = args.causal ? offset + t + 1 : args.kv_len;
-        float* scores = tls_scores.reserve(static_cast<size_t>(std::max<int64_t>(visible, 1)));
-
-        float max_score = kHidden;
-        for (int64_t s = 0; s < visible; ++s) {
-          if (mask && !mask[s]) {
-            scores[s] = kHidden;
-            continue;
-          }
-          scores[s] = simd::dot(q, keys + s * args.kv_row_stride, head_dim) * args.scale;
-          max_score = std::max(max_score, scores[s]);
-        }
-        std::fill_n(out, head_dim, 0.0f);
-        if (max_score == kHidden) continue;
-        float total = 0.0f;
-        for (int64_t s = 0; s < visible; ++s) {
-          if (scores[s] == kHidden) continue;
-          const float weight = std::exp(scores[s] - max_score);
-          total += weight;
-          simd::axpy(weight, values + s * args.kv_row_stride, out, head_dim);
-        }
-        const float inverse = 1.0f / total;
-        for (int64_t d = 0; d < head_dim; ++d) out[d] *= inverse;
-      }
+    for (int64_t tile = 0; tile < plan.tiles; ++tile) {
+      const int64_t key0 = tile * kKeyTile, keys = std::min(kKeyTile, args.kv_len - key0);
+      int64_t shown = 0;
+      for (int64_t j = 0; j < keys; ++j) shown += key_visible(args, b, key0 + j);
+      tile_state[b * plan.tiles + tile] = shown == 0 ? kNoneVisible : shown == keys ? kAllVisible : kSomeVisible;
     }
   }
+  plan.tile_state = tile_state;
+  const int64_t padded = plan.padded_dim;
+  plan.view = {args.k, args.v, args.kv_dtype, args.kv_batch_stride, args.kv_head_stride, args.kv_row_stride, false};
+  if (args.kv_row_stride != args.head_dim) {
+    const int64_t per_array = args.batch * args.num_kv_heads * args.kv_len * padded;
+    float* copy = scratch.rows.reserve(static_cast<size_t>(std::max<int64_t>(2 * per_array, 1)));
+    plan.view = {
+        copy, copy + per_array, DType::F32, args.num_kv_heads * args.kv_len * padded, args.kv_len * padded, padded,
+        true};
+    const int64_t copy_items = args.batch * args.num_kv_heads * ((args.kv_len + kCopyRows - 1) / kCopyRows);
+    const auto copier = pick_variant(isa, copy_rows_avx512, copy_rows_avx2, copy_rows_baseline);
+#pragma omp parallel for schedule(static) if (copy_items > 1)
+    for (int64_t item = 0; item < copy_items; ++item) copier(plan, item, item + 1);
+  }
+  plan.thread_stride =
+      round_up(2 * padded * kQueryBlock + kKeyTile * kQueryBlock + 3 * kQueryBlock + 2 * kKeyTile * padded, 16);
+  plan.per_thread = scratch.per_thread.reserve(static_cast<size_t>(plan.thread_stride * threads));
+
+  const int64_t items = args.batch * args.num_heads * plan.query_blocks;
+  const auto worker = pick_variant(isa, tiled_items_avx512, tiled_items_avx2, tiled_items_baseline);
+  // Dynamic: under the causal mask late query blocks see more tiles than early ones.
+#pragma omp parallel for schedule(dynamic) if (items > 1)
+  for (int64_t item = 0; item < items; ++item) worker(plan, item, item + 1);
+}
+
+void attention(const AttentionArgs& args, AttentionScratch& scratch) { attention(args, scratch, kernel_isa()); }
+
+void attention(const AttentionArgs& args) {
+  AttentionScratch scratch;
+  attention(args, scratch, kernel_isa());
 }
 
 }  // namespace qwen2audio::kernels

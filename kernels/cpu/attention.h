@@ -2,12 +2,17 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/lane_vector.h"
+#include "runtime/buffer.h"
+#include "runtime/dtype.h"
+
 namespace qwen2audio::kernels {
 
 // Scaled dot-product attention, softmax(q k^T * scale + mask) v, for every batch row, head and
 // query, with grouped-query attention (query head h reads key/value head h / (heads / kv_heads)).
-//   q[b, t, h, :]   at q + b * q_batch_stride + t * q_row_stride + h * head_dim
-//   k[b, g, s, :]   at k + b * kv_batch_stride + g * kv_head_stride + s * kv_row_stride (v alike)
+//   q[b, t, h, :]   at q + b * q_batch_stride + t * q_row_stride + h * head_dim (float32)
+//   k[b, g, s, :]   at k + b * kv_batch_stride + g * kv_head_stride + s * kv_row_stride (v alike),
+//                   float32 or BF16 (kv_dtype); strides count elements
 //   out[b, t, h, :] at out + b * out_batch_stride + t * out_row_stride + h * head_dim
 // Masking: with `causal`, query t sits at key index kv_len - q_len + t and sees keys up to it;
 // key_mask[b * key_mask_stride + s] == 0 hides key s from every query of row b. Hidden keys are
@@ -23,8 +28,9 @@ struct AttentionArgs {
   const float* q = nullptr;
   int64_t q_batch_stride = 0;
   int64_t q_row_stride = 0;
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  DType kv_dtype = DType::F32;
   int64_t kv_batch_stride = 0;
   int64_t kv_head_stride = 0;
   int64_t kv_row_stride = 0;
@@ -37,6 +43,29 @@ struct AttentionArgs {
   int64_t key_mask_stride = 0;
 };
 
+// Working memory of attention calls: it only grows, so a caller that keeps one (a session, a
+// model's encoder pass) allocates nothing once it has seen its largest call. One scratch serves
+// one call at a time.
+struct AttentionScratch {
+  Buffer<float> rows;        // float32 copy of keys and values whose rows are not contiguous
+  Buffer<float> per_thread;  // each thread's queries, scores, accumulators and widened keys/values
+  Buffer<uint8_t> tiles;     // which key tiles hold visible keys, per batch row
+};
+
+// Two algorithms, picked by shape:
+//  - tiled (several queries per key/value head): flash-style. Each thread takes a block of 64
+//    queries of one head and walks the 128-key tiles they may see with an online softmax, both
+//    products (scores transposed, K Q^T, then P V) as register-blocked micro-kernels. Contiguous
+//    float32 rows ([kv_head, s, d], the cache) are read in place; BF16 rows are widened per tile
+//    into a small per-thread copy; rows interleaved across heads ([s, heads * d], the encoder)
+//    are copied once per call into [kv_head, s, d]. Tiles that are all hidden or all in the causal future
+//    are skipped, so a short clip padded to 30 s costs little;
+//  - direct (one or two queries per head: decode steps): scores, softmax and the weighted sum of
+//    values read straight from the cache, one pass each, no packing.
+// `isa` picks the compiled variant (tests pass each one the CPU runs).
+void attention(const AttentionArgs& args, AttentionScratch& scratch, LaneIsa isa);
+void attention(const AttentionArgs& args, AttentionScratch& scratch);
+// Convenience for one-off calls: allocates its own scratch.
 void attention(const AttentionArgs& args);
 
 }  // namespace qwen2audio::kernels

@@ -21,8 +21,11 @@ using dt = dnnl::memory::data_type;
 // Problems with at most this many rows are matrix-vector products (decode steps): reading each
 // weight row once, converted on the fly, beats converting blocks for a matrix multiply.
 constexpr int64_t kSmallM = 4;
-// Weight rows converted to float32 at once in the portable BF16 path.
-constexpr int64_t kBlockN = 64;
+// The portable BF16 path widens this many bytes of weights (as float32) at a time, then runs one
+// multi-threaded float32 matmul on them: large enough that oneDNN blocks the product well (an
+// early version converted 64 rows per call to a single-threaded sgemm, which repacked the whole
+// input for every 64 columns), small enough to stay a modest scratch (16 MiB per calling thread).
+constexpr int64_t kWidenBytes = int64_t{16} << 20;
 
 // Per-thread scratch: each OpenMP worker and each calling thread owns its buffers, so concurrent
 // calls never share them, and after the first call of a given size nothing is allocated.
@@ -217,19 +220,28 @@ struct Gemm::Impl {
       }
       return;
     }
-    const int64_t blocks = (args.n + kBlockN - 1) / kBlockN;
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t block = 0; block < blocks; ++block) {
-      const int64_t begin = block * kBlockN;
-      const int64_t width = std::min(kBlockN, args.n - begin);
-      float* converted = tls_converted_weights.reserve(static_cast<size_t>(kBlockN * args.k));
-      for (int64_t column = 0; column < width; ++column)
-        bf16_row_to_float(w + (begin + column) * args.ldw, converted + column * args.k, args.k);
-      // Inside this parallel region oneDNN's GEMM runs on the calling thread only.
-      const dnnl_status_t status = dnnl_sgemm('N', 'T', args.m, width, args.k, 1.0f, x, ldx, converted, args.k,
-                                              args.accumulate ? 1.0f : 0.0f, args.y + begin, args.ldy);
-      if (status != dnnl_success) std::abort();  // only on invalid arguments, which check_args excludes
-      add_bias(args, begin, begin + width);
+    // Widened weights are exact, and the inputs were rounded above: the float32 product computes the
+    // very numbers BF16 hardware would (up to the order of the float32 sums).
+    const int64_t chunk = std::min(args.n, std::max<int64_t>(64, kWidenBytes / (4 * args.k) / 64 * 64));
+    float* widened = tls_converted_weights.reserve(static_cast<size_t>(chunk * args.k));
+    for (int64_t begin = 0; begin < args.n; begin += chunk) {
+      const int64_t width = std::min(chunk, args.n - begin);
+#pragma omp parallel for schedule(static)
+      for (int64_t row = 0; row < width; ++row)
+        bf16_row_to_float(w + (begin + row) * args.ldw, widened + row * args.k, args.k);
+      GemmArgs part{args.m,
+                    width,
+                    args.k,
+                    x,
+                    ldx,
+                    widened,
+                    DType::F32,
+                    args.k,
+                    args.bias ? args.bias + begin : nullptr,
+                    args.y + begin,
+                    args.ldy,
+                    args.accumulate};
+      run_onednn(part, x, ldx, false);
     }
   }
 };

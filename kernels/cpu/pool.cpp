@@ -9,11 +9,13 @@ void avg_pool_rows(const float* x, int64_t rows, int64_t channels, int64_t ldx, 
   const float divisor = static_cast<float>(window);
 #pragma omp parallel for schedule(static) if (out_rows * channels > (1 << 15))
   for (int64_t t = 0; t < out_rows; ++t) {
-    for (int64_t c = 0; c < channels; ++c) {
-      float sum = 0.0f;
-      for (int64_t i = 0; i < window; ++i) sum += x[(t * stride + i) * ldx + c];
-      out[t * ldout + c] = sum / divisor;
-    }
+    // Channels innermost: contiguous rows, which the compiler vectorises.
+    float* result = out + t * ldout;
+    const float* first = x + t * stride * ldx;
+    for (int64_t c = 0; c < channels; ++c) result[c] = first[c];
+    for (int64_t i = 1; i < window; ++i)
+      for (int64_t c = 0; c < channels; ++c) result[c] += first[i * ldx + c];
+    for (int64_t c = 0; c < channels; ++c) result[c] /= divisor;
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/lane_vector.h"
+
 namespace qwen2audio::kernels {
 
 // Rotary embedding tables for the rotate-half convention: angle[p, i] = position_p * theta^(-2i/D)
@@ -12,7 +14,10 @@ void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, doub
 // Rotates each head of each row in place: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), where
 // x1 and x2 are the first and second halves of the head. Row r uses table row r.
 //   x[r, h, :] at x + r * row_stride + h * head_dim
+// Vectorised at run time; `isa` picks a variant (tests).
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
                 const float* sin);
+void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
+                const float* sin, LaneIsa isa);
 
 }  // namespace qwen2audio::kernels

@@ -15,6 +15,7 @@
 #include "kernels/cpu/pool.h"
 #include "kernels/cpu/reduce.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/vector_math.h"
 #include "runtime/dtype.h"
 
 namespace qwen2audio::kernels {
@@ -123,29 +124,61 @@ struct AttentionCase {
   bool causal, masked;
 };
 
+// The ISA variants this CPU runs (the widest it lacks are skipped, not faked).
+std::vector<LaneIsa> runnable_isas() {
+  std::vector<LaneIsa> isas;
+  for (LaneIsa isa : {LaneIsa::kSse, LaneIsa::kAvx2, LaneIsa::kAvx512})
+    if (cpu_runs(isa)) isas.push_back(isa);
+  return isas;
+}
+
+const char* isa_name(LaneIsa isa) {
+  return isa == LaneIsa::kAvx512 ? "avx512" : isa == LaneIsa::kAvx2 ? "avx2" : "baseline";
+}
+
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
+// Small shapes reach every branch cheaply; the larger ones cross several 64-key tiles and
+// 48-query blocks, with head sizes of the real models (64: encoder, 128: decoder) and masks that
+// hide whole tiles (encoder padding) or the start of a row (left padding).
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
-                         ::testing::Values(AttentionCase{2, 9, 9, 4, 4, 16, false, true},     // encoder
-                                           AttentionCase{2, 7, 7, 4, 2, 8, true, true},       // prefill, GQA
-                                           AttentionCase{3, 1, 12, 6, 2, 12, true, true},     // decode step
-                                           AttentionCase{1, 3, 10, 2, 1, 32, true, false}));  // chunk after cache
+                         ::testing::Values(AttentionCase{2, 9, 9, 4, 4, 16, false, true},       // encoder
+                                           AttentionCase{2, 7, 7, 4, 2, 8, true, true},         // prefill, GQA
+                                           AttentionCase{3, 1, 12, 6, 2, 12, true, true},       // decode step
+                                           AttentionCase{1, 3, 10, 2, 1, 32, true, false},      // chunk after cache
+                                           AttentionCase{2, 2, 75, 4, 2, 20, true, true},       // two-token step
+                                           AttentionCase{2, 150, 150, 2, 2, 64, false, true},   // encoder tiles
+                                           AttentionCase{2, 100, 170, 4, 2, 128, true, true},   // prefill after cache
+                                           AttentionCase{1, 130, 130, 3, 1, 40, true, false},   // odd head size
+                                           AttentionCase{1, 200, 200, 4, 2, 64, false, false},  // in place, GQA
+                                           AttentionCase{2, 1, 300, 4, 4, 128, true, true}));   // decode, long cache
 
-TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
-  const AttentionCase c = GetParam();
-  // q, out: [b, t, h, d]; k, v: [b, g, s, d] with a spare row per head (strides differ from sizes).
+// Keys and values hold exactly representable BF16 values, so the F32 and BF16 caches must give the
+// same attention; the reference is computed in double.
+void run_attention_case(const AttentionCase& c, DType kv_dtype, LaneIsa isa) {
+  SCOPED_TRACE(std::string(isa_name(isa)) + (kv_dtype == DType::BF16 ? " bf16" : " f32"));
+  // q, out: [b, t, h, d]; k, v: [b, g, s, d] with spare rows per head (strides differ from sizes).
   const int64_t capacity = c.kv_len + 2;
   std::vector<float> q = random_values(c.batch * c.q_len * c.heads * c.head_dim, 5);
   std::vector<float> k = random_values(c.batch * c.kv_heads * capacity * c.head_dim, 6);
   std::vector<float> v = random_values(c.batch * c.kv_heads * capacity * c.head_dim, 7);
+  for (float& value : k) value = bf16_to_float(float_to_bf16(value));
+  for (float& value : v) value = bf16_to_float(float_to_bf16(value));
   std::vector<uint8_t> mask(c.batch * capacity, 1);
   if (c.masked) {
     for (int64_t b = 0; b < c.batch; ++b)
       for (int64_t s = 0; s < b + 1 && s < c.kv_len - 1; ++s) mask[b * capacity + s] = 0;  // left padding
+    if (c.kv_len > 100) {
+      // Row 1: a hidden stretch covering a whole tile (padding of an earlier chat turn); row 0: a
+      // hidden tail (encoder padding of a short clip).
+      for (int64_t s = 20; s < 90; ++s) mask[1 * capacity + s] = 0;
+      for (int64_t s = c.kv_len - 70; s < c.kv_len; ++s) mask[s] = 0;
+    }
     // A hidden key holding NaN must not reach any output.
     k[(0 * c.kv_heads + 0) * capacity * c.head_dim] = std::numeric_limits<float>::quiet_NaN();
     v[(0 * c.kv_heads + 0) * capacity * c.head_dim] = std::numeric_limits<float>::quiet_NaN();
   }
+  const std::vector<uint16_t> k_bits = to_bf16(k), v_bits = to_bf16(v);
   std::vector<float> out(q.size(), -1.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   AttentionArgs args;
@@ -158,8 +191,9 @@ TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
   args.q = q.data();
   args.q_batch_stride = c.q_len * c.heads * c.head_dim;
   args.q_row_stride = c.heads * c.head_dim;
-  args.k = k.data();
-  args.v = v.data();
+  args.k = kv_dtype == DType::BF16 ? static_cast<const void*>(k_bits.data()) : k.data();
+  args.v = kv_dtype == DType::BF16 ? static_cast<const void*>(v_bits.data()) : v.data();
+  args.kv_dtype = kv_dtype;
   args.kv_batch_stride = c.kv_heads * capacity * c.head_dim;
   args.kv_head_stride = capacity * c.head_dim;
   args.kv_row_stride = c.head_dim;
@@ -170,7 +204,8 @@ TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
   args.causal = c.causal;
   args.key_mask = mask.data();
   args.key_mask_stride = capacity;
-  attention(args);
+  AttentionScratch scratch;
+  attention(args, scratch, isa);
 
   std::vector<double> expected(out.size(), 0.0);
   const int64_t group = c.heads / c.kv_heads;
@@ -204,7 +239,42 @@ TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
       }
     }
   }
-  EXPECT_LT(max_abs_diff(out, expected), 1e-5);
+  EXPECT_LT(max_abs_diff(out, expected), 2e-5);
+  // The same scratch serves a second call (no stale state from the first).
+  std::vector<float> again(out.size(), -1.0f);
+  args.out = again.data();
+  attention(args, scratch, isa);
+  EXPECT_EQ(again, out);
+}
+
+TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
+  for (LaneIsa isa : runnable_isas()) {
+    run_attention_case(GetParam(), DType::F32, isa);
+    run_attention_case(GetParam(), DType::BF16, isa);
+  }
+}
+
+TEST(Attention, ReportsSkippedVariants) {
+  if (!cpu_runs(LaneIsa::kAvx512)) GTEST_SKIP() << "this CPU has no AVX-512: that variant is compiled but not run";
+}
+
+TEST(Attention, RejectsBadShapesAndTypes) {
+  float data[8] = {};
+  AttentionArgs args;
+  args.batch = args.q_len = args.kv_len = 1;
+  args.num_heads = 3;
+  args.num_kv_heads = 2;
+  args.head_dim = 8;
+  args.q = args.out = data;
+  args.k = args.v = data;
+  EXPECT_THROW(attention(args), std::invalid_argument);
+  args.num_heads = 2;
+  args.kv_dtype = DType::F16;
+  EXPECT_THROW(attention(args), std::invalid_argument);
+  args.kv_dtype = DType::F32;
+  args.causal = true;
+  args.q_len = 2;
+  EXPECT_THROW(attention(args), std::invalid_argument);
 }
 
 TEST(Attention, QueryThatSeesNoKeyGetsZeros) {
@@ -230,76 +300,129 @@ TEST(Attention, QueryThatSeesNoKeyGetsZeros) {
 }
 
 TEST(Norms, RmsNormMatchesDefinition) {
-  const int64_t rows = 5, dim = 67, ld = 70;
-  const std::vector<float> x = random_values(rows * ld, 8, 3.0f);
-  const std::vector<float> weight = random_values(dim, 9);
-  std::vector<float> out(rows * dim);
-  rms_norm(x.data(), rows, dim, ld, weight.data(), 1e-6f, out.data(), dim);
-  std::vector<double> expected(out.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    double squares = 0.0;
-    for (int64_t i = 0; i < dim; ++i) squares += static_cast<double>(x[r * ld + i]) * x[r * ld + i];
-    const double inverse = 1.0 / std::sqrt(squares / dim + 1e-6);
-    for (int64_t i = 0; i < dim; ++i) expected[r * dim + i] = weight[i] * x[r * ld + i] * inverse;
+  // 67: every vector width leaves a tail; 4096: the decoder's width, where float sums lose digits.
+  for (const int64_t dim : {int64_t{67}, int64_t{4096}}) {
+    const int64_t rows = 5, ld = dim + 3;
+    const std::vector<float> x = random_values(rows * ld, 8, 3.0f);
+    const std::vector<float> weight = random_values(dim, 9);
+    std::vector<double> expected(rows * dim);
+    for (int64_t r = 0; r < rows; ++r) {
+      double squares = 0.0;
+      for (int64_t i = 0; i < dim; ++i) squares += static_cast<double>(x[r * ld + i]) * x[r * ld + i];
+      const double inverse = 1.0 / std::sqrt(squares / dim + 1e-6);
+      for (int64_t i = 0; i < dim; ++i) expected[r * dim + i] = weight[i] * x[r * ld + i] * inverse;
+    }
+    for (LaneIsa isa : runnable_isas()) {
+      SCOPED_TRACE(isa_name(isa));
+      std::vector<float> out(rows * dim);
+      rms_norm(x.data(), rows, dim, ld, weight.data(), 1e-6f, out.data(), dim, isa);
+      EXPECT_LT(max_abs_diff(out, expected), 1e-5);
+    }
   }
-  EXPECT_LT(max_abs_diff(out, expected), 1e-5);
 }
 
 TEST(Norms, LayerNormMatchesDefinitionInPlace) {
-  const int64_t rows = 4, dim = 33;
-  std::vector<float> x = random_values(rows * dim, 10, 2.0f);
-  for (float& value : x) value += 5.0f;  // a mean far from zero
-  const std::vector<float> original = x;
-  const std::vector<float> weight = random_values(dim, 11), bias = random_values(dim, 12);
-  layer_norm(x.data(), rows, dim, dim, weight.data(), bias.data(), 1e-5f, x.data(), dim);
-  std::vector<double> expected(x.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    double mean = 0.0, variance = 0.0;
-    for (int64_t i = 0; i < dim; ++i) mean += original[r * dim + i];
-    mean /= dim;
-    for (int64_t i = 0; i < dim; ++i) variance += (original[r * dim + i] - mean) * (original[r * dim + i] - mean);
-    variance /= dim;
-    for (int64_t i = 0; i < dim; ++i)
-      expected[r * dim + i] = (original[r * dim + i] - mean) / std::sqrt(variance + 1e-5) * weight[i] + bias[i];
+  for (const int64_t dim : {int64_t{33}, int64_t{1280}}) {
+    const int64_t rows = 4;
+    std::vector<float> original = random_values(rows * dim, 10, 2.0f);
+    for (float& value : original) value += 5.0f;  // a mean far from zero
+    const std::vector<float> weight = random_values(dim, 11), bias = random_values(dim, 12);
+    std::vector<double> expected(original.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double mean = 0.0, variance = 0.0;
+      for (int64_t i = 0; i < dim; ++i) mean += original[r * dim + i];
+      mean /= dim;
+      for (int64_t i = 0; i < dim; ++i) variance += (original[r * dim + i] - mean) * (original[r * dim + i] - mean);
+      variance /= dim;
+      for (int64_t i = 0; i < dim; ++i)
+        expected[r * dim + i] = (original[r * dim + i] - mean) / std::sqrt(variance + 1e-5) * weight[i] + bias[i];
+    }
+    for (LaneIsa isa : runnable_isas()) {
+      SCOPED_TRACE(isa_name(isa));
+      std::vector<float> x = original;
+      layer_norm(x.data(), rows, dim, dim, weight.data(), bias.data(), 1e-5f, x.data(), dim, isa);
+      EXPECT_LT(max_abs_diff(x, expected), 1e-5);
+    }
   }
-  EXPECT_LT(max_abs_diff(x, expected), 1e-5);
 }
 
 TEST(Rope, RotatesHalvesByPositionTimesFrequency) {
-  const int64_t rows = 3, heads = 2, head_dim = 8, stride = heads * head_dim + 4;
-  const std::vector<int64_t> positions = {0, 5, 1000};
-  std::vector<float> cos(rows * head_dim / 2), sin(rows * head_dim / 2);
-  rope_tables(positions.data(), rows, head_dim, 10000.0, cos.data(), sin.data());
-  std::vector<float> x = random_values(rows * stride, 13);
-  const std::vector<float> original = x;
-  apply_rope(x.data(), rows, heads, head_dim, stride, cos.data(), sin.data());
-  std::vector<double> expected(original.begin(), original.end());
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < head_dim / 2; ++i) {
-        const double angle = positions[r] * std::pow(10000.0, -2.0 * i / head_dim);
-        const double x1 = original[r * stride + h * head_dim + i];
-        const double x2 = original[r * stride + h * head_dim + i + head_dim / 2];
-        expected[r * stride + h * head_dim + i] = x1 * std::cos(angle) - x2 * std::sin(angle);
-        expected[r * stride + h * head_dim + i + head_dim / 2] = x2 * std::cos(angle) + x1 * std::sin(angle);
+  for (const int64_t head_dim : {int64_t{8}, int64_t{40}, int64_t{128}}) {
+    const int64_t rows = 3, heads = 2, stride = heads * head_dim + 4;
+    const std::vector<int64_t> positions = {0, 5, 1000};
+    std::vector<float> cos(rows * head_dim / 2), sin(rows * head_dim / 2);
+    rope_tables(positions.data(), rows, head_dim, 10000.0, cos.data(), sin.data());
+    const std::vector<float> original = random_values(rows * stride, 13);
+    std::vector<double> expected(original.begin(), original.end());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t i = 0; i < head_dim / 2; ++i) {
+          const double angle = positions[r] * std::pow(10000.0, -2.0 * i / head_dim);
+          const double x1 = original[r * stride + h * head_dim + i];
+          const double x2 = original[r * stride + h * head_dim + i + head_dim / 2];
+          expected[r * stride + h * head_dim + i] = x1 * std::cos(angle) - x2 * std::sin(angle);
+          expected[r * stride + h * head_dim + i + head_dim / 2] = x2 * std::cos(angle) + x1 * std::sin(angle);
+        }
       }
     }
+    for (LaneIsa isa : runnable_isas()) {
+      SCOPED_TRACE(std::string(isa_name(isa)) + " head_dim " + std::to_string(head_dim));
+      std::vector<float> x = original;
+      apply_rope(x.data(), rows, heads, head_dim, stride, cos.data(), sin.data(), isa);
+      // Position 1000 in float32 angles, as the reference computes them, leaves ~1e-4 of phase.
+      EXPECT_LT(max_abs_diff(x, expected), 5e-4);
+      EXPECT_EQ(x[0], original[0]);                                        // position 0 is the identity
+      EXPECT_EQ(x[heads * head_dim + 1], original[heads * head_dim + 1]);  // the padding is untouched
+    }
   }
-  // Position 1000 in float32 angles, as the reference computes them, leaves ~1e-4 of phase.
-  EXPECT_LT(max_abs_diff(x, expected), 5e-4);
-  EXPECT_EQ(x[0], original[0]);  // position 0 is the identity
 }
 
-TEST(Elementwise, GeluSiluAndAdd) {
-  std::vector<float> x = {-3.0f, -0.5f, 0.0f, 0.7f, 4.0f};
-  const std::vector<float> original = x;
-  gelu_erf(x.data(), static_cast<int64_t>(x.size()));
-  for (size_t i = 0; i < x.size(); ++i)
-    EXPECT_NEAR(x[i], 0.5 * original[i] * (1.0 + std::erf(original[i] / std::sqrt(2.0))), 1e-6);
-  const std::vector<float> gate = {-2.0f, 0.0f, 1.5f}, up = {3.0f, 2.0f, -1.0f};
-  std::vector<float> out(3);
-  silu_mul(gate.data(), up.data(), out.data(), 3);
-  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(out[i], gate[i] / (1.0 + std::exp(-gate[i])) * up[i], 1e-6);
+// Inputs spanning where GELU and SiLU bend, saturate and underflow, plus signed zeros; an odd count
+// so every vector width ends on a tail.
+std::vector<float> activation_inputs() {
+  std::vector<float> x = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-6f, -1e-6f, 40.0f, -40.0f, 100.0f, -100.0f, 1e4f, -1e4f};
+  for (int i = 0; i <= 4000; ++i) x.push_back(-12.0f + 24.0f * static_cast<float>(i) / 4000.0f);
+  const std::vector<float> random = random_values(1001, 17, 3.0f);
+  x.insert(x.end(), random.begin(), random.end());
+  return x;
+}
+
+TEST(Elementwise, GeluMatchesErfDefinition) {
+  const std::vector<float> original = activation_inputs();
+  for (LaneIsa isa : runnable_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<float> x = original;
+    gelu_erf(x.data(), static_cast<int64_t>(x.size()), isa);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double v = original[i];
+      const double expected = 0.5 * v * std::erfc(-v / std::sqrt(2.0));  // erfc: exact where 1 + erf cancels
+      // A few float ulps relative; below x = -5 the float rounding of z^2 = x^2 / 2 inside
+      // exp(-z^2) grows the relative error as x^2 (values there are under 1e-6, and float's own
+      // 1 + erf formula, the reference's, gives 0). Plus a floor for results below float's range.
+      ASSERT_NEAR(x[i], expected, (1e-6 + 6e-8 * v * v) * std::abs(expected) + 1e-37) << "x = " << v;
+    }
+    EXPECT_TRUE(std::signbit(x[1]) || x[1] == 0.0f);
+  }
+}
+
+TEST(Elementwise, SiluMulMatchesDefinition) {
+  const std::vector<float> gate = activation_inputs();
+  const std::vector<float> up = random_values(gate.size(), 18);
+  for (LaneIsa isa : runnable_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<float> out(gate.size());
+    silu_mul(gate.data(), up.data(), out.data(), static_cast<int64_t>(gate.size()), isa);
+    for (size_t i = 0; i < gate.size(); ++i) {
+      const double expected = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i]))) * up[i];
+      ASSERT_NEAR(out[i], expected, 1e-6 * std::abs(expected) + 1e-37) << "gate = " << gate[i];
+    }
+    std::vector<float> aliased = gate;  // out may alias gate
+    silu_mul(aliased.data(), up.data(), aliased.data(), static_cast<int64_t>(gate.size()), isa);
+    EXPECT_EQ(aliased, out);
+  }
+}
+
+TEST(Elementwise, AddRows) {
   std::vector<float> y = {1.0f, 2.0f, 0.0f, 3.0f, 4.0f, 0.0f};  // 2 rows of 2, stride 3
   const std::vector<float> add = {10.0f, 20.0f, 30.0f, 40.0f};
   add_rows(y.data(), 3, add.data(), 2, 2, 2);
