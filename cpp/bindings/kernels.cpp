@@ -3,13 +3,12 @@
 #include <omp.h>
 #include <pybind11/stl.h>
 
-#include <chrono>
 #include <optional>
 
 #include "bindings/bindings.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemv.h"
-#include "runtime/buffer.h"
+#include "kernels/cpu/memory_bandwidth.h"
 #include "runtime/errors.h"
 #include "runtime/threads.h"
 
@@ -30,34 +29,6 @@ kernels::Isa isa_from(const std::optional<std::string>& name) {
   const std::optional<kernels::Isa> isa = kernels::isa_from_name(*name);
   if (!isa) throw InvalidArgument("isa must be 'scalar', 'avx2', 'avx512' or 'avx512_bf16', got '" + *name + "'");
   return *isa;
-}
-
-// Sums every 64-bit word of `data`, split over the OpenMP team: a pure streaming read, the best
-// case for any kernel that reads each weight once.
-uint64_t streaming_sum(const uint64_t* data, size_t words) {
-  uint64_t total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-  for (size_t i = 0; i < words; ++i) total += data[i];
-  return total;
-}
-
-double read_bandwidth(size_t bytes, int repeats, int threads) {
-  if (bytes < (1u << 20) || repeats < 1) throw InvalidArgument("read_bandwidth needs >= 1 MiB and >= 1 repeat");
-  const size_t words = bytes / sizeof(uint64_t);
-  Buffer<uint64_t> buffer(words);
-  uint64_t* data = buffer.data();
-  ScopedNumThreads scoped(threads > 0 ? threads : omp_get_max_threads());
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < words; ++i) data[i] = i;  // touched by the threads that read it later
-  double best = 0.0;
-  volatile uint64_t sink = 0;
-  for (int repeat = 0; repeat < repeats; ++repeat) {
-    const auto start = std::chrono::steady_clock::now();
-    sink = sink + streaming_sum(data, words);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, static_cast<double>(words * sizeof(uint64_t)) / seconds / 1e9);
-  }
-  return best;
 }
 
 }  // namespace
@@ -82,7 +53,8 @@ void register_kernels(py::module_& module) {
       "read_bandwidth",
       [](size_t bytes, int repeats, int threads) {
         py::gil_scoped_release release;
-        return read_bandwidth(bytes, repeats, threads);
+        ScopedNumThreads scoped(threads > 0 ? checked_num_threads(threads) : omp_get_max_threads());
+        return kernels::measure_read_bandwidth(bytes, repeats);
       },
       py::arg("bytes") = size_t{1} << 30, py::arg("repeats") = 5, py::arg("threads") = 0,
       "Best streaming read bandwidth in GB/s over a buffer of `bytes` (use one much larger than the last-level "

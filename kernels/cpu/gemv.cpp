@@ -25,6 +25,50 @@ constexpr int64_t kColumnsPerTask = 16;
 // Scratch of the calling thread: activations rounded to BF16, or converted to BF16 bits.
 thread_local Buffer<float> tls_rounded_inputs;
 thread_local Buffer<uint16_t> tls_bf16_inputs;
+thread_local Buffer<int8_t> tls_quantized_inputs;
+thread_local Buffer<float> tls_input_scales;
+thread_local Buffer<int32_t> tls_input_level_sums;
+
+// Int4's activations (gemv.h): int8 levels per weight group, the group scales and level sums. One
+// scalar implementation, so every tier sees the same levels; `interleave` stores whole 64-element
+// chunks in the 512-bit kernel's order (gemv_internal.h). It runs on the calling thread before the
+// parallel product, so it stays a few instructions per element.
+void quantize_activations(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t group_size, bool interleave,
+                          int8_t* levels, float* scales, int32_t* level_sums) {
+  const int64_t groups = scale_groups(k, group_size);
+  for (int64_t row = 0; row < m; ++row) {
+    const float* values = x + row * ldx;
+    int8_t* out = levels + row * k;
+    for (int64_t group = 0; group < groups; ++group) {
+      const int64_t start = group * group_size;
+      const int64_t length = std::min(group_size, k - start);
+      const float* v = values + start;
+      float largest[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // independent maxima: no serial dependency
+      for (int64_t i = 0; i < length; i += 4)
+        for (int j = 0; j < 4; ++j) largest[j] = std::max(largest[j], std::abs(v[i + j]));
+      const float peak = std::max(std::max(largest[0], largest[1]), std::max(largest[2], largest[3]));
+      const float inverse = peak > 0.0f ? 127.0f / peak : 0.0f;
+      int8_t* group_out = out + start;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < length; ++i) {
+        const int level = static_cast<int>(std::clamp(std::nearbyint(v[i] * inverse), -127.0f, 127.0f));
+        group_out[i] = static_cast<int8_t>(level);
+        sum += level;
+      }
+      if (interleave) {
+        // Whole 64-element chunks: 16-element quarters 0, 2, 1, 3 (elements 0-15, 32-47, 16-31, 48-63).
+        for (int64_t chunk = 0; chunk + 64 <= length; chunk += 64) {
+          int8_t quarter[16];
+          std::memcpy(quarter, group_out + chunk + 16, 16);
+          std::memcpy(group_out + chunk + 16, group_out + chunk + 32, 16);
+          std::memcpy(group_out + chunk + 32, quarter, 16);
+        }
+      }
+      scales[row * groups + group] = peak / 127.0f;
+      level_sums[row * groups + group] = sum;
+    }
+  }
+}
 
 bool quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
 
@@ -84,35 +128,52 @@ float scalar_dot(const Problem& p, const float* x, int64_t column) {
     float sum = 0.0f;
     for (int64_t i = 0; i < p.k; ++i) sum += x[i] * bf16_to_float(row[i]);
     return sum;
-  } else {
+  } else {  // Int8 (Int4 takes scalar_int4_dot)
+    const int8_t* row = static_cast<const int8_t*>(w.data) + column * w.ld;
     const float* scales = w.scales + column * w.scales_ld;
     float total = 0.0f;
     for (int64_t start = 0, group = 0; start < p.k; start += w.group_size, ++group) {
       const int64_t end = std::min(p.k, start + w.group_size);
       float sum = 0.0f;
-      if constexpr (F == WeightFormat::Int8) {
-        const int8_t* row = static_cast<const int8_t*>(w.data) + column * w.ld;
-        for (int64_t i = start; i < end; ++i) sum += x[i] * static_cast<float>(row[i]);
-      } else {
-        const uint8_t* row = static_cast<const uint8_t*>(w.data) + column * (w.ld / 2);
-        for (int64_t block = start; block < end; block += 32) {
-          const uint8_t* bytes = row + block / 2;
-          for (int j = 0; j < 16; ++j) {
-            sum += x[block + j] * static_cast<float>((bytes[j] & 15) - 8);
-            sum += x[block + j + 16] * static_cast<float>((bytes[j] >> 4) - 8);
-          }
-        }
-      }
+      for (int64_t i = start; i < end; ++i) sum += x[i] * static_cast<float>(row[i]);
       total += scales[group] * sum;
     }
     return total;
   }
 }
 
+// Int4 on the quantized activations of `row`: an exact integer sum per group, then its scales, as
+// the vector tiers compute.
+float scalar_int4_dot(const Problem& p, int64_t row, int64_t column) {
+  const WeightMatrix& w = p.w;
+  const uint8_t* codes = static_cast<const uint8_t*>(w.data) + column * (w.ld / 2);
+  const float* scales = w.scales + column * w.scales_ld;
+  const int8_t* levels = p.x_q + row * p.ldx_q;  // natural order: the scalar tier never interleaves
+  float total = 0.0f;
+  for (int64_t start = 0, group = 0; start < p.k; start += w.group_size, ++group) {
+    const int64_t end = std::min(p.k, start + w.group_size);
+    int32_t dot = 0;
+    for (int64_t block = start; block < end; block += 32) {
+      const uint8_t* bytes = codes + block / 2;
+      for (int j = 0; j < 16; ++j)
+        dot += (bytes[j] & 15) * levels[block + j] + (bytes[j] >> 4) * levels[block + j + 16];
+    }
+    const int32_t offset = 8 * p.x_level_sums[row * p.ldx_groups + group];
+    total += scales[group] * p.x_scales[row * p.ldx_groups + group] * static_cast<float>(dot - offset);
+  }
+  return total;
+}
+
 template <WeightFormat F>
 void scalar_range(const Problem& p, int64_t begin, int64_t end) {
-  for (int64_t column = begin; column < end; ++column)
-    for (int64_t row = 0; row < p.m; ++row) p.store(row, column, scalar_dot<F>(p, p.x + row * p.ldx, column));
+  for (int64_t column = begin; column < end; ++column) {
+    for (int64_t row = 0; row < p.m; ++row) {
+      if constexpr (F == WeightFormat::Int4)
+        p.store(row, column, scalar_int4_dot(p, row, column));
+      else
+        p.store(row, column, scalar_dot<F>(p, p.x + row * p.ldx, column));
+    }
+  }
 }
 
 RangeKernel select_kernel(Isa isa, WeightFormat format) {
@@ -175,8 +236,9 @@ int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k
 Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
   Isa isa = std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
   while (!isa_supported(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  // The BF16 tier adds only the BF16 dot product; every other case runs the AVX-512 kernels.
-  if (isa == Isa::Avx512Bf16 && !(format == WeightFormat::BF16 && options.round_bf16_inputs)) isa = Isa::Avx512;
+  // The BF16 tier adds the BF16 dot product and VNNI (int4); every other case runs the AVX-512 kernels.
+  const bool uses_tier = (format == WeightFormat::BF16 && options.round_bf16_inputs) || format == WeightFormat::Int4;
+  if (isa == Isa::Avx512Bf16 && !uses_tier) isa = Isa::Avx512;
   return isa;
 }
 
@@ -193,6 +255,7 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
   problem.y = args.y;
   problem.ldy = args.ldy;
   problem.accumulate = args.accumulate;
+  problem.prefetch = options.prefetch_distance < 0 ? kDefaultPrefetch : options.prefetch_distance;
 
   const Isa isa = gemv_isa(options, args.w.format);
   if (args.w.format == WeightFormat::BF16 && options.round_bf16_inputs) {
@@ -213,6 +276,18 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
       problem.x = rounded;
       problem.ldx = args.k;
     }
+  }
+
+  if (args.w.format == WeightFormat::Int4) {
+    const int64_t groups = scale_groups(args.k, args.w.group_size);
+    problem.x_q = tls_quantized_inputs.reserve(static_cast<size_t>(args.m * args.k));
+    problem.x_scales = tls_input_scales.reserve(static_cast<size_t>(args.m * groups));
+    problem.x_level_sums = tls_input_level_sums.reserve(static_cast<size_t>(args.m * groups));
+    problem.ldx_q = args.k;
+    problem.ldx_groups = groups;
+    problem.x_q_interleaved = isa == Isa::Avx512Bf16;
+    quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, problem.x_q_interleaved,
+                         tls_quantized_inputs.data(), tls_input_scales.data(), tls_input_level_sums.data());
   }
 
   const RangeKernel kernel = select_kernel(isa, args.w.format);

@@ -21,6 +21,13 @@ namespace qwen2audio::kernels {
 // Quantized formats carry a float32 scale per group of `group_size` consecutive elements of a row:
 // scales[row * scales_ld + p / group_size]. group_size is a multiple of 32, k a multiple of 32 (the
 // last group may be shorter than group_size).
+//
+// Activations: F32, BF16 and Int8 weights meet float32 activations. Int4 weights meet activations
+// quantized to int8 per weight group (scale max|x| / 127, level nearbyint(x * (127 / max|x|))), so
+// each group's products are exact integer sums on dot-product instructions (pmaddubsw, vpdpbusd)
+// and only each group's total is scaled: a float32 int4 kernel is bound by converting codes to
+// floats, not by memory. The rounding moves an activation by at most 1/254 of its group's largest
+// magnitude, against int4's step of 1/8 of the weights' largest.
 enum class WeightFormat : uint8_t { F32, BF16, Int8, Int4 };
 
 const char* weight_format_name(WeightFormat format);
@@ -63,7 +70,13 @@ struct GemvOptions {
   bool round_bf16_inputs = true;
   // The kernel tier; capped at what the CPU supports.
   Isa isa = best_isa();
+  // Software prefetch distance in bytes ahead of each weight row stream; 0 turns it off, -1 takes
+  // kDefaultPrefetch.
+  int64_t prefetch_distance = -1;
 };
+
+// Chosen with bench/bench_gemv.cpp (bench/RESULTS.md).
+constexpr int64_t kDefaultPrefetch = 1024;
 
 // Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread
 // count, splitting n; allocates nothing once the calling thread has seen a call of this m * k.

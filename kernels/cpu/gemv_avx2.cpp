@@ -29,6 +29,7 @@ struct F32Weights {
   const float* base;
   int64_t ld;
   explicit F32Weights(const Problem& p) : base(static_cast<const float*>(p.w.data)), ld(p.w.ld) {}
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
   __m256 load8(int64_t row, int64_t i) const { return _mm256_loadu_ps(base + row * ld + i); }
   float at(int64_t row, int64_t i) const { return base[row * ld + i]; }
 };
@@ -37,6 +38,7 @@ struct Bf16Weights {
   const uint16_t* base;
   int64_t ld;
   explicit Bf16Weights(const Problem& p) : base(static_cast<const uint16_t*>(p.w.data)), ld(p.w.ld) {}
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
   __m256 load8(int64_t row, int64_t i) const {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * ld + i));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(packed), 16));
@@ -44,35 +46,18 @@ struct Bf16Weights {
   float at(int64_t row, int64_t i) const { return bf16_to_float(base[row * ld + i]); }
 };
 
-// Quantized weights: 32 values of row `row` from element i (a multiple of 32), as float32
-// scale * level, in order.
+// Int8 weights: 32 values of row `row` from element i (a multiple of 32), as float32 scale * level.
 struct Int8Weights {
   const int8_t* base;
   int64_t ld;
   explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
-  void decode32(int64_t row, int64_t i, __m256 scale, __m256 /*offset*/, __m256 (&out)[4]) const {
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
+  void decode32(int64_t row, int64_t i, __m256 scale, __m256 (&out)[4]) const {
     const int8_t* codes = base + row * ld + i;
     for (int j = 0; j < 4; ++j) {
       const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * j));
       out[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed)), scale);
     }
-  }
-};
-
-struct Int4Weights {
-  const uint8_t* base;
-  int64_t row_bytes;
-  explicit Int4Weights(const Problem& p) : base(static_cast<const uint8_t*>(p.w.data)), row_bytes(p.w.ld / 2) {}
-  // offset = -8 * scale: one FMA gives (code - 8) * scale exactly rounded, as the scalar tier.
-  void decode32(int64_t row, int64_t i, __m256 scale, __m256 offset, __m256 (&out)[4]) const {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * row_bytes + i / 2));
-    const __m128i mask = _mm_set1_epi8(15);
-    const __m128i low = _mm_and_si128(bytes, mask);                      // elements 0..15
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);  // elements 16..31
-    out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(low)), scale, offset);
-    out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(low, 8))), scale, offset);
-    out[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(high)), scale, offset);
-    out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(high, 8))), scale, offset);
   }
 };
 
@@ -85,6 +70,7 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
   for (; i + 8 <= p.k; i += 8) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
+      if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
       const __m256 weights = w.load8(column + c, i);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r)
@@ -109,17 +95,14 @@ void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t co
   const int64_t group_size = p.w.group_size;
   for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
     const int64_t end = std::min(p.k, start + group_size);
-    __m256 scale[C], offset[C];
-    for (int c = 0; c < C; ++c) {
-      const float s = p.w.scales[(column + c) * p.w.scales_ld + group];
-      scale[c] = _mm256_set1_ps(s);
-      offset[c] = _mm256_set1_ps(-8.0f * s);
-    }
+    __m256 scale[C];
+    for (int c = 0; c < C; ++c) scale[c] = _mm256_set1_ps(p.w.scales[(column + c) * p.w.scales_ld + group]);
     for (int64_t i = start; i < end; i += 32) {
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) {
         __m256 weights[4];
-        w.decode32(column + c, i, scale[c], offset[c], weights);
+        if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
+        w.decode32(column + c, i, scale[c], weights);
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
           const float* x = p.x + (row0 + r) * p.ldx + i;
@@ -157,6 +140,8 @@ void range(const Problem& p, int64_t begin, int64_t end) {
   for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
 }
 
+#include "kernels/cpu/gemv_int4_tile.h"
+
 }  // namespace
 }  // namespace qwen2audio::kernels::gemv_detail
 
@@ -173,7 +158,8 @@ RangeKernel avx2_kernel(WeightFormat format) {
     case WeightFormat::Int8:
       return range<Int8Weights, true>;
     case WeightFormat::Int4:
-      return range<Int4Weights, true>;
+      // One activation row per pass: two would need more than AVX2's 16 vector registers.
+      return int4_range<1, false>;
   }
   return nullptr;
 }

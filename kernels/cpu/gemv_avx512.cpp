@@ -27,6 +27,7 @@ struct F32Weights {
   const float* base;
   int64_t ld;
   explicit F32Weights(const Problem& p) : base(static_cast<const float*>(p.w.data)), ld(p.w.ld) {}
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
   __m512 load16(int64_t row, int64_t i) const { return _mm512_loadu_ps(base + row * ld + i); }
   float at(int64_t row, int64_t i) const { return base[row * ld + i]; }
 };
@@ -35,6 +36,7 @@ struct Bf16Weights {
   const uint16_t* base;
   int64_t ld;
   explicit Bf16Weights(const Problem& p) : base(static_cast<const uint16_t*>(p.w.data)), ld(p.w.ld) {}
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
   __m512 load16(int64_t row, int64_t i) const {
     const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + row * ld + i));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(packed), 16));
@@ -46,26 +48,13 @@ struct Int8Weights {
   const int8_t* base;
   int64_t ld;
   explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
-  void decode32(int64_t row, int64_t i, __m512 scale, __m512 /*offset*/, __m512 (&out)[2]) const {
+  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
+  void decode32(int64_t row, int64_t i, __m512 scale, __m512 (&out)[2]) const {
     const int8_t* codes = base + row * ld + i;
     for (int j = 0; j < 2; ++j) {
       const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16 * j));
       out[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(packed)), scale);
     }
-  }
-};
-
-struct Int4Weights {
-  const uint8_t* base;
-  int64_t row_bytes;
-  explicit Int4Weights(const Problem& p) : base(static_cast<const uint8_t*>(p.w.data)), row_bytes(p.w.ld / 2) {}
-  void decode32(int64_t row, int64_t i, __m512 scale, __m512 offset, __m512 (&out)[2]) const {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + row * row_bytes + i / 2));
-    const __m128i mask = _mm_set1_epi8(15);
-    const __m128i low = _mm_and_si128(bytes, mask);
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-    out[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(low)), scale, offset);
-    out[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(high)), scale, offset);
   }
 };
 
@@ -78,6 +67,7 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
   for (; i + 16 <= p.k; i += 16) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
+      if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
       const __m512 weights = w.load16(column + c, i);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r)
@@ -102,17 +92,14 @@ void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t co
   const int64_t group_size = p.w.group_size;
   for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
     const int64_t end = std::min(p.k, start + group_size);
-    __m512 scale[C], offset[C];
-    for (int c = 0; c < C; ++c) {
-      const float s = p.w.scales[(column + c) * p.w.scales_ld + group];
-      scale[c] = _mm512_set1_ps(s);
-      offset[c] = _mm512_set1_ps(-8.0f * s);
-    }
+    __m512 scale[C];
+    for (int c = 0; c < C; ++c) scale[c] = _mm512_set1_ps(p.w.scales[(column + c) * p.w.scales_ld + group]);
     for (int64_t i = start; i < end; i += 32) {
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) {
         __m512 weights[2];
-        w.decode32(column + c, i, scale[c], offset[c], weights);
+        if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
+        w.decode32(column + c, i, scale[c], weights);
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
           const float* x = p.x + (row0 + r) * p.ldx + i;
@@ -161,15 +148,19 @@ void range(const Problem& p, int64_t begin, int64_t end) {
   for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
 }
 
+namespace without_vnni {
+#include "kernels/cpu/gemv_int4_tile.h"
+}  // namespace without_vnni
+
 }  // namespace
 }  // namespace qwen2audio::kernels::gemv_detail
 
 #pragma GCC pop_options
 
-// ------------------------------------------------------------------ BF16 weights, AVX512-BF16
+// ------------------------------------------- BF16 weights through AVX512-BF16, int4 through VNNI
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
 
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
@@ -188,8 +179,9 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
       x[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + (row0 + r) * p.ldx_bf16 + i));
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      const __m512bh weights =
-          reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, base + (column + c) * p.w.ld + i));
+      const uint16_t* row = base + (column + c) * p.w.ld + i;
+      if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row) + p.prefetch, _MM_HINT_T0);
+      const __m512bh weights = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row));
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
     }
@@ -226,6 +218,85 @@ void bf16_dot_range(const Problem& p, int64_t begin, int64_t end) {
   for (; column < end; ++column) bf16_dot_columns<1>(p, column);
 }
 
+namespace with_vnni {
+#include "kernels/cpu/gemv_int4_tile.h"
+
+// int4 on 512-bit VNNI: a 64-element chunk is 32 bytes of codes; [bytes | bytes >> 4] & 15 puts, per
+// 128-bit lane, the elements 0-15, 32-47, 16-31 and 48-63, the order in which gemv.cpp stored the
+// chunk's activations (Problem::x_q_interleaved), so one vpdpbusd takes 64 products. A group's
+// trailing 32-element block (k or group_size not a multiple of 64) goes through 256 bits.
+template <int R, int C>
+void int4_tile_512(const Problem& p, int64_t row0, int64_t column) {
+  const auto* base = static_cast<const uint8_t*>(p.w.data);
+  const int64_t row_bytes = p.w.ld / 2;
+  const __m512i mask = _mm512_set1_epi8(15);
+  __m512 total[R][C];
+  float correction[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      total[r][c] = _mm512_setzero_ps();
+      correction[r][c] = 0.0f;
+    }
+  const int64_t group_size = p.w.group_size;
+  for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
+    const int64_t end = std::min(p.k, start + group_size);
+    __m512i sum[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) sum[r][c] = _mm512_setzero_si512();
+    int64_t i = start;
+    for (; i + 64 <= end; i += 64) {
+      __m512i activations[R];
+      for (int r = 0; r < R; ++r) activations[r] = _mm512_loadu_si512(p.x_q + (row0 + r) * p.ldx_q + i);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) {
+        const uint8_t* bytes = base + (column + c) * row_bytes + (i >> 1);
+        if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(bytes) + p.prefetch, _MM_HINT_T0);
+        const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+        const __m512i both =
+            _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), mask);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) sum[r][c] = _mm512_dpbusd_epi32(sum[r][c], both, activations[r]);
+      }
+    }
+    if (i < end) {
+      __m256i activations[R];
+      for (int r = 0; r < R; ++r)
+        activations[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.x_q + (row0 + r) * p.ldx_q + i));
+      for (int c = 0; c < C; ++c) {
+        const __m256i codes = int4_block_codes(base + (column + c) * row_bytes + (i >> 1));
+        for (int r = 0; r < R; ++r) {
+          const __m256i tail = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, activations[r]);
+          sum[r][c] = _mm512_add_epi32(sum[r][c], _mm512_zextsi256_si512(tail));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const float offset = int4_group_offset(p, row0 + r, group);
+      for (int c = 0; c < C; ++c) {
+        const float scale = int4_group_scale(p, row0 + r, column + c, group);
+        total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][c]), _mm512_set1_ps(scale), total[r][c]);
+        correction[r][c] += scale * offset;
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(total[r][c]) - correction[r][c]);
+}
+
+void int4_range_512(const Problem& p, int64_t begin, int64_t end) {
+  int64_t column = begin;
+  auto rows = [&]<int Columns>() {
+    int64_t row = 0;
+    // Two rows at most: each row-column pair holds an integer and a float accumulator.
+    for (; row + 2 <= p.m; row += 2) int4_tile_512<2, Columns>(p, row, column);
+    for (; row < p.m; ++row) int4_tile_512<1, Columns>(p, row, column);
+  };
+  for (; column + kColumns <= end; column += kColumns) rows.template operator()<kColumns>();
+  for (; column < end; ++column) rows.template operator()<1>();
+}
+
+}  // namespace with_vnni
+
 }  // namespace
 }  // namespace qwen2audio::kernels::gemv_detail
 
@@ -233,16 +304,17 @@ void bf16_dot_range(const Problem& p, int64_t begin, int64_t end) {
 
 namespace qwen2audio::kernels::gemv_detail {
 
-RangeKernel avx512_kernel(WeightFormat format, bool bf16_dot) {
+RangeKernel avx512_kernel(WeightFormat format, bool vnni_bf16) {
   switch (format) {
     case WeightFormat::F32:
       return range<F32Weights, false>;
     case WeightFormat::BF16:
-      return bf16_dot ? bf16_dot_range : range<Bf16Weights, false>;
+      return vnni_bf16 ? bf16_dot_range : range<Bf16Weights, false>;
     case WeightFormat::Int8:
       return range<Int8Weights, true>;
     case WeightFormat::Int4:
-      return range<Int4Weights, true>;
+      // Several activation rows share each decoded block (32 vector registers).
+      return vnni_bf16 ? with_vnni::int4_range_512 : without_vnni::int4_range<2, false>;
   }
   return nullptr;
 }

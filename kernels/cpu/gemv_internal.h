@@ -18,7 +18,22 @@ struct Problem {
   int64_t ldx = 0;
   const uint16_t* x_bf16 = nullptr;
   int64_t ldx_bf16 = 0;
+  // Int4 weights: x quantized to int8 per weight group (row stride ldx_q = k), each group's scale
+  // and the sum of its levels (row stride ldx_groups), which takes the codes' offset of 8 out of the
+  // inner loop: sum (c - 8) q = sum c q - 8 sum q. With x_q_interleaved, each whole 64-element
+  // chunk of a group holds its elements in the order the 512-bit kernel unpacks codes: 0-15, 32-47,
+  // 16-31, 48-63 (a trailing 32-element block keeps its order).
+  const int8_t* x_q = nullptr;
+  int64_t ldx_q = 0;
+  bool x_q_interleaved = false;
+  const float* x_scales = nullptr;
+  const int32_t* x_level_sums = nullptr;
+  int64_t ldx_groups = 0;
   WeightMatrix w;
+  // Software prefetch this many bytes ahead in each weight row stream (0: none). Server cores
+  // keep few misses in flight each, and a tile reads several rows at once; prefetching raises the
+  // bandwidth one core draws (measured in bench_gemv.cpp).
+  int64_t prefetch = 0;
   const float* bias = nullptr;
   float* y = nullptr;
   int64_t ldy = 0;
@@ -36,7 +51,8 @@ using RangeKernel = void (*)(const Problem& problem, int64_t begin, int64_t end)
 
 RangeKernel scalar_kernel(WeightFormat format);
 RangeKernel avx2_kernel(WeightFormat format);
-// bf16_dot: BF16 weights through vdpbf16ps (needs Problem::x_bf16).
-RangeKernel avx512_kernel(WeightFormat format, bool bf16_dot);
+// vnni_bf16: the Avx512Bf16 tier (BF16 weights through vdpbf16ps with Problem::x_bf16, int4
+// through vpdpbusd); otherwise AVX-512 F/BW/VL/DQ only.
+RangeKernel avx512_kernel(WeightFormat format, bool vnni_bf16);
 
 }  // namespace qwen2audio::kernels::gemv_detail

@@ -107,6 +107,27 @@ TestWeights make_weights(WeightFormat format, int64_t n, int64_t k, int64_t ld, 
   return w;
 }
 
+// Int4's activations as gemv.h defines them: per weight group, levels nearbyint(x * (127 /
+// max|x|)) times the scale max|x| / 127, as float32 values [m, k].
+std::vector<float> quantized_activations(const std::vector<float>& x, int64_t m, int64_t k, int64_t ldx,
+                                         int64_t group_size) {
+  std::vector<float> values(static_cast<size_t>(m * k));
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t start = 0; start < k; start += group_size) {
+      const int64_t end = std::min(k, start + group_size);
+      float largest = 0.0f;
+      for (int64_t i = start; i < end; ++i) largest = std::max(largest, std::abs(x[r * ldx + i]));
+      const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
+      for (int64_t i = start; i < end; ++i) {
+        const float level = std::nearbyint(x[r * ldx + i] * inverse);
+        EXPECT_LE(std::abs(level), 127.0f);
+        values[r * k + i] = (largest / 127.0f) * level;
+      }
+    }
+  }
+  return values;
+}
+
 struct Case {
   int64_t m, n, k;
   bool bias, accumulate, strided;
@@ -145,12 +166,15 @@ void check_case(const Case& c, WeightFormat format, int64_t group_size, const Ge
   gemv(args, options);
 
   const bool round_inputs = format == WeightFormat::BF16 && options.round_bf16_inputs;
+  const std::vector<float> int8_inputs =
+      format == WeightFormat::Int4 ? quantized_activations(x, c.m, c.k, ldx, group_size) : std::vector<float>();
   double worst_ratio = 0.0;
   for (int64_t r = 0; r < c.m; ++r) {
     for (int64_t j = 0; j < c.n; ++j) {
       double sum = 0.0, magnitude = 0.0;
       for (int64_t i = 0; i < c.k; ++i) {
-        const float input = round_inputs ? bf16_to_float(float_to_bf16(x[r * ldx + i])) : x[r * ldx + i];
+        float input = round_inputs ? bf16_to_float(float_to_bf16(x[r * ldx + i])) : x[r * ldx + i];
+        if (format == WeightFormat::Int4) input = int8_inputs[r * c.k + i];
         sum += static_cast<double>(input) * w.values[j * c.k + i];
         magnitude += std::abs(static_cast<double>(input) * w.values[j * c.k + i]);
       }
@@ -216,14 +240,15 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
     const Isa chosen = gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, format);
     EXPECT_TRUE(isa_supported(chosen));
     EXPECT_LE(static_cast<int>(chosen), static_cast<int>(best_isa()));
-    // Only BF16 weights with BF16-rounded activations use the BF16 dot product.
-    if (format != WeightFormat::BF16) {
+    // The BF16 tier serves BF16 weights with BF16-rounded activations (vdpbf16ps) and int4 (VNNI).
+    if (format == WeightFormat::F32 || format == WeightFormat::Int8) {
       EXPECT_NE(chosen, Isa::Avx512Bf16);
     }
   }
   if (isa_supported(Isa::Avx512Bf16)) {
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512Bf16);
     EXPECT_EQ(gemv_isa(GemvOptions{false, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512);
+    EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int4), Isa::Avx512Bf16);
   }
 }
 

@@ -1,0 +1,147 @@
+// Decode-kernel bandwidth benchmark (not a test): how close each weight format's gemv comes to the
+// memory read bandwidth of this machine, at the Qwen2-Audio-7B decoder shapes, on every kernel tier
+// the CPU has. Standalone (no oneDNN, no Python), so it also runs on machines without the build
+// dependencies:
+//   g++ -std=c++20 -O3 -march=x86-64-v2 -fopenmp -I. -Icpp bench/bench_gemv.cpp kernels/cpu/gemv*.cpp \
+//       kernels/cpu/cpu_features.cpp kernels/cpu/memory_bandwidth.cpp cpp/runtime/dtype.cpp -o bench_gemv &&
+//       ./bench_gemv --threads 2
+// Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
+// gate, up: 11008x4096; down: 4096x11008) once each with one activation row, as a decode step does,
+// over weights far larger than the last-level cache. The bound is the read bandwidth of a
+// streaming sum with the widest vector loads over 1 GiB on the same threads (memory_bandwidth.h); "fraction" is the
+// kernel's weight bytes per second over that bound (median token).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemv.h"
+#include "kernels/cpu/memory_bandwidth.h"
+#include "runtime/buffer.h"
+
+using namespace qwen2audio;
+using namespace qwen2audio::kernels;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Bytes filled with a cheap hash (quantized codes of any pattern are valid); BF16 values kept to
+// normal numbers of trained-weight size (denormals would take microcode assists on some CPUs and
+// measure those instead of the kernel).
+struct Matrix {
+  int64_t n, k;
+  Buffer<uint8_t> data;
+  Buffer<float> scales;
+  WeightMatrix view;
+};
+
+Matrix make_matrix(WeightFormat format, int64_t n, int64_t k, int64_t group) {
+  Matrix m{n, k, {}, {}, {}};
+  const size_t bytes = static_cast<size_t>(n * weight_row_bytes(format, k));
+  uint8_t* data = m.data.reserve(bytes);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+  if (format == WeightFormat::BF16) {  // sign and mantissa from the hash, exponents 2^-10 .. 2^-3
+    auto* bits = reinterpret_cast<uint16_t*>(data);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < bytes / 2; ++i)
+      bits[i] = static_cast<uint16_t>((bits[i] & 0x807F) | ((117 + (bits[i] >> 8) % 8) << 7));
+  }
+  m.view = WeightMatrix{format, data, k, nullptr, 0, group};
+  if (format == WeightFormat::Int8 || format == WeightFormat::Int4) {
+    const int64_t groups = scale_groups(k, group);
+    float* scales = m.scales.reserve(static_cast<size_t>(n * groups));
+    for (int64_t i = 0; i < n * groups; ++i) scales[i] = 1e-3f * static_cast<float>(1 + i % 7);
+    m.view.scales = scales;
+    m.view.scales_ld = groups;
+  }
+  return m;
+}
+
+size_t matrix_bytes(const Matrix& m) {
+  return static_cast<size_t>(m.n * weight_row_bytes(m.view.format, m.k)) +
+         (m.view.scales ? static_cast<size_t>(m.n * m.view.scales_ld) * sizeof(float) : 0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, layers = 4, tokens = 8;
+  bool with_scalar = true;
+  std::vector<int64_t> prefetches = {kDefaultPrefetch};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--threads") threads = std::atoi(argv[i + 1]);
+    if (flag == "--layers") layers = std::atoi(argv[i + 1]);
+    if (flag == "--tokens") tokens = std::atoi(argv[i + 1]);
+    if (flag == "--scalar") with_scalar = std::atoi(argv[i + 1]) != 0;
+    if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. 0,512,2048
+      prefetches.clear();
+      for (const char* item = argv[i + 1]; *item;) {
+        char* next = nullptr;
+        prefetches.push_back(std::strtoll(item, &next, 10));
+        item = *next == ',' ? next + 1 : next;
+      }
+    }
+  }
+  omp_set_num_threads(threads);
+  std::printf("cpu: %s\nthreads: %d, physical cores: %d\n", cpu_description().c_str(), threads, physical_core_count());
+  const double bandwidth = measure_read_bandwidth(size_t{1} << 30, 5);
+  std::printf("read bandwidth (streaming sum, 1 GiB, %d threads): %.1f GB/s\n\n", threads, bandwidth);
+
+  const int64_t hidden = 4096, intermediate = 11008;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {hidden, hidden},       {hidden, hidden},       {hidden, hidden},      {hidden, hidden},
+      {intermediate, hidden}, {intermediate, hidden}, {hidden, intermediate}};
+  std::printf("%-9s %-12s %4s %8s %10s %10s %8s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token", "ms/token",
+              "GB/s", "fraction");
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
+    std::vector<Matrix> matrices;
+    size_t bytes = 0;
+    for (int layer = 0; layer < layers; ++layer)
+      for (const auto& [n, k] : shapes) {
+        matrices.push_back(make_matrix(format, n, k, 128));
+        bytes += matrix_bytes(matrices.back());
+      }
+    std::vector<float> x(8 * intermediate, 0.01f), y(8 * intermediate);
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
+      GemvOptions options{true, isa};
+      if (!isa_supported(isa) || gemv_isa(options, format) != isa) continue;
+      if (isa == Isa::Scalar && !with_scalar) continue;
+      for (int64_t rows : {1, 4}) {
+        for (int64_t prefetch : prefetches) {
+          if ((isa == Isa::Scalar || rows > 1) && prefetch != prefetches.front()) continue;
+          if (isa == Isa::Scalar && rows > 1) continue;
+          options.prefetch_distance = prefetch;
+          auto token = [&] {
+            for (const Matrix& m : matrices)
+              gemv({rows, m.n, m.k, x.data(), m.k, m.view, nullptr, y.data(), m.n, false}, options);
+          };
+          token();  // warm-up: page faults, thread team
+          const int count = isa == Isa::Scalar ? 2 : tokens;
+          std::vector<double> times;
+          for (int t = 0; t < count; ++t) {
+            const double start = now();
+            token();
+            times.push_back(now() - start);
+          }
+          std::sort(times.begin(), times.end());
+          const double median = times[times.size() / 2];
+          const double rate = static_cast<double>(bytes) / median / 1e9;
+          std::printf("%-9s %-12s %4lld %8lld %10.0f %10.2f %8.1f %8.0f%%\n", weight_format_name(format), isa_name(isa),
+                      static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6, median * 1e3, rate,
+                      100.0 * rate / bandwidth);
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  return 0;
+}
