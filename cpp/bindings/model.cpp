@@ -66,7 +66,7 @@ void register_model(py::module_& module) {
           "load",
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
              bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
-             const std::optional<std::string>& lm_head_quantization) {
+             const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype) {
             QuantizationRequest request;
             request.decoder = parse_quantization(quantization);
             request.group_size = quantization_group_size;
@@ -75,11 +75,12 @@ void register_model(py::module_& module) {
             kernels::GemmOptions options;
             options.round_bf16_inputs = round_bf16_inputs;
             options.allow_native_bf16 = allow_native_bf16;
-            return Qwen2AudioModel::load(path, dtype, num_threads, options, request);
+            return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
           py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
-          py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt)
+          py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt,
+          py::arg("kv_cache_dtype") = "auto")
       .def_property_readonly("quantization_config_json",
                              [](const Qwen2AudioModel& self) -> std::optional<std::string> {
                                if (!self.quantization().enabled()) return std::nullopt;
@@ -107,6 +108,8 @@ void register_model(py::module_& module) {
           "generation_config_json",
           [](const Qwen2AudioModel& self) { return generation_config_to_json(self.generation_config()); })
       .def_property_readonly("dtype", [](const Qwen2AudioModel& self) { return dtype_label(self.dtype()); })
+      .def_property_readonly("kv_cache_dtype",
+                             [](const Qwen2AudioModel& self) { return dtype_label(self.kv_cache_dtype()); })
       .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
       .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
       .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)

@@ -21,6 +21,15 @@ DType choose_dtype(const std::string& requested, const Checkpoint& checkpoint) {
   throw InvalidArgument("dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
 }
 
+// "auto" follows the compute dtype: a BF16 model's key and value projections are BF16 numbers in
+// the reference too, and BF16 halves the cache and the bytes each decode step reads.
+DType choose_kv_cache_dtype(const std::string& requested, DType compute) {
+  if (requested == "auto") return compute == DType::BF16 ? DType::BF16 : DType::F32;
+  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
+  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
+  throw InvalidArgument("kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
+}
+
 std::string position(int64_t batch_index, int64_t step) {
   return "[" + std::to_string(batch_index) + ", " + std::to_string(step) + "]";
 }
@@ -29,7 +38,8 @@ std::string position(int64_t batch_index, int64_t step) {
 
 std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::path& path, const std::string& dtype,
                                                        int num_threads, kernels::GemmOptions gemm_options,
-                                                       const QuantizationRequest& quantization) {
+                                                       const QuantizationRequest& quantization,
+                                                       const std::string& kv_cache_dtype) {
   auto model = std::shared_ptr<Qwen2AudioModel>(new Qwen2AudioModel());
   model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
   std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
@@ -37,6 +47,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   require_weights(model->config_, *checkpoint);
   model->checkpoint_ = checkpoint;
   const DType compute = choose_dtype(dtype, *checkpoint);
+  const DType kv_dtype = choose_kv_cache_dtype(kv_cache_dtype, compute);
 
   ScopedNumThreads threads(model->num_threads_);
   model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
@@ -44,7 +55,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
-  model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_);
+  model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_, kv_dtype);
   return model;
 }
 

@@ -46,9 +46,12 @@ class Qwen2AudioModel {
   // quantization: weight-only int8/int4 of the decoder applied at load (model/quantization.h); a
   // checkpoint saved quantized loads its packed weights whatever is asked here, and refuses a
   // different format.
+  // kv_cache_dtype: what sessions' KV caches hold: "auto" (BF16 for a BF16 model, else float32),
+  // "float32" or "bfloat16".
   static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
                                                int num_threads = 0, kernels::GemmOptions gemm_options = {},
-                                               const QuantizationRequest& quantization = {});
+                                               const QuantizationRequest& quantization = {},
+                                               const std::string& kv_cache_dtype = "auto");
 
   const Qwen2AudioConfig& config() const { return config_; }
   const GenerationConfig& generation_config() const { return checkpoint_->generation_config(); }
@@ -59,6 +62,7 @@ class Qwen2AudioModel {
   kernels::Gemm& gemm() const { return *gemm_; }
   const AudioEncoder& encoder() const { return *encoder_; }
   const Qwen2Decoder& decoder() const { return *decoder_; }
+  DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
   size_t copied_weight_bytes() const { return weights_->copied_bytes(); }
   size_t mapped_weight_bytes() const { return weights_->mapped_bytes(); }
   const QuantizationConfig& quantization() const { return weights_->quantization(); }

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/lane_vector.h"
 
 // Lane-generic float arithmetic for the model kernels (attention, norms, activations): one body
@@ -235,16 +236,26 @@ Fn pick_variant(LaneIsa isa, Fn avx512, Fn avx2, Fn baseline) {
   return isa == LaneIsa::kAvx512 ? avx512 : isa == LaneIsa::kAvx2 ? avx2 : baseline;
 }
 
-// The ISA the kernels use by default: the widest this CPU runs, detected once.
+// The ISA the kernels use by default: the widest this CPU runs, capped like every kernel tier by
+// QWEN2AUDIO_MAX_ISA (cpu_features.h), so a whole model can run on a slower path for comparison.
 inline LaneIsa kernel_isa() {
-  static const LaneIsa isa = detect_lane_isa();
+  static const LaneIsa isa = [] {
+    switch (best_isa()) {
+      case Isa::Scalar:
+        return LaneIsa::kSse;
+      case Isa::Avx2:
+        return LaneIsa::kAvx2;
+      default:
+        return LaneIsa::kAvx512;
+    }
+  }();
   return isa;
 }
 
-// Whether this CPU can run kernels compiled for `isa` (tests run every variant it can).
+// Whether this CPU can run kernels compiled for `isa`, whatever the cap (tests run every variant).
 inline bool cpu_runs(LaneIsa isa) {
-  const LaneIsa best = kernel_isa();
-  return isa == LaneIsa::kSse || isa == best || (isa == LaneIsa::kAvx2 && best == LaneIsa::kAvx512);
+  static const LaneIsa widest = detect_lane_isa();
+  return isa == LaneIsa::kSse || isa == widest || (isa == LaneIsa::kAvx2 && widest == LaneIsa::kAvx512);
 }
 
 }  // namespace qwen2audio::kernels

@@ -272,21 +272,28 @@ class Qwen2AudioForConditionalGeneration:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: str = "auto",
                         num_threads: Optional[int] = None, quantization: Optional[str] = None,
-                        quantization_group_size: Optional[int] = None) -> "Qwen2AudioForConditionalGeneration":
+                        quantization_group_size: Optional[int] = None,
+                        kv_cache_dtype: str = "auto") -> "Qwen2AudioForConditionalGeneration":
         """Loads a checkpoint folder as published on the Hub (config.json, safetensors).
 
         ``dtype``: ``"auto"`` (as stored: BF16 weights compute in bfloat16, used in place from the
         memory map; F32 in float32), ``"bfloat16"`` or ``"float32"`` (converted at load). ``num_threads``:
-        OpenMP threads of this model (default: OMP_NUM_THREADS or all cores).
+        OpenMP threads of this model (default: OMP_NUM_THREADS, else one per physical core).
 
         ``quantization``: ``"int8"`` or ``"int4"`` quantizes the language model's linear layers at load
         (weight-only, symmetric, a float32 scale per ``quantization_group_size`` weights, default 128;
         the output head in int8, the audio encoder and embeddings as stored). A folder written by
         :meth:`save_pretrained` from a quantized model loads its packed weights as they are.
+
+        ``kv_cache_dtype``: what generation keeps keys and values in: ``"auto"`` (bfloat16 for a
+        bfloat16 model, halving the cache; float32 otherwise), ``"bfloat16"`` or ``"float32"``.
         """
         key = str(dtype).replace("torch.", "")
         if key not in _DTYPES:
             raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+        kv_key = str(kv_cache_dtype).replace("torch.", "")
+        if kv_key not in _DTYPES:
+            raise ValueError(f"kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got {kv_cache_dtype!r}")
         if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
         from .quantization import check_quantization_arguments
@@ -294,7 +301,7 @@ class Qwen2AudioForConditionalGeneration:
         quantization, group_size = check_quantization_arguments(quantization, quantization_group_size)
         path = os.fspath(pretrained_model_name_or_path)
         core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0), quantization=quantization,
-                                quantization_group_size=group_size)
+                                quantization_group_size=group_size, kv_cache_dtype=_DTYPES[kv_key])
         return cls(core, path)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
@@ -318,6 +325,11 @@ class Qwen2AudioForConditionalGeneration:
     def dtype(self) -> str:
         """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
         return self._core.dtype
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: what generation sessions keep keys and values in."""
+        return self._core.kv_cache_dtype
 
     @property
     def num_threads(self) -> int:

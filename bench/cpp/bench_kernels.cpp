@@ -1,0 +1,368 @@
+// Kernel micro-benchmarks at the real Qwen2-Audio-7B shapes, each beside its baseline in the same
+// run: attention against the straightforward kernel it replaced (one query at a time, scalar exp),
+// the engine's GEMM against oneDNN's own matmul on the same problem (weights in oneDNN's preferred
+// layout, reordered outside the timing), and the vectorised elementwise ops against plain loops
+// over the C library's erf/exp. Build with -DQWEN2AUDIO_BUILD_BENCH=ON; run
+//   build/<dir>/bench/cpp/bench_kernels --benchmark_counters_tabular=true
+// Counters: GFLOP/s for products (2 flops per multiply-add, attention counts QK^T and PV over the
+// keys each query sees), GB/s of data touched for the memory-bound ops.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/cpu/vector_math.h"
+#include "runtime/dtype.h"
+
+namespace qwen2audio::kernels {
+namespace {
+
+std::vector<float> random_values(size_t count, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
+// ---------------------------------------------------------------- attention
+
+// The kernel this project shipped before the tiled one (same loops, same helpers): per query, a
+// dot product per key, scalar exp, weighted sum of values. Kept here as the baseline.
+void previous_attention(const AttentionArgs& args) {
+  const int64_t group = args.num_heads / args.num_kv_heads;
+  const int64_t offset = args.kv_len - args.q_len;
+  const int64_t dim = args.head_dim;
+  const auto* keys_base = static_cast<const float*>(args.k);
+  const auto* values_base = static_cast<const float*>(args.v);
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(args.kv_len));
+#pragma omp for collapse(3) schedule(static)
+    for (int64_t b = 0; b < args.batch; ++b) {
+      for (int64_t h = 0; h < args.num_heads; ++h) {
+        for (int64_t t = 0; t < args.q_len; ++t) {
+          const float* q = args.q + b * args.q_batch_stride + t * args.q_row_stride + h * dim;
+          float* out = args.out + b * args.out_batch_stride + t * args.out_row_stride + h * dim;
+          const int64_t g = h / group;
+          const float* keys = keys_base + b * args.kv_batch_stride + g * args.kv_head_stride;
+          const float* values = values_base + b * args.kv_batch_stride + g * args.kv_head_stride;
+          const uint8_t* mask = args.key_mask ? args.key_mask + b * args.key_mask_stride : nullptr;
+          const int64_t visible = args.causal ? offset + t + 1 : args.kv_len;
+          float max_score = -std::numeric_limits<float>::infinity();
+          for (int64_t s = 0; s < visible; ++s) {
+            if (mask && !mask[s]) {
+              scores[s] = -std::numeric_limits<float>::infinity();
+              continue;
+            }
+            scores[s] = simd::dot(q, keys + s * args.kv_row_stride, dim) * args.scale;
+            max_score = std::max(max_score, scores[s]);
+          }
+          std::fill_n(out, dim, 0.0f);
+          float total = 0.0f;
+          for (int64_t s = 0; s < visible; ++s) {
+            if (mask && !mask[s]) continue;
+            const float weight = std::exp(scores[s] - max_score);
+            total += weight;
+            simd::axpy(weight, values + s * args.kv_row_stride, out, dim);
+          }
+          for (int64_t d = 0; d < dim; ++d) out[d] /= total;
+        }
+      }
+    }
+  }
+}
+
+struct AttentionProblem {
+  std::vector<float> q, k, v, out;
+  std::vector<uint16_t> k_bits, v_bits;
+  std::vector<uint8_t> mask;
+  AttentionArgs args;
+  double flops = 0;
+
+  // layout "encoder": q/k/v rows of all heads [s, heads * dim]; "cache": [kv_heads, s, dim].
+  AttentionProblem(int64_t q_len, int64_t kv_len, int64_t heads, int64_t dim, bool causal, bool encoder_layout,
+                   int64_t attended, DType kv_dtype) {
+    q = random_values(q_len * heads * dim, 1);
+    k = random_values(kv_len * heads * dim, 2);
+    v = random_values(kv_len * heads * dim, 3);
+    out.assign(q.size(), 0.0f);
+    mask.assign(kv_len, 0);
+    std::fill_n(mask.begin(), attended, 1);
+    for (float value : k) k_bits.push_back(float_to_bf16(value));
+    for (float value : v) v_bits.push_back(float_to_bf16(value));
+    args.batch = 1;
+    args.q_len = q_len;
+    args.kv_len = kv_len;
+    args.num_heads = args.num_kv_heads = heads;
+    args.head_dim = dim;
+    args.q = q.data();
+    args.q_row_stride = heads * dim;
+    args.q_batch_stride = q_len * heads * dim;
+    args.kv_dtype = kv_dtype;
+    args.k = kv_dtype == DType::BF16 ? static_cast<const void*>(k_bits.data()) : k.data();
+    args.v = kv_dtype == DType::BF16 ? static_cast<const void*>(v_bits.data()) : v.data();
+    args.kv_batch_stride = kv_len * heads * dim;
+    args.kv_head_stride = encoder_layout ? dim : kv_len * dim;
+    args.kv_row_stride = encoder_layout ? heads * dim : dim;
+    args.out = out.data();
+    args.out_row_stride = heads * dim;
+    args.out_batch_stride = q_len * heads * dim;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(dim));
+    args.causal = causal;
+    args.key_mask = mask.data();
+    args.key_mask_stride = kv_len;
+    for (int64_t t = 0; t < q_len; ++t) {
+      const int64_t seen = causal ? std::min(kv_len - q_len + t + 1, attended) : attended;
+      flops += 4.0 * static_cast<double>(seen) * dim * heads;
+    }
+  }
+};
+
+enum class AttentionShape { kEncoder, kEncoderShortClip, kPrefill, kDecode, kDecodeBf16 };
+
+AttentionProblem make_attention(AttentionShape shape) {
+  switch (shape) {
+    case AttentionShape::kEncoder:  // 30 s of audio: 1500 frames, 20 heads of 64
+      return AttentionProblem(1500, 1500, 20, 64, false, true, 1500, DType::F32);
+    case AttentionShape::kEncoderShortClip:  // a 5 s clip padded to 30 s: 250 frames attended
+      return AttentionProblem(1500, 1500, 20, 64, false, true, 250, DType::F32);
+    case AttentionShape::kPrefill:  // 800 prompt tokens, 32 heads of 128, causal
+      return AttentionProblem(800, 800, 32, 128, true, false, 800, DType::F32);
+    case AttentionShape::kDecode:  // one token over a 1k cache
+      return AttentionProblem(1, 1024, 32, 128, true, false, 1024, DType::F32);
+    case AttentionShape::kDecodeBf16:
+      return AttentionProblem(1, 1024, 32, 128, true, false, 1024, DType::BF16);
+  }
+  return AttentionProblem(1, 1, 1, 1, false, false, 1, DType::F32);
+}
+
+void BM_Attention(benchmark::State& state) {
+  const auto shape = static_cast<AttentionShape>(state.range(0));
+  const bool previous = state.range(1) != 0;
+  const auto isa = static_cast<LaneIsa>(state.range(2));
+  if (!cpu_runs(isa)) {
+    state.SkipWithError("ISA not available on this CPU");
+    return;
+  }
+  AttentionProblem problem = make_attention(shape);
+  if (previous && problem.args.kv_dtype != DType::F32) {
+    state.SkipWithError("the previous kernel had no BF16 cache");
+    return;
+  }
+  AttentionScratch scratch;
+  for (auto _ : state) {
+    if (previous)
+      previous_attention(problem.args);
+    else
+      attention(problem.args, scratch, isa);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(problem.flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+const char* kAttentionNames[] = {"encoder_1500", "encoder_5s_clip", "prefill_800", "decode_1k", "decode_1k_bf16kv"};
+
+void attention_arguments(benchmark::internal::Benchmark* bench) {
+  bench->ArgNames({"shape", "previous", "isa"});
+  for (int shape = 0; shape < 5; ++shape) {
+    for (int isa :
+         {static_cast<int>(LaneIsa::kAvx512), static_cast<int>(LaneIsa::kAvx2), static_cast<int>(LaneIsa::kSse)})
+      bench->Args({shape, 0, isa});
+    bench->Args({shape, 1, static_cast<int>(LaneIsa::kSse)});
+  }
+}
+BENCHMARK(BM_Attention)->Apply(attention_arguments)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---------------------------------------------------------------- GEMM
+
+struct GemmShape {
+  const char* name;
+  int64_t m, n, k;
+};
+const GemmShape kGemmShapes[] = {
+    {"enc_qkvo_1500x1280x1280", 1500, 1280, 1280}, {"enc_fc1_1500x5120x1280", 1500, 5120, 1280},
+    {"enc_fc2_1500x1280x5120", 1500, 1280, 5120},  {"pre_qkvo_800x4096x4096", 800, 4096, 4096},
+    {"pre_up_800x11008x4096", 800, 11008, 4096},   {"pre_down_800x4096x11008", 800, 4096, 11008},
+};
+
+// 0: the engine's Gemm, F32 weights; 1: the engine's Gemm, BF16 weights (inputs rounded to BF16);
+// 2: oneDNN f32 matmul, weights reordered to its preferred layout.
+void BM_Gemm(benchmark::State& state) {
+  const GemmShape& shape = kGemmShapes[state.range(0)];
+  const int variant = static_cast<int>(state.range(1));
+  std::vector<float> x = random_values(shape.m * shape.k, 1);
+  std::vector<float> w = random_values(shape.n * shape.k, 2, 0.05f);
+  std::vector<float> bias = random_values(shape.n, 3);
+  std::vector<float> y(shape.m * shape.n);
+  if (variant < 2) {
+    std::vector<uint16_t> w_bits;
+    if (variant == 1)
+      for (float value : w) w_bits.push_back(float_to_bf16(value));
+    Gemm gemm;
+    GemmArgs args{shape.m,
+                  shape.n,
+                  shape.k,
+                  x.data(),
+                  shape.k,
+                  variant == 1 ? static_cast<const void*>(w_bits.data()) : w.data(),
+                  variant == 1 ? DType::BF16 : DType::F32,
+                  shape.k,
+                  bias.data(),
+                  y.data(),
+                  shape.n,
+                  false};
+    gemm(args);  // primitive creation outside the timing
+    for (auto _ : state) {
+      gemm(args);
+      benchmark::ClobberMemory();
+    }
+  } else {
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    dnnl::stream stream(engine);
+    const dnnl::memory::desc src({shape.m, shape.k}, dt::f32, tag::ab);
+    const dnnl::memory::desc weights_any({shape.k, shape.n}, dt::f32, tag::any);
+    const dnnl::memory::desc weights_plain({shape.k, shape.n}, dt::f32, tag::ba);
+    const dnnl::memory::desc bias_desc({1, shape.n}, dt::f32, tag::ab);
+    const dnnl::memory::desc dst({shape.m, shape.n}, dt::f32, tag::ab);
+    dnnl::matmul::primitive_desc descriptor(dnnl::matmul::desc(src, weights_any, bias_desc, dst), engine);
+    dnnl::memory plain(weights_plain, engine, w.data());
+    dnnl::memory blocked(descriptor.weights_desc(), engine);
+    dnnl::reorder(plain, blocked).execute(stream, plain, blocked);
+    dnnl::matmul matmul(descriptor);
+    dnnl::memory src_memory(src, engine, x.data()), bias_memory(bias_desc, engine, bias.data()),
+        dst_memory(dst, engine, y.data());
+    std::unordered_map<int, dnnl::memory> arguments{{DNNL_ARG_SRC, src_memory},
+                                                    {DNNL_ARG_WEIGHTS, blocked},
+                                                    {DNNL_ARG_BIAS, bias_memory},
+                                                    {DNNL_ARG_DST, dst_memory}};
+    matmul.execute(stream, arguments);
+    stream.wait();
+    for (auto _ : state) {
+      matmul.execute(stream, arguments);
+      stream.wait();
+    }
+    state.SetLabel(descriptor.impl_info_str());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * shape.m * shape.n * shape.k * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void gemm_arguments(benchmark::internal::Benchmark* bench) {
+  bench->ArgNames({"shape", "variant"});
+  for (int shape = 0; shape < 6; ++shape)
+    for (int variant : {2, 0, 1}) bench->Args({shape, variant});
+}
+BENCHMARK(BM_Gemm)->Apply(gemm_arguments)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---------------------------------------------------------------- elementwise and norms
+
+// 0: the engine's kernel; 1: a plain loop over the C library function (the previous kernel).
+void BM_Gelu(benchmark::State& state) {
+  const int64_t count = 1500 * 5120;  // one encoder layer's fc1 output
+  std::vector<float> x = random_values(count, 4, 2.0f);
+  for (auto _ : state) {
+    if (state.range(0) == 0) {
+      gelu_erf(x.data(), count);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < count; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678f));
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(8.0 * count * state.iterations() * 1e-9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Gelu)->ArgName("previous")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_SiluMul(benchmark::State& state) {
+  const int64_t count = 800 * 11008;  // one prefill layer's gate/up
+  std::vector<float> gate = random_values(count, 5, 2.0f), up = random_values(count, 6);
+  std::vector<float> out(count);
+  for (auto _ : state) {
+    if (state.range(0) == 0) {
+      silu_mul(gate.data(), up.data(), out.data(), count);
+    } else {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < count; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(12.0 * count * state.iterations() * 1e-9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_SiluMul)->ArgName("previous")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The previous kernels' loops: scalar, statistics in double.
+void previous_rms_norm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* in = x + row * dim;
+    double squares = 0.0;
+    for (int64_t i = 0; i < dim; ++i) squares += static_cast<double>(in[i]) * in[i];
+    const float inverse = 1.0f / std::sqrt(static_cast<float>(squares / static_cast<double>(dim)) + eps);
+    for (int64_t i = 0; i < dim; ++i) out[row * dim + i] = weight[i] * (in[i] * inverse);
+  }
+}
+
+void previous_layer_norm(const float* x, int64_t rows, int64_t dim, const float* weight, const float* bias, float eps,
+                         float* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* in = x + row * dim;
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += in[i];
+    const double mean = sum / static_cast<double>(dim);
+    double squares = 0.0;
+    for (int64_t i = 0; i < dim; ++i) squares += (in[i] - mean) * (in[i] - mean);
+    const float inverse = 1.0f / std::sqrt(static_cast<float>(squares / static_cast<double>(dim)) + eps);
+    const float mean_f = static_cast<float>(mean);
+    for (int64_t i = 0; i < dim; ++i) out[row * dim + i] = (in[i] - mean_f) * inverse * weight[i] + bias[i];
+  }
+}
+
+// layer 0: RMSNorm over a prefill's 800 x 4096; 1: LayerNorm over the encoder's 1500 x 1280.
+void BM_Norms(benchmark::State& state) {
+  const bool layer = state.range(0) == 1;
+  const bool previous = state.range(1) == 1;
+  const int64_t rows = layer ? 1500 : 800, dim = layer ? 1280 : 4096;
+  std::vector<float> x = random_values(rows * dim, 7), weight = random_values(dim, 8), bias = random_values(dim, 9);
+  std::vector<float> out(rows * dim);
+  for (auto _ : state) {
+    if (layer && previous)
+      previous_layer_norm(x.data(), rows, dim, weight.data(), bias.data(), 1e-5f, out.data());
+    else if (layer)
+      layer_norm(x.data(), rows, dim, dim, weight.data(), bias.data(), 1e-5f, out.data(), dim);
+    else if (previous)
+      previous_rms_norm(x.data(), rows, dim, weight.data(), 1e-6f, out.data());
+    else
+      rms_norm(x.data(), rows, dim, dim, weight.data(), 1e-6f, out.data(), dim);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(layer ? "layer_norm 1500x1280" : "rms_norm 800x4096");
+  state.counters["GB/s"] =
+      benchmark::Counter(8.0 * rows * dim * state.iterations() * 1e-9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Norms)
+    ->ArgNames({"layer", "previous"})
+    ->Args({0, 0})
+    ->Args({0, 1})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace qwen2audio::kernels
+
+BENCHMARK_MAIN();
