@@ -5,6 +5,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "io/config.h"
 #include "runtime/errors.h"
 
@@ -57,6 +60,16 @@ WeightFormat format_of(WeightQuantization quantization) {
 
 DType codes_dtype(WeightQuantization quantization) {
   return quantization == WeightQuantization::Int8 ? DType::I8 : DType::U8;
+}
+
+// The source pages of a matrix quantized at load are not read again: dropping them from this
+// process's mapping (they stay in the page cache, and would fault back in if touched) keeps the
+// resident size at the quantized model's, not bf16 + quantized.
+void release_mapped_pages(const void* data, size_t bytes) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 bool ends_with(const std::string& text, const std::string& suffix) {
@@ -247,6 +260,7 @@ QuantizedWeight load_quantized_weight(const Checkpoint& checkpoint, const Quanti
   auto* scales = reinterpret_cast<float*>(result.scales.reserve(scale_bytes));
   kernels::quantize_rows(weight.data, weight.dtype, matrix.cols, matrix.rows, matrix.cols, format, config.group_size,
                          codes, scales);
+  release_mapped_pages(weight.data, weight.nbytes());  // checkpoints are memory-mapped (io/mapped_file.h)
   matrix.data = codes;
   matrix.scales = scales;
   result.copied_bytes = code_bytes + scale_bytes;

@@ -1,0 +1,167 @@
+"""Speed of a model folder: encoder time for a 30 s clip, prefill tokens/s, decode tokens/s at a given
+context, peak memory, and the decode bound set by memory bandwidth.
+
+``qwen2audio bench --model DIR`` prints these for one folder; ``bench/bench_model.py`` runs it on
+synthetic checkpoints at Qwen2-Audio-7B's shapes for bf16, int8 and int4, beside torch eager.
+This is a measurement tool, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["run_model_benchmark", "measure_model", "decode_weight_bytes", "read_bandwidth"]
+
+# Token ids drawn for synthetic prompts: ordinary text ids, below the special tokens.
+_MAX_TEXT_ID = 150000
+
+
+def read_bandwidth(threads: int, gib: float = 1.0) -> float:
+    """Best streaming read GB/s with ``threads`` threads over a buffer far larger than the caches."""
+    from . import _core
+
+    return _core.read_bandwidth(int(gib * (1 << 30)), 5, int(threads))
+
+
+def decode_weight_bytes(config: Any, quantization: Optional[str], group_size: int = 128) -> dict:
+    """Bytes of weights one decode step reads: every decoder projection and the output head (the
+    embedding reads one row). Quantized formats count their float32 scales."""
+    text = config.text_config
+    hidden, intermediate = text.hidden_size, text.intermediate_size
+    head_dim = getattr(text, "head_dim", None) or hidden // text.num_attention_heads
+    q_width = text.num_attention_heads * head_dim
+    kv_width = text.num_key_value_heads * head_dim
+    per_layer = hidden * q_width + 2 * hidden * kv_width + q_width * hidden + 3 * hidden * intermediate
+    scale = 4 / group_size
+
+    def per_weight(fmt: Optional[str]) -> float:
+        return {None: 2.0, "int8": 1.0 + scale, "int4": 0.5 + scale}[fmt]
+
+    head_format = None if quantization is None else "int8"  # model/quantization.h: lm_head is int8
+    layers = per_layer * text.num_hidden_layers * per_weight(quantization)
+    head = text.vocab_size * hidden * per_weight(head_format)
+    return {"layers": layers, "head": head, "total": layers + head, "per_layer": per_layer * per_weight(quantization)}
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory. VmHWM belongs to the current address space; ru_maxrss
+    would carry over a parent's peak across fork and exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, context: int = 1024,
+                  encoder: bool = True, encoder_repeats: int = 2, seed: int = 0) -> dict:
+    """Times one loaded model. Prefill: ``prompt_tokens`` random text tokens in one call. Decode:
+    after filling the cache to ``context`` tokens, ``new_tokens`` greedy steps (the first comes from
+    the prefill's logits, so new_tokens - 1 forward passes are timed)."""
+    if prompt_tokens < 1 or new_tokens < 2 or context < prompt_tokens:
+        raise ValueError("need prompt_tokens >= 1, new_tokens >= 2 and context >= prompt_tokens")
+    rng = np.random.default_rng(seed)
+    result: dict[str, Any] = {}
+    if encoder:
+        features = (rng.standard_normal((1, 128, 3000)) * 0.5).astype(np.float32)
+        times = []
+        for _ in range(encoder_repeats):
+            started = time.perf_counter()
+            model.audio_encoder(features)
+            times.append(time.perf_counter() - started)
+        result["encoder_s"] = min(times)
+    session = model.start_session()
+    session.append(rng.integers(0, _MAX_TEXT_ID, size=(1, 16)))  # threads and caches warm
+    session.reset()
+    prompt = rng.integers(0, _MAX_TEXT_ID, size=(1, prompt_tokens))
+    started = time.perf_counter()
+    session.append(prompt)
+    result["prefill_s"] = time.perf_counter() - started
+    result["prefill_tokens_per_s"] = prompt_tokens / result["prefill_s"]
+    if context > prompt_tokens:
+        session.append(rng.integers(0, _MAX_TEXT_ID, size=(1, context - prompt_tokens)))
+    started = time.perf_counter()
+    session.generate(max_new_tokens=new_tokens, eos_token_id=[])
+    decode_s = time.perf_counter() - started
+    result["decode_s_per_token"] = decode_s / (new_tokens - 1)
+    result["decode_tokens_per_s"] = (new_tokens - 1) / decode_s
+    result["decode_context"] = context
+    result["peak_rss_bytes"] = _peak_rss_bytes()
+    return result
+
+
+def run_model_benchmark(model_dir: str, dtype: str = "auto", quantization: Optional[str] = None,
+                        threads: Optional[int] = None, prompt_tokens: int = 800, new_tokens: int = 32,
+                        context: int = 1024, encoder: bool = True, print_results: bool = True) -> dict:
+    """Loads ``model_dir`` and measures it (see :func:`measure_model`); prints a summary unless told
+    not to, and returns the figures with the load time and the decode bandwidth bound."""
+    from .modeling import Qwen2AudioForConditionalGeneration
+
+    started = time.perf_counter()
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
+                                                               quantization=quantization)
+    load_s = time.perf_counter() - started
+    stored = model.quantization_config
+    fmt = quantization or (None if stored is None else {8: "int8", 4: "int4"}[stored["bits"]])
+    group_size = stored["group_size"] if stored else 128
+    result = {"model": str(model_dir), "dtype": model.dtype, "quantization": fmt, "threads": model.num_threads,
+              "load_s": load_s}
+    result.update(measure_model(model, prompt_tokens, max(new_tokens, 2), max(context, prompt_tokens), encoder))
+    bandwidth = read_bandwidth(model.num_threads)
+    weight_bytes = decode_weight_bytes(model.config, fmt, group_size)
+    result["read_bandwidth_gbs"] = bandwidth
+    result["decode_weight_bytes"] = weight_bytes["total"]
+    result["decode_bound_s_per_token"] = weight_bytes["total"] / (bandwidth * 1e9)
+    result["decode_fraction_of_bound"] = result["decode_bound_s_per_token"] / result["decode_s_per_token"]
+    if print_results:
+        _print(result)
+    return result
+
+
+def _print(result: dict) -> None:
+    label = result["quantization"] or result["dtype"]
+    print(f"model {result['model']} ({label}, {result['threads']} threads), loaded in {result['load_s']:.1f} s")
+    if "encoder_s" in result:
+        print(f"  encoder, one 30 s clip:     {result['encoder_s']:.2f} s")
+    print(f"  prefill:                    {result['prefill_tokens_per_s']:.1f} tokens/s")
+    print(f"  decode at {result['decode_context']} tokens:       {result['decode_tokens_per_s']:.2f} tokens/s "
+          f"({result['decode_s_per_token'] * 1e3:.0f} ms/token)")
+    print(f"  bandwidth bound:            {result['decode_bound_s_per_token'] * 1e3:.0f} ms/token "
+          f"({result['decode_weight_bytes'] / 1e9:.2f} GB of weights at {result['read_bandwidth_gbs']:.1f} GB/s): "
+          f"{100 * result['decode_fraction_of_bound']:.0f} % reached")
+    print(f"  peak RSS:                   {result['peak_rss_bytes'] / 2**30:.2f} GiB")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="measure one model folder (JSON out with --json)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quantization", default=None, choices=["int8", "int4"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--prompt-tokens", type=int, default=800)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--no-encoder", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    args = parser.parse_args(argv)
+    result = run_model_benchmark(args.model, dtype=args.dtype, quantization=args.quantization, threads=args.threads,
+                                 prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, context=args.context,
+                                 encoder=not args.no_encoder, print_results=not args.json)
+    if args.json:
+        json.dump(result, sys.stdout)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
