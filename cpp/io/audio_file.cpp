@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include "runtime/errors.h"
@@ -169,6 +170,11 @@ std::vector<float> decode(SNDFILE* raw_file, const SF_INFO& info, const AudioLoa
 }  // namespace
 
 std::vector<float> load_audio_file(const std::string& path, const AudioLoadOptions& options) {
+  // libsndfile would block forever opening a FIFO with no writer; devices and folders are no
+  // audio files either.
+  std::error_code error;
+  if (std::filesystem::exists(path, error) && !std::filesystem::is_regular_file(path, error))
+    fail("'" + path + "'", "not a regular file");
   SF_INFO info{};
   SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
   const std::string name = "'" + path + "'";

@@ -6,6 +6,7 @@ reported as one ValueError subclass naming the file."""
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ MAX_CONFIG_BYTES = 64 << 20
 
 
 def read_text(path: Path, error: type[ValueError] = ValueError, max_bytes: int = MAX_CONFIG_BYTES) -> str:
-    size = path.stat().st_size
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # reading a FIFO would wait for a writer forever
+        raise error(f"{path}: not a regular file")
+    size = info.st_size
     if size > max_bytes:
         raise error(f"{path}: file is {size} bytes, over the {max_bytes}-byte limit for this kind of file")
     try:

@@ -7,8 +7,10 @@ cases they leave out, several of them regressions of crashes found while hardeni
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,44 @@ def test_oversized_header_is_refused_before_reading(tmp_path):
     sparse_file(tmp_path / "model.safetensors", 8 + length + 8, struct.pack("<Q", length))
     with pytest.raises(CheckpointError, match="exceeds the .*-byte limit"):
         Checkpoint(tmp_path)
+
+
+def within(seconds: float, call):
+    """Runs `call` in a daemon thread: a regression that blocks forever fails the test instead of
+    hanging the run. Returns the exception it raised (or None)."""
+    outcome: list = []
+
+    def run():
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]
+
+
+def test_fifos_are_refused_without_blocking(tiny_f32, tmp_path):
+    # Opening a FIFO for reading waits for a writer; each reader must refuse it instead.
+    (tmp_path / "model").mkdir()
+    os.mkfifo(tmp_path / "model" / "model.safetensors")
+    error = within(30, lambda: Checkpoint(tmp_path / "model"))
+    assert isinstance(error, CheckpointError) and "not a regular file" in str(error)
+    os.mkfifo(tmp_path / "clip.wav")
+    error = within(30, lambda: load_audio(tmp_path / "clip.wav"))
+    assert isinstance(error, ValueError) and "not a regular file" in str(error)
+    os.mkfifo(tmp_path / "config.json")
+    error = within(30, lambda: qwen2audio.Qwen2AudioConfig.from_pretrained(tmp_path / "config.json"))
+    assert isinstance(error, ConfigError) and "not a regular file" in str(error)
+    folder = tiny_with_config(tiny_f32, tmp_path / "ckpt", "{}")
+    (folder / "config.json").unlink()
+    os.mkfifo(folder / "config.json")
+    error = within(30, lambda: Checkpoint(folder))
+    assert isinstance(error, ConfigError), error
 
 
 def test_empty_and_non_regular_weight_files(tmp_path):
