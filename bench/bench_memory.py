@@ -19,8 +19,8 @@ The property checked, counting from the baseline process: peak RSS (VmHWM) grows
 size + 10% through loading and a forward pass; after the delete the mapping's pages are gone from RSS
 at once (no mapping of the file is left), and once glibc hands back its cache of freed heap blocks
 (malloc_trim) RSS is within 10% of the file size of where it started; a second model then adds
-nothing more (what the first left is the runtime's one-time cost, not the model's). Pages of the mapping count towards RSS only once
-touched, so right after loading RSS has barely moved.
+nothing more (what the first left is the runtime's one-time cost, not the model's). Pages of the
+mapping count towards RSS only once touched, so right after loading RSS has barely moved.
 `--json` prints the figures as JSON (tests/python/test_memory.py runs the small preset this way).
 """
 
@@ -290,8 +290,8 @@ def report(preset: str, shape: dict, size: int, write_seconds: float, ours: dict
           f"{verdict['released_checkpoint_mapped'] / 2**20:.1f} MiB of the checkpoint still mapped")
     print(f"ours: after malloc_trim    {verdict['trimmed_growth'] / 2**20:10.1f} MiB above the baseline "
           f"({'within' if verdict['memory_returned'] else 'OVER'} 10% of the file size)")
-    print(f"ours: a second model       {verdict['second_model_growth'] / 2**20:10.1f} MiB more after it too is loaded, run "
-          "and deleted")
+    print(f"ours: a second model       {verdict['second_model_growth'] / 2**20:10.1f} MiB more after it too is "
+          "loaded, run and deleted")
     copy_growth = copy["stages"]["loaded"]["VmRSS"] - copy["stages"]["baseline"]["VmRSS"]
     print(f"copying loader: growth     {copy_growth / 2**20:10.1f} MiB on load ({copy['load_seconds']:.1f} s), "
           "before any bf16 -> f32 conversion")
