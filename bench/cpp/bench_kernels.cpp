@@ -9,16 +9,20 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/vector_math.h"
 #include "runtime/dtype.h"
@@ -146,6 +150,8 @@ AttentionProblem make_attention(AttentionShape shape) {
   return AttentionProblem(1, 1, 1, 1, false, false, 1, DType::F32);
 }
 
+const char* kAttentionNames[] = {"encoder_1500", "encoder_5s_clip", "prefill_800", "decode_1k", "decode_1k_bf16kv"};
+
 void BM_Attention(benchmark::State& state) {
   const auto shape = static_cast<AttentionShape>(state.range(0));
   const bool previous = state.range(1) != 0;
@@ -169,9 +175,8 @@ void BM_Attention(benchmark::State& state) {
   }
   state.counters["GFLOP/s"] =
       benchmark::Counter(problem.flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+  state.SetLabel(kAttentionNames[state.range(0)]);
 }
-
-const char* kAttentionNames[] = {"encoder_1500", "encoder_5s_clip", "prefill_800", "decode_1k", "decode_1k_bf16kv"};
 
 void attention_arguments(benchmark::internal::Benchmark* bench) {
   bench->ArgNames({"shape", "previous", "isa"});
@@ -197,7 +202,8 @@ const GemmShape kGemmShapes[] = {
 };
 
 // 0: the engine's Gemm, F32 weights; 1: the engine's Gemm, BF16 weights (inputs rounded to BF16);
-// 2: oneDNN f32 matmul, weights reordered to its preferred layout.
+// 2: oneDNN f32 matmul, weights reordered to its preferred layout; 3: oneDNN bf16 matmul (bf16
+// source and weights, f32 output), skipped where oneDNN has no implementation for this CPU.
 void BM_Gemm(benchmark::State& state) {
   const GemmShape& shape = kGemmShapes[state.range(0)];
   const int variant = static_cast<int>(state.range(1));
@@ -230,20 +236,37 @@ void BM_Gemm(benchmark::State& state) {
   } else {
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
+    const bool bf16 = variant == 3;
+    const dt input_type = bf16 ? dt::bf16 : dt::f32;
+    std::vector<uint16_t> x_bits, w_bits;
+    if (bf16) {
+      for (float value : x) x_bits.push_back(float_to_bf16(value));
+      for (float value : w) w_bits.push_back(float_to_bf16(value));
+    }
     dnnl::engine engine(dnnl::engine::kind::cpu, 0);
     dnnl::stream stream(engine);
-    const dnnl::memory::desc src({shape.m, shape.k}, dt::f32, tag::ab);
-    const dnnl::memory::desc weights_any({shape.k, shape.n}, dt::f32, tag::any);
-    const dnnl::memory::desc weights_plain({shape.k, shape.n}, dt::f32, tag::ba);
+    const dnnl::memory::desc src({shape.m, shape.k}, input_type, tag::ab);
+    const dnnl::memory::desc weights_any({shape.k, shape.n}, input_type, tag::any);
+    const dnnl::memory::desc weights_plain({shape.k, shape.n}, input_type, tag::ba);
     const dnnl::memory::desc bias_desc({1, shape.n}, dt::f32, tag::ab);
     const dnnl::memory::desc dst({shape.m, shape.n}, dt::f32, tag::ab);
-    dnnl::matmul::primitive_desc descriptor(dnnl::matmul::desc(src, weights_any, bias_desc, dst), engine);
-    dnnl::memory plain(weights_plain, engine, w.data());
+    dnnl::matmul::primitive_desc descriptor;
+    try {
+      descriptor = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_any, bias_desc, dst), engine);
+    } catch (const dnnl::error&) {
+      state.SkipWithError("oneDNN has no matmul for these types on this CPU");
+      return;
+    }
+    if (bf16 && std::string(descriptor.impl_info_str()).find("ref") != std::string::npos) {
+      state.SkipWithError("oneDNN offers only its reference bf16 matmul on this CPU");
+      return;
+    }
+    dnnl::memory plain(weights_plain, engine, bf16 ? static_cast<void*>(w_bits.data()) : w.data());
     dnnl::memory blocked(descriptor.weights_desc(), engine);
     dnnl::reorder(plain, blocked).execute(stream, plain, blocked);
     dnnl::matmul matmul(descriptor);
-    dnnl::memory src_memory(src, engine, x.data()), bias_memory(bias_desc, engine, bias.data()),
-        dst_memory(dst, engine, y.data());
+    dnnl::memory src_memory(src, engine, bf16 ? static_cast<void*>(x_bits.data()) : x.data()),
+        bias_memory(bias_desc, engine, bias.data()), dst_memory(dst, engine, y.data());
     std::unordered_map<int, dnnl::memory> arguments{{DNNL_ARG_SRC, src_memory},
                                                     {DNNL_ARG_WEIGHTS, blocked},
                                                     {DNNL_ARG_BIAS, bias_memory},
@@ -263,9 +286,251 @@ void BM_Gemm(benchmark::State& state) {
 void gemm_arguments(benchmark::internal::Benchmark* bench) {
   bench->ArgNames({"shape", "variant"});
   for (int shape = 0; shape < 6; ++shape)
-    for (int variant : {2, 0, 1}) bench->Args({shape, variant});
+    for (int variant : {2, 3, 0, 1}) bench->Args({shape, variant});
 }
 BENCHMARK(BM_Gemm)->Apply(gemm_arguments)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---------------------------------------------------------------- whole layers
+
+// One layer's products as oneDNN f32 matmuls with weights in its preferred layout (reordered once,
+// outside the timing): the throughput our layers are measured against.
+class OnednnProducts {
+ public:
+  // Each (m, n, k): y[m, n] = x[m, k] w^T + bias.
+  explicit OnednnProducts(const std::vector<std::array<int64_t, 3>>& shapes) : engine_(dnnl::engine::kind::cpu, 0) {
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    dnnl::stream stream(engine_);
+    for (const auto& [m, n, k] : shapes) {
+      Product product;
+      product.x = random_values(m * k, 1);
+      product.w = random_values(n * k, 2, 0.05f);
+      product.bias = random_values(n, 3);
+      product.y.assign(m * n, 0.0f);
+      const dnnl::memory::desc src({m, k}, dt::f32, tag::ab), bias({1, n}, dt::f32, tag::ab),
+          dst({m, n}, dt::f32, tag::ab);
+      dnnl::matmul::primitive_desc descriptor(
+          dnnl::matmul::desc(src, dnnl::memory::desc({k, n}, dt::f32, tag::any), bias, dst), engine_);
+      dnnl::memory plain(dnnl::memory::desc({k, n}, dt::f32, tag::ba), engine_, product.w.data());
+      dnnl::memory blocked(descriptor.weights_desc(), engine_);
+      dnnl::reorder(plain, blocked).execute(stream, plain, blocked);
+      product.matmul = dnnl::matmul(descriptor);
+      product.arguments = {{DNNL_ARG_SRC, dnnl::memory(src, engine_, product.x.data())},
+                           {DNNL_ARG_WEIGHTS, blocked},
+                           {DNNL_ARG_BIAS, dnnl::memory(bias, engine_, product.bias.data())},
+                           {DNNL_ARG_DST, dnnl::memory(dst, engine_, product.y.data())}};
+      flops_ += 2.0 * m * n * k;
+      products_.push_back(std::move(product));
+    }
+    stream.wait();
+  }
+  void run() {
+    dnnl::stream stream(engine_);
+    for (Product& product : products_) product.matmul.execute(stream, product.arguments);
+    stream.wait();
+  }
+  double flops() const { return flops_; }
+
+ private:
+  struct Product {
+    std::vector<float> x, w, bias, y;
+    dnnl::matmul matmul;
+    std::unordered_map<int, dnnl::memory> arguments;
+  };
+  dnnl::engine engine_;
+  std::vector<Product> products_;
+  double flops_ = 0;
+};
+
+// Weights of one linear layer in both storages.
+struct LinearWeights {
+  int64_t n, k;
+  std::vector<float> w, bias;
+  std::vector<uint16_t> w_bits;
+  LinearWeights(int64_t n_, int64_t k_, bool with_bias, uint32_t seed) : n(n_), k(k_) {
+    w = random_values(n * k, seed, 0.02f);
+    for (float& value : w) value = bf16_to_float(float_to_bf16(value));
+    for (float value : w) w_bits.push_back(float_to_bf16(value));
+    if (with_bias) bias = random_values(n, seed + 1, 0.02f);
+  }
+  void apply(Gemm& gemm, bool bf16, const float* x, int64_t m, float* y, int64_t ldy, bool accumulate) const {
+    gemm({m, n, k, x, k, bf16 ? static_cast<const void*>(w_bits.data()) : w.data(), bf16 ? DType::BF16 : DType::F32, k,
+          bias.empty() ? nullptr : bias.data(), y, ldy, accumulate});
+  }
+};
+
+// The encoder layer at 30 s of audio (1500 frames, d 1280, 20 heads, ffn 5120), as the engine runs
+// it: LayerNorm, q/k/v, attention, out_proj (+ residual), LayerNorm, fc1, GELU, fc2 (+ residual).
+// variant 0: F32 weights; 1: BF16 weights; 2: only its six products, as oneDNN matmuls.
+void BM_EncoderLayer(benchmark::State& state) {
+  constexpr int64_t frames = 1500, d = 1280, heads = 20, ffn = 5120;
+  const int variant = static_cast<int>(state.range(0));
+  const double attention_flops = 4.0 * frames * frames * d;
+  if (variant == 2) {
+    OnednnProducts products(
+        {{frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, ffn, d}, {frames, d, ffn}});
+    products.run();
+    for (auto _ : state) products.run();
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+    state.SetLabel("oneDNN products only");
+    return;
+  }
+  const bool bf16 = variant == 1;
+  const LinearWeights q(d, d, true, 10), k(d, d, false, 20), v(d, d, true, 30), out(d, d, true, 40),
+      fc1(ffn, d, true, 50), fc2(d, ffn, true, 60);
+  const std::vector<float> ones(d, 1.0f), zeros(d, 0.0f);
+  std::vector<float> hidden = random_values(frames * d, 70), normed(frames * d), qs(frames * d), ks(frames * d),
+                     vs(frames * d), attended(frames * d), hiddens(frames * ffn);
+  std::vector<uint8_t> mask(frames, 1);
+  Gemm gemm;
+  AttentionScratch scratch;
+  AttentionArgs args;
+  args.batch = 1;
+  args.q_len = args.kv_len = frames;
+  args.num_heads = args.num_kv_heads = heads;
+  args.head_dim = d / heads;
+  args.q = qs.data();
+  args.q_batch_stride = frames * d;
+  args.q_row_stride = d;
+  args.k = ks.data();
+  args.v = vs.data();
+  args.kv_batch_stride = frames * d;
+  args.kv_head_stride = d / heads;
+  args.kv_row_stride = d;
+  args.out = attended.data();
+  args.out_batch_stride = frames * d;
+  args.out_row_stride = d;
+  args.scale = 0.125f;
+  args.key_mask = mask.data();
+  args.key_mask_stride = frames;
+  auto layer = [&] {
+    layer_norm(hidden.data(), frames, d, d, ones.data(), zeros.data(), 1e-5f, normed.data(), d);
+    q.apply(gemm, bf16, normed.data(), frames, qs.data(), d, false);
+    k.apply(gemm, bf16, normed.data(), frames, ks.data(), d, false);
+    v.apply(gemm, bf16, normed.data(), frames, vs.data(), d, false);
+    attention(args, scratch);
+    out.apply(gemm, bf16, attended.data(), frames, hidden.data(), d, true);
+    layer_norm(hidden.data(), frames, d, d, ones.data(), zeros.data(), 1e-5f, normed.data(), d);
+    fc1.apply(gemm, bf16, normed.data(), frames, hiddens.data(), ffn, false);
+    gelu_erf(hiddens.data(), frames * ffn);
+    fc2.apply(gemm, bf16, hiddens.data(), frames, hidden.data(), d, true);
+  };
+  layer();
+  for (auto _ : state) {
+    layer();
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * frames * d * (4 * d + 2 * ffn) + attention_flops;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+  state.SetLabel(bf16 ? "engine, BF16 weights" : "engine, F32 weights");
+}
+BENCHMARK(BM_EncoderLayer)->ArgName("variant")->Arg(2)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A decoder layer's prefill of 800 tokens (hidden 4096, 32 heads of 128, intermediate 11008), as
+// the engine runs it, with the keys and values stored in a cache of the layer's dtype. Variants as
+// above.
+void BM_PrefillLayer(benchmark::State& state) {
+  constexpr int64_t tokens = 800, hidden_size = 4096, heads = 32, head_dim = 128, inter = 11008;
+  const int variant = static_cast<int>(state.range(0));
+  double attention_flops = 0;
+  for (int64_t t = 0; t < tokens; ++t) attention_flops += 4.0 * (t + 1) * head_dim * heads;
+  if (variant == 2) {
+    OnednnProducts products({{tokens, hidden_size, hidden_size},
+                             {tokens, hidden_size, hidden_size},
+                             {tokens, hidden_size, hidden_size},
+                             {tokens, hidden_size, hidden_size},
+                             {tokens, inter, hidden_size},
+                             {tokens, inter, hidden_size},
+                             {tokens, hidden_size, inter}});
+    products.run();
+    for (auto _ : state) products.run();
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+    state.SetLabel("oneDNN products only");
+    return;
+  }
+  const bool bf16 = variant == 1;
+  const LinearWeights q(hidden_size, hidden_size, true, 10), k(hidden_size, hidden_size, true, 20),
+      v(hidden_size, hidden_size, true, 30), o(hidden_size, hidden_size, false, 40),
+      gate(inter, hidden_size, false, 50), up(inter, hidden_size, false, 60), down(hidden_size, inter, false, 70);
+  const std::vector<float> ones(hidden_size, 1.0f);
+  std::vector<float> hidden = random_values(tokens * hidden_size, 80), normed(tokens * hidden_size),
+                     qs(tokens * hidden_size), ks(tokens * hidden_size), vs(tokens * hidden_size),
+                     attended(tokens * hidden_size), gates(tokens * inter), ups(tokens * inter),
+                     cos(tokens * head_dim / 2), sin(tokens * head_dim / 2);
+  std::vector<int64_t> positions(tokens);
+  for (int64_t t = 0; t < tokens; ++t) positions[t] = t;
+  rope_tables(positions.data(), tokens, head_dim, 1e6, cos.data(), sin.data());
+  // The cache layout [kv_head, slot, head_dim], as model/kv_cache.h keeps it.
+  const size_t cache_elements = static_cast<size_t>(heads * tokens * head_dim);
+  std::vector<float> keys(cache_elements), values(cache_elements);
+  std::vector<uint16_t> key_bits(cache_elements), value_bits(cache_elements);
+  std::vector<uint8_t> mask(tokens, 1);
+  Gemm gemm;
+  AttentionScratch scratch;
+  AttentionArgs args;
+  args.batch = 1;
+  args.q_len = args.kv_len = tokens;
+  args.num_heads = args.num_kv_heads = heads;
+  args.head_dim = head_dim;
+  args.q = qs.data();
+  args.q_batch_stride = tokens * hidden_size;
+  args.q_row_stride = hidden_size;
+  args.kv_dtype = bf16 ? DType::BF16 : DType::F32;
+  args.k = bf16 ? static_cast<const void*>(key_bits.data()) : keys.data();
+  args.v = bf16 ? static_cast<const void*>(value_bits.data()) : values.data();
+  args.kv_batch_stride = heads * tokens * head_dim;
+  args.kv_head_stride = tokens * head_dim;
+  args.kv_row_stride = head_dim;
+  args.out = attended.data();
+  args.out_batch_stride = tokens * hidden_size;
+  args.out_row_stride = hidden_size;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  args.causal = true;
+  args.key_mask = mask.data();
+  args.key_mask_stride = tokens;
+  auto layer = [&] {
+    rms_norm(hidden.data(), tokens, hidden_size, hidden_size, ones.data(), 1e-6f, normed.data(), hidden_size);
+    q.apply(gemm, bf16, normed.data(), tokens, qs.data(), hidden_size, false);
+    k.apply(gemm, bf16, normed.data(), tokens, ks.data(), hidden_size, false);
+    v.apply(gemm, bf16, normed.data(), tokens, vs.data(), hidden_size, false);
+    apply_rope(qs.data(), tokens, heads, head_dim, hidden_size, cos.data(), sin.data());
+    apply_rope(ks.data(), tokens, heads, head_dim, hidden_size, cos.data(), sin.data());
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < heads; ++g) {
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t i = 0; i < head_dim; ++i) {
+          const size_t slot = static_cast<size_t>((g * tokens + t) * head_dim + i);
+          const size_t source = static_cast<size_t>(t * hidden_size + g * head_dim + i);
+          if (bf16) {
+            key_bits[slot] = float_to_bf16(ks[source]);
+            value_bits[slot] = float_to_bf16(vs[source]);
+          } else {
+            keys[slot] = ks[source];
+            values[slot] = vs[source];
+          }
+        }
+      }
+    }
+    attention(args, scratch);
+    o.apply(gemm, bf16, attended.data(), tokens, hidden.data(), hidden_size, true);
+    rms_norm(hidden.data(), tokens, hidden_size, hidden_size, ones.data(), 1e-6f, normed.data(), hidden_size);
+    gate.apply(gemm, bf16, normed.data(), tokens, gates.data(), inter, false);
+    up.apply(gemm, bf16, normed.data(), tokens, ups.data(), inter, false);
+    silu_mul(gates.data(), ups.data(), gates.data(), tokens * inter);
+    down.apply(gemm, bf16, gates.data(), tokens, hidden.data(), hidden_size, true);
+  };
+  layer();
+  for (auto _ : state) {
+    layer();
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * tokens * hidden_size * (4 * hidden_size + 3 * inter) + attention_flops;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+  state.SetLabel(bf16 ? "engine, BF16 weights and cache" : "engine, F32 weights and cache");
+}
+BENCHMARK(BM_PrefillLayer)->ArgName("variant")->Arg(2)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---------------------------------------------------------------- elementwise and norms
 
