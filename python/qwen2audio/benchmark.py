@@ -30,24 +30,33 @@ def read_bandwidth(threads: int, gib: float = 1.0) -> float:
     return _core.read_bandwidth(int(gib * (1 << 30)), 5, int(threads))
 
 
-def decode_weight_bytes(config: Any, quantization: Optional[str], group_size: int = 128) -> dict:
+def decode_weight_bytes(config: Any, quantization: Optional[str], group_size: int = 128,
+                        float_bytes: int = 2) -> dict:
     """Bytes of weights one decode step reads: every decoder projection and the output head (the
-    embedding reads one row). Quantized formats count their float32 scales."""
+    embedding reads one row). Unquantized weights take ``float_bytes`` each (2 for bf16, 4 for
+    float32); quantized formats count their float32 scales, one per row and group of ``group_size``
+    inputs (kernels/cpu/gemv.h)."""
     text = config.text_config
     hidden, intermediate = text.hidden_size, text.intermediate_size
     head_dim = getattr(text, "head_dim", None) or hidden // text.num_attention_heads
     q_width = text.num_attention_heads * head_dim
     kv_width = text.num_key_value_heads * head_dim
-    per_layer = hidden * q_width + 2 * hidden * kv_width + q_width * hidden + 3 * hidden * intermediate
-    scale = 4 / group_size
+    # (out_features, in_features) of q, k, v, o, gate, up, down
+    projections = [(q_width, hidden), (kv_width, hidden), (kv_width, hidden), (hidden, q_width),
+                   (intermediate, hidden), (intermediate, hidden), (hidden, intermediate)]
 
-    def per_weight(fmt: Optional[str]) -> float:
-        return {None: 2.0, "int8": 1.0 + scale, "int4": 0.5 + scale}[fmt]
+    def matrix_bytes(rows: int, cols: int, fmt: Optional[str]) -> float:
+        if fmt is None:
+            return float(float_bytes * rows * cols)
+        groups = -(-cols // group_size)
+        code_bytes = cols if fmt == "int8" else (cols + 1) // 2
+        return float(rows * (code_bytes + 4 * groups))
 
     head_format = None if quantization is None else "int8"  # model/quantization.h: lm_head is int8
-    layers = per_layer * text.num_hidden_layers * per_weight(quantization)
-    head = text.vocab_size * hidden * per_weight(head_format)
-    return {"layers": layers, "head": head, "total": layers + head, "per_layer": per_layer * per_weight(quantization)}
+    per_layer = sum(matrix_bytes(rows, cols, quantization) for rows, cols in projections)
+    layers = per_layer * text.num_hidden_layers
+    head = matrix_bytes(text.vocab_size, hidden, head_format)
+    return {"layers": layers, "head": head, "total": layers + head, "per_layer": per_layer}
 
 
 def _peak_rss_bytes() -> int:
@@ -118,7 +127,7 @@ def run_model_benchmark(model_dir: str, dtype: str = "auto", quantization: Optio
               "load_s": load_s}
     result.update(measure_model(model, prompt_tokens, max(new_tokens, 2), max(context, prompt_tokens), encoder))
     bandwidth = read_bandwidth(model.num_threads)
-    weight_bytes = decode_weight_bytes(model.config, fmt, group_size)
+    weight_bytes = decode_weight_bytes(model.config, fmt, group_size, 4 if model.dtype == "float32" else 2)
     result["read_bandwidth_gbs"] = bandwidth
     result["decode_weight_bytes"] = weight_bytes["total"]
     result["decode_bound_s_per_token"] = weight_bytes["total"] / (bandwidth * 1e9)

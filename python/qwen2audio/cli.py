@@ -144,8 +144,11 @@ def _annotate(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .benchmark import run_model_benchmark
 
-    run_model_benchmark(args.model, dtype=args.dtype, quantization=args.quantization, threads=args.threads,
-                        prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens)
+    result = run_model_benchmark(args.model, dtype=args.dtype, quantization=args.quantization, threads=args.threads,
+                                 prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, context=args.context,
+                                 encoder=not args.no_encoder, print_results=not args.json)
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -209,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure encoder, prefill and decode speed on a model")
     _add_model_options(bench)
     bench.add_argument("--prompt-tokens", type=int, default=800)
-    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--new-tokens", type=int, default=32, help="decode steps timed (the first comes from prefill)")
+    bench.add_argument("--context", type=int, default=1024, help="tokens in the KV cache when decode is timed")
+    bench.add_argument("--no-encoder", action="store_true", help="skip the audio encoder timing")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="the main job end to end (built-in tiny checkpoint without --model)")

@@ -1,0 +1,127 @@
+"""`qwen2audio bench` and qwen2audio.benchmark end to end on tiny checkpoints: the report's fields
+and their consistency, never its timings (speed is shown by bench/, not asserted in tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qwen2audio.benchmark import decode_weight_bytes, run_model_benchmark
+from qwen2audio.demo import demo_checkpoint
+
+FIELDS = {"model", "dtype", "quantization", "threads", "load_s", "encoder_s", "prefill_s", "prefill_tokens_per_s",
+          "decode_s_per_token", "decode_tokens_per_s", "decode_context", "peak_rss_bytes", "read_bandwidth_gbs",
+          "decode_weight_bytes", "decode_bound_s_per_token", "decode_fraction_of_bound"}
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_checkpoint(tmp_path_factory.mktemp("demo") / "model")
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "qwen2audio", "bench", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def _weight_bytes_by_hand(config: dict, bytes_per_weight: float, head_bytes_per_weight: float,
+                          scale_bytes_per_row: int = 0, head_scale_bytes_per_row: int = 0) -> float:
+    """Bytes one decode step reads, from config.json alone: 7 projections per layer plus the head."""
+    text = config["text_config"]
+    h, inter = text["hidden_size"], text["intermediate_size"]
+    head_dim = h // text["num_attention_heads"]
+    kv = text["num_key_value_heads"] * head_dim
+    rows = [(h, h), (kv, h), (kv, h), (h, h), (inter, h), (inter, h), (h, inter)]
+    layer = sum(n * k * bytes_per_weight + n * scale_bytes_per_row for n, k in rows)
+    head = text["vocab_size"] * (h * head_bytes_per_weight + head_scale_bytes_per_row)
+    return layer * text["num_hidden_layers"] + head
+
+
+def _check_consistent(report: dict, context: int) -> None:
+    assert FIELDS <= set(report)
+    for key in ("load_s", "encoder_s", "prefill_s", "prefill_tokens_per_s", "decode_s_per_token",
+                "decode_tokens_per_s", "read_bandwidth_gbs", "decode_bound_s_per_token", "decode_fraction_of_bound"):
+        assert report[key] > 0, key
+    assert report["threads"] >= 1
+    assert report["decode_context"] == context
+    assert report["decode_tokens_per_s"] == pytest.approx(1 / report["decode_s_per_token"])
+    assert report["decode_bound_s_per_token"] == pytest.approx(
+        report["decode_weight_bytes"] / (report["read_bandwidth_gbs"] * 1e9))
+    assert report["decode_fraction_of_bound"] == pytest.approx(
+        report["decode_bound_s_per_token"] / report["decode_s_per_token"])
+    # Python and the engine are resident, and a 151649 x 64 BF16 head alone is 19 MB.
+    assert 50 * 2**20 < report["peak_rss_bytes"] < 8 * 2**30
+
+
+def test_cli_bench_json_on_demo_checkpoint(demo_model: Path) -> None:
+    result = _bench("--model", str(demo_model), "--prompt-tokens", "24", "--new-tokens", "4", "--context", "40",
+                    "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    _check_consistent(report, 40)
+    assert report["model"] == str(demo_model)
+    assert report["dtype"] == "bfloat16" and report["quantization"] is None
+    config = json.loads((demo_model / "config.json").read_text())
+    assert report["decode_weight_bytes"] == _weight_bytes_by_hand(config, 2, 2)
+
+
+def test_cli_bench_prints_summary(demo_model: Path) -> None:
+    result = _bench("--model", str(demo_model), "--prompt-tokens", "16", "--new-tokens", "3", "--context", "32",
+                    "--threads", "1", "--quantization", "int8")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "int8, 1 threads" in out
+    for label in ("encoder, one 30 s clip:", "prefill:", "decode at 32 tokens:", "bandwidth bound:", "peak RSS:"):
+        assert label in out, out
+    assert "% reached" in out
+
+
+def test_cli_bench_rejects_bad_arguments(demo_model: Path) -> None:
+    result = _bench("--model", str(demo_model), "--prompt-tokens", "0")
+    assert result.returncode == 2
+    assert "prompt_tokens" in result.stderr
+    result = _bench("--model", str(demo_model), "--prompt-tokens", "8", "--context", "9000", "--no-encoder")
+    assert result.returncode == 2
+    assert "error" in result.stderr and "Traceback" not in result.stderr
+    result = _bench("--model", str(demo_model.parent / "missing"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("quantization", [None, "int8", "int4"])
+def test_run_model_benchmark_on_tiny_reference(tiny_bf16: Path, quantization) -> None:
+    report = run_model_benchmark(str(tiny_bf16), quantization=quantization, threads=1, prompt_tokens=20,
+                                 new_tokens=3, context=30, print_results=False)
+    _check_consistent(report, 30)
+    assert report["quantization"] == quantization and report["threads"] == 1
+    config = json.loads((tiny_bf16 / "config.json").read_text())
+    # hidden 64 and intermediate 128 are at most one group of 128: one float32 scale per row.
+    expected = {None: _weight_bytes_by_hand(config, 2, 2),
+                "int8": _weight_bytes_by_hand(config, 1, 1, 4, 4),
+                "int4": _weight_bytes_by_hand(config, 0.5, 1, 4, 4)}[quantization]
+    assert report["decode_weight_bytes"] == expected
+
+
+def test_decode_weight_bytes_at_the_real_shapes() -> None:
+    """7.1 B weights read per token (issue 5): 14.2 GB in bf16, with the int8 head in both quantized modes."""
+
+    class Text:
+        hidden_size, intermediate_size, num_attention_heads, num_key_value_heads = 4096, 11008, 32, 32
+        num_hidden_layers, vocab_size = 32, 156032
+
+    class Config:
+        text_config = Text
+
+    weights = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    head = 156032 * 4096
+    assert decode_weight_bytes(Config, None)["total"] == 2 * (weights + head)
+    # int8: one byte and 4 / 128 bytes of scale per weight (4096 and 11008 are multiples of 128)
+    assert decode_weight_bytes(Config, "int8")["total"] == pytest.approx((weights + head) * (1 + 4 / 128))
+    assert decode_weight_bytes(Config, "int4")["total"] == pytest.approx(weights * (0.5 + 4 / 128)
+                                                                         + head * (1 + 4 / 128))
+    assert decode_weight_bytes(Config, None, float_bytes=4)["total"] == 4 * (weights + head)
