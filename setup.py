@@ -34,11 +34,21 @@ class CMakeBuild(build_ext):
         ]
         configure += [arg for arg in os.environ.get("QWEN2AUDIO_CMAKE_ARGS", "").split() if arg]
         subprocess.run(configure, check=True)
-        subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core"], check=True)
+        targets = ["_core"]
+        # The optional CUDA backend (a library beside the module, opened only for device="cuda")
+        # exists when CMake found nvcc.
+        listing = subprocess.run(["ninja", "-C", str(build_dir), "-t", "targets", "all"], check=True,
+                                 capture_output=True, text=True).stdout
+        if any(line.startswith("qwen2audio_cuda:") for line in listing.splitlines()):
+            targets.append("qwen2audio_cuda")
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", *targets], check=True)
         built = output_dir / expected_path.name
         if built != expected_path:
             expected_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, expected_path)
+            backend = output_dir / "libqwen2audio_cuda.so"
+            if "qwen2audio_cuda" in targets:
+                shutil.copy2(backend, expected_path.parent / backend.name)
 
 
 setup(ext_modules=[CMakeExtension("qwen2audio._core")], cmdclass={"build_ext": CMakeBuild})

@@ -3,6 +3,7 @@
 
 #include <optional>
 
+#include "audio/device_log_mel.h"
 #include "audio/log_mel.h"
 #include "bindings/bindings.h"
 #include "io/audio_file.h"
@@ -82,6 +83,45 @@ void register_audio(py::module_& module) {
   module.def(
       "cpu_lane_isa", []() { return isa_name(kernels::detect_lane_isa()); },
       "The widest vector ISA the spectral kernels use on this CPU: 'avx512', 'avx2' or 'sse'.");
+
+  py::class_<DeviceWhisperLogMel>(module, "DeviceWhisperLogMel")
+      .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,
+                       const std::string& device) {
+             WhisperFeatureOptions options;
+             options.feature_size = feature_size;
+             options.sampling_rate = sampling_rate;
+             options.hop_length = hop_length;
+             options.chunk_length = chunk_length;
+             options.n_fft = n_fft;
+             py::gil_scoped_release release;
+             return std::make_unique<DeviceWhisperLogMel>(options, device);
+           }),
+           py::arg("feature_size") = 128, py::arg("sampling_rate") = 16000, py::arg("hop_length") = 160,
+           py::arg("chunk_length") = 30, py::arg("n_fft") = 400, py::arg("device") = "cuda")
+      .def(
+          "__call__",
+          [](const DeviceWhisperLogMel& self, const std::vector<FloatArray>& clips) {
+            std::vector<AudioSamples> views;
+            for (size_t index = 0; index < clips.size(); ++index) {
+              if (clips[index].ndim() != 1)
+                throw InvalidArgument("audio clip " + std::to_string(index) + " must be 1-D, got " +
+                                      std::to_string(clips[index].ndim()) + " dimensions");
+              views.push_back({clips[index].data(), static_cast<size_t>(clips[index].size())});
+            }
+            const WhisperLogMel& reference = self.reference();
+            const auto count = static_cast<py::ssize_t>(clips.size());
+            py::array_t<float> features({count, static_cast<py::ssize_t>(reference.num_mel_bins()),
+                                         static_cast<py::ssize_t>(reference.num_frames())});
+            py::array_t<int32_t> mask({count, static_cast<py::ssize_t>(reference.num_frames())});
+            float* features_data = features.mutable_data();
+            int32_t* mask_data = mask.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.compute(views, features_data, mask_data);
+            }
+            return py::make_tuple(features, mask);
+          },
+          py::arg("clips"), "As WhisperLogMel.__call__, computed on the GPU.");
 
   py::class_<WhisperLogMel>(module, "WhisperLogMel")
       .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,

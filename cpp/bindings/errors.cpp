@@ -27,6 +27,7 @@ void register_errors(py::module_& module) {
   // Both derive from ValueError: bad files are bad input, and callers who catch ValueError keep working.
   static py::exception<CheckpointError> checkpoint_error(module, "CheckpointError", PyExc_ValueError);
   static py::exception<ConfigError> config_error(module, "ConfigError", PyExc_ValueError);
+  static py::exception<DeviceError> device_error(module, "DeviceError", PyExc_RuntimeError);
   py::register_exception_translator([](std::exception_ptr pointer) {
     try {
       if (pointer) std::rethrow_exception(pointer);
@@ -34,6 +35,8 @@ void register_errors(py::module_& module) {
       set_error(checkpoint_error.ptr(), error);
     } catch (const ConfigError& error) {
       set_error(config_error.ptr(), error);
+    } catch (const DeviceError& error) {
+      set_error(device_error.ptr(), error);
     } catch (const InvalidArgument& error) {
       set_error(PyExc_ValueError, error);
     }

@@ -66,7 +66,8 @@ void register_model(py::module_& module) {
           "load",
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
              bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
-             const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype) {
+             const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype,
+             const std::string& device) {
             QuantizationRequest request;
             request.decoder = parse_quantization(quantization);
             request.group_size = quantization_group_size;
@@ -75,12 +76,15 @@ void register_model(py::module_& module) {
             kernels::GemmOptions options;
             options.round_bf16_inputs = round_bf16_inputs;
             options.allow_native_bf16 = allow_native_bf16;
-            return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype);
+            return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
           py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
           py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt,
-          py::arg("kv_cache_dtype") = "auto")
+          py::arg("kv_cache_dtype") = "auto", py::arg("device") = "cpu")
+      .def_property_readonly("device", &Qwen2AudioModel::device)
+      .def_property_readonly("device_description", &Qwen2AudioModel::device_description)
+      .def_property_readonly("device_weight_bytes", &Qwen2AudioModel::device_weight_bytes)
       .def_property_readonly("quantization_config_json",
                              [](const Qwen2AudioModel& self) -> std::optional<std::string> {
                                if (!self.quantization().enabled()) return std::nullopt;

@@ -13,7 +13,7 @@ namespace qwen2audio {
 Session::Session(std::shared_ptr<const Qwen2AudioModel> model, int64_t batch)
     : model_(std::move(model)),
       batch_(batch),
-      cache_(model_->decoder().make_cache(batch)),
+      cache_(model_->make_cache(batch)),
       pending_(static_cast<size_t>(batch), -1),
       history_(static_cast<size_t>(batch)),
       valid_tokens_(static_cast<size_t>(batch), 0),
@@ -89,8 +89,6 @@ void Session::append(const TokenBatch& tokens, const AudioBatch* audio, const In
 void Session::append_locked(const std::vector<int64_t>& ids, const std::vector<uint8_t>& mask, int64_t steps,
                             const Interrupt& interrupt) {
   const Qwen2AudioModel& model = *model_;
-  ScopedNumThreads threads(model.num_threads());
-  const int64_t hidden = model.config().text.hidden_size;
   const int64_t vocab = model.config().text.vocab_size;
   const int64_t start = cache_.length();
   std::vector<int64_t>& positions = positions_;
@@ -105,10 +103,8 @@ void Session::append_locked(const std::vector<int64_t>& ids, const std::vector<u
       positions[index] = mask[index] ? counts[b]++ : 1;
     }
   }
-  float* states = hidden_.data();
-  model.decoder().forward(model.gemm(), states, steps, positions.data(), cache_, workspace_, interrupt);
   float* logits = logits_.reserve(static_cast<size_t>(batch_ * vocab));
-  model.decoder().logits(model.gemm(), states + (steps - 1) * hidden, batch_, steps * hidden, logits, workspace_);
+  model.decode(cache_, hidden_.data(), steps, positions.data(), workspace_, logits, interrupt);
 
   valid_tokens_.assign(counts.begin(), counts.end());
   for (int64_t b = 0; b < batch_; ++b) {

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "model/device_model.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -23,16 +24,28 @@ KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t bat
     throw InvalidArgument("the KV cache holds float32 or bfloat16, got " + std::string(dtype_name(dtype)));
 }
 
+KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype,
+                 std::unique_ptr<DeviceState> device)
+    : KVCache(layers, kv_heads, head_dim, batch, dtype) {
+  device_ = std::move(device);
+}
+
+KVCache::KVCache(KVCache&&) noexcept = default;
+KVCache& KVCache::operator=(KVCache&&) noexcept = default;
+KVCache::~KVCache() = default;
+
 size_t KVCache::bytes() const {
+  if (device_) return device_->cache_bytes();
   return static_cast<size_t>(2 * layers_ * batch_ * kv_heads_ * capacity_ * head_dim_ * element_size_);
 }
 
 void KVCache::reserve(int64_t capacity) {
   if (capacity <= capacity_) return;
+  if (device_) device_->reserve(capacity, length_);
   const size_t per_layer = static_cast<size_t>(batch_ * kv_heads_ * capacity * head_dim_ * element_size_);
   const size_t kept = static_cast<size_t>(length_ * head_dim_ * element_size_);
   const int64_t old_block = head_stride() * element_size_, new_block = capacity * head_dim_ * element_size_;
-  for (int64_t layer = 0; layer < layers_; ++layer) {
+  for (int64_t layer = 0; layer < layers_ && !device_; ++layer) {
     for (auto* store : {&keys_, &values_}) {
       Buffer<uint8_t> grown(per_layer);
       for (int64_t block = 0; block < batch_ * kv_heads_; ++block)
@@ -62,6 +75,7 @@ void KVCache::advance(int64_t steps) {
 }
 
 void KVCache::store(int64_t layer, const float* k, const float* v, int64_t steps, int64_t ld) {
+  if (device_) throw std::logic_error("a device KV cache is written by its device model");
   if (length_ + steps > capacity_) throw std::logic_error("KV cache capacity not reserved before storing");
   const int64_t start = length_;
   uint8_t* key_base = keys_[layer].data();

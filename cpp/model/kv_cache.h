@@ -1,10 +1,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
+
+namespace qwen2audio {
+class DeviceState;
+}
 
 namespace qwen2audio {
 
@@ -20,6 +25,15 @@ namespace qwen2audio {
 class KVCache {
  public:
   KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype = DType::F32);
+  // A cache whose keys and values live on a device (model/device_model.h): this object keeps the
+  // bookkeeping (length, capacity, key mask) and `device` the storage.
+  KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype,
+          std::unique_ptr<DeviceState> device);
+  KVCache(KVCache&&) noexcept;
+  KVCache& operator=(KVCache&&) noexcept;
+  ~KVCache();
+
+  DeviceState* device_state() const { return device_.get(); }
 
   int64_t batch() const { return batch_; }
   int64_t length() const { return length_; }
@@ -57,6 +71,7 @@ class KVCache {
   int64_t capacity_ = 0;
   std::vector<Buffer<uint8_t>> keys_, values_;
   Buffer<uint8_t> key_mask_;
+  std::unique_ptr<DeviceState> device_;
 };
 
 }  // namespace qwen2audio

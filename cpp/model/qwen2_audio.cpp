@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "model/device_loader.h"
 #include "model/weight_layout.h"
 #include "runtime/errors.h"
 #include "runtime/threads.h"
@@ -39,14 +40,28 @@ std::string position(int64_t batch_index, int64_t step) {
 std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::path& path, const std::string& dtype,
                                                        int num_threads, kernels::GemmOptions gemm_options,
                                                        const QuantizationRequest& quantization,
-                                                       const std::string& kv_cache_dtype) {
+                                                       const std::string& kv_cache_dtype, const std::string& device) {
+  const DeviceName device_name = parse_device(device);
+  if (device_name.cuda) {
+    if (quantization.decoder != WeightQuantization::None || quantization.lm_head)
+      throw InvalidArgument("quantization is CPU-only; on device='" + device +
+                            "' the model runs its bfloat16 weights (drop quantization=)");
+    if (dtype == "float32" || dtype == "fp32" || dtype == "f32")
+      throw InvalidArgument("device='" + device + "' computes in bfloat16; dtype='float32' is CPU-only");
+    if (kv_cache_dtype == "float32" || kv_cache_dtype == "fp32" || kv_cache_dtype == "f32")
+      throw InvalidArgument("device='" + device +
+                            "' keeps its KV cache in bfloat16; kv_cache_dtype='float32' is CPU-only");
+  }
   auto model = std::shared_ptr<Qwen2AudioModel>(new Qwen2AudioModel());
   model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
   std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
   model->config_ = checkpoint->config();
   require_weights(model->config_, *checkpoint);
   model->checkpoint_ = checkpoint;
-  const DType compute = choose_dtype(dtype, *checkpoint);
+  // On a GPU the weights compute in BF16 whatever the file holds (the host keeps what embeds
+  // tokens in the same dtype).
+  const DType requested = choose_dtype(dtype, *checkpoint);
+  const DType compute = device_name.cuda ? DType::BF16 : requested;
   const DType kv_dtype = choose_kv_cache_dtype(kv_cache_dtype, compute);
 
   ScopedNumThreads threads(model->num_threads_);
@@ -56,6 +71,34 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
   model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_, kv_dtype);
+  if (device_name.cuda) {
+    // The device takes BF16 and F32 tensors (converting F32 matrices itself while uploading); F16
+    // ones are widened here first, into copies that only need to live through the upload.
+    std::vector<std::vector<float>> widened;
+    DeviceModelSpec spec;
+    spec.config = model->config_;
+    spec.device_index = device_name.index;
+    spec.tensor = [&checkpoint, &widened](const std::string& name) {
+      const TensorView view = checkpoint->tensor(name);
+      HostTensor tensor{view.data, view.dtype, view.shape};
+      if (view.dtype == DType::F16) {
+        std::vector<float>& copy = widened.emplace_back(static_cast<size_t>(view.numel()));
+        const auto* bytes = static_cast<const uint8_t*>(view.data);
+        for (size_t i = 0; i < copy.size(); ++i) {
+          uint16_t bits;
+          std::memcpy(&bits, bytes + 2 * i, sizeof bits);
+          copy[i] = f16_to_float(bits);
+        }
+        tensor = {copy.data(), DType::F32, view.shape};
+      } else if (view.dtype != DType::BF16 && view.dtype != DType::F32) {
+        throw CheckpointError("tensor '" + name + "' is " + std::string(dtype_name(view.dtype)) +
+                              "; the CUDA backend loads BF16, F16 or F32 weights");
+      }
+      return tensor;
+    };
+    model->device_model_ = load_cuda_model(spec);
+    model->device_name_ = device_name.str();
+  }
   return model;
 }
 
@@ -127,12 +170,23 @@ void Qwen2AudioModel::check_tokens(const TokenBatch& tokens) const {
 
 void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrupt& interrupt) const {
   const std::vector<int64_t> frames = mel_frames(audio);
+  if (device_model_) return device_model_->encode(audio.features, frames.data(), audio.clips, out, interrupt);
   ScopedNumThreads threads(num_threads_);
   encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, out, interrupt);
 }
 
 std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt) const {
   const std::vector<int64_t> frames = mel_frames(audio);
+  if (device_model_) {
+    std::vector<int64_t> counts(frames.size());
+    for (size_t clip = 0; clip < frames.size(); ++clip)
+      counts[clip] = std::clamp<int64_t>(audio_token_count(frames[clip]), 0, encoder_->output_frames());
+    const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    std::vector<float> embeddings(static_cast<size_t>(total * config_.text.hidden_size));
+    device_model_->audio_embeddings(audio.features, frames.data(), counts.data(), audio.clips, embeddings.data(),
+                                    interrupt);
+    return embeddings;
+  }
   ScopedNumThreads threads(num_threads_);
   const int64_t d = encoder_->hidden_size();
   const int64_t per_clip = encoder_->output_frames();
@@ -188,16 +242,49 @@ void Qwen2AudioModel::forward(const TokenBatch& tokens, const AudioBatch* audio,
   Buffer<float> states(static_cast<size_t>(rows * hidden));
   embed(tokens, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden, states.data());
 
-  KVCache cache = decoder_->make_cache(tokens.batch);
+  KVCache cache = make_cache(tokens.batch);
   cache.reserve(tokens.steps);
   for (int64_t i = 0; i < rows; ++i)
     cache.key_mask()[i] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[i]) : 1;
   // transformers' forward numbers positions 0..steps-1 in every row whatever the padding.
   std::vector<int64_t> positions(static_cast<size_t>(rows));
   for (int64_t i = 0; i < rows; ++i) positions[i] = i % tokens.steps;
+  if (device_model_) {
+    device_model_->decode(*cache.device_state(), states.data(), tokens.batch, tokens.steps, positions.data(),
+                          cache.key_mask(), cache.key_mask_stride(), 0, logits, /*all_positions=*/true, interrupt);
+    return;
+  }
   Qwen2Decoder::Workspace workspace;
   decoder_->forward(*gemm_, states.data(), tokens.steps, positions.data(), cache, workspace, interrupt);
   decoder_->logits(*gemm_, states.data(), rows, hidden, logits, workspace);
+}
+
+}  // namespace qwen2audio
+
+namespace qwen2audio {
+
+KVCache Qwen2AudioModel::make_cache(int64_t batch) const {
+  const TextConfig& text = config_.text;
+  if (!device_model_) return decoder_->make_cache(batch);
+  if (batch < 1) throw InvalidArgument("batch size must be at least 1, got " + std::to_string(batch));
+  return KVCache(text.num_hidden_layers, text.num_key_value_heads, text.head_dim, batch, DType::BF16,
+                 device_model_->make_state(batch, 0));
+}
+
+void Qwen2AudioModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
+                             Qwen2Decoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const {
+  if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
+  if (device_model_) {
+    if (cache.device_state() == nullptr) throw std::logic_error("a CPU KV cache given to a device model");
+    device_model_->decode(*cache.device_state(), hidden, cache.batch(), steps, positions, cache.key_mask(),
+                          cache.key_mask_stride(), cache.length(), logits, /*all_positions=*/false, interrupt);
+    cache.advance(steps);
+    return;
+  }
+  ScopedNumThreads threads(num_threads_);
+  const int64_t width = config_.text.hidden_size;
+  decoder_->forward(*gemm_, hidden, steps, positions, cache, workspace, interrupt);
+  decoder_->logits(*gemm_, hidden + (steps - 1) * width, cache.batch(), steps * width, logits, workspace);
 }
 
 }  // namespace qwen2audio

@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "kernels/cpu/gemm.h"
 #include "model/audio_encoder.h"
+#include "model/device_model.h"
 #include "model/interrupt.h"
 #include "model/quantization.h"
 #include "model/qwen2_decoder.h"
@@ -48,10 +49,14 @@ class Qwen2AudioModel {
   // different format.
   // kv_cache_dtype: what sessions' KV caches hold: "auto" (BF16 for a BF16 model, else float32),
   // "float32" or "bfloat16".
+  // device: "cpu", or "cuda"/"cuda:N": the encoder, projector and decoder run on that GPU with
+  // BF16 weights and a BF16 KV cache (model/device_model.h); tokens are embedded and sampled on
+  // the host. Quantization and float32 compute are CPU-only.
   static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
                                                int num_threads = 0, kernels::GemmOptions gemm_options = {},
                                                const QuantizationRequest& quantization = {},
-                                               const std::string& kv_cache_dtype = "auto");
+                                               const std::string& kv_cache_dtype = "auto",
+                                               const std::string& device = "cpu");
 
   const Qwen2AudioConfig& config() const { return config_; }
   const GenerationConfig& generation_config() const { return checkpoint_->generation_config(); }
@@ -67,6 +72,10 @@ class Qwen2AudioModel {
   size_t mapped_weight_bytes() const { return weights_->mapped_bytes(); }
   const QuantizationConfig& quantization() const { return weights_->quantization(); }
   const WeightStore& weights() const { return *weights_; }
+  // "cpu" or "cuda:N"; device_description() adds the GPU's name.
+  const std::string& device() const { return device_name_; }
+  std::string device_description() const { return device_model_ ? device_model_->description() : "cpu"; }
+  size_t device_weight_bytes() const { return device_model_ ? device_model_->weight_bytes() : 0; }
 
   // Each checks its inputs and throws InvalidArgument naming the problem.
   std::vector<int64_t> mel_frames(const AudioBatch& audio) const;
@@ -83,6 +92,15 @@ class Qwen2AudioModel {
   // Hugging Face's forward: logits [batch, steps, vocab] of every position, positions 0..steps-1.
   void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
 
+  // A KV cache for `batch` rows on the model's device.
+  KVCache make_cache(int64_t batch) const;
+  // The decoder over `steps` new tokens per cache row, whose embeddings are in hidden [batch *
+  // steps, hidden_size] (on the CPU turned into the last layer's states in place); the cache's
+  // key mask must be set for the new slots, and it advances by `steps`. logits: [batch, vocab] at
+  // each row's last step.
+  void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
+              Qwen2Decoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const;
+
  private:
   Qwen2AudioModel() = default;
   std::shared_ptr<const Checkpoint> checkpoint_;
@@ -92,6 +110,8 @@ class Qwen2AudioModel {
   std::unique_ptr<AudioEncoder> encoder_;
   Linear projector_;
   std::unique_ptr<Qwen2Decoder> decoder_;
+  std::unique_ptr<DeviceModel> device_model_;  // null on the CPU
+  std::string device_name_ = "cpu";
   std::atomic<int> num_threads_{1};
 };
 

@@ -10,7 +10,7 @@ if _core_dir:
     __path__.insert(0, _os.path.abspath(_core_dir))
 
 from . import _core  # noqa: E402
-from ._core import CheckpointError, ConfigError  # noqa: E402
+from ._core import CheckpointError, ConfigError, DeviceError  # noqa: E402
 from .checkpoint import Checkpoint  # noqa: E402
 from .config import GenerationConfig, Qwen2AudioConfig  # noqa: E402
 
@@ -41,4 +41,4 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["Checkpoint", "CheckpointError", "ConfigError", "GenerationConfig", "Qwen2AudioConfig", *_LAZY]
+__all__ = ["Checkpoint", "CheckpointError", "ConfigError", "DeviceError", "GenerationConfig", "Qwen2AudioConfig", *_LAZY]

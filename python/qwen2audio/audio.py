@@ -228,6 +228,7 @@ class WhisperFeatureExtractor:
         truncation: bool = True,
         return_tensors: str | None = "np",
         num_threads: int | None = None,
+        device: str = "cpu",
     ) -> dict[str, Any]:
         """Log-mel features of one clip or a list of clips.
 
@@ -235,7 +236,11 @@ class WhisperFeatureExtractor:
         "attention_mask": (B, nb_max_frames) int32}`` (the mask only with ``return_attention_mask``).
         Clips are 1-D NumPy arrays (float32, float64, float16; int16 and int32 PCM are scaled to [-1, 1),
         which transformers does not do) or lists of floats. ``num_threads``: None uses OpenMP's default.
+        ``device``: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` to compute the spectrogram on a GPU (as transformers'
+        ``device`` argument; needs the CUDA backend, else :class:`qwen2audio.DeviceError`).
         """
+        if not isinstance(device, str):
+            device = str(device)
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"the audio was given at sampling_rate={sampling_rate}, but this feature extractor expects "
@@ -270,7 +275,10 @@ class WhisperFeatureExtractor:
                 ),
                 stacklevel=2,
             )
-        features, mask = self._log_mel(clips, num_threads=num_threads)
+        if device == "cpu":
+            features, mask = self._log_mel(clips, num_threads=num_threads)
+        else:
+            features, mask = self._device_log_mel(device)(clips)
         result: dict[str, Any] = {"input_features": features}
         if return_attention_mask or (return_attention_mask is None and self.return_attention_mask):
             result["attention_mask"] = mask
@@ -281,6 +289,15 @@ class WhisperFeatureExtractor:
         elif return_tensors is None:
             result = {key: list(value) for key, value in result.items()}
         return result
+
+    def _device_log_mel(self, device: str) -> Any:
+        """The GPU front end for ``device``, made on first use and kept (it holds device buffers and an FFT plan)."""
+        cache = self.__dict__.setdefault("_device_log_mels", {})
+        if device not in cache:
+            cache[device] = _core.DeviceWhisperLogMel(
+                feature_size=self.feature_size, sampling_rate=self.sampling_rate, hop_length=self.hop_length,
+                chunk_length=self.chunk_length, n_fft=self.n_fft, device=device)
+        return cache[device]
 
     @staticmethod
     def _as_batch(raw_speech: Any) -> list[Any]:

@@ -273,7 +273,7 @@ class Qwen2AudioForConditionalGeneration:
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: str = "auto",
                         num_threads: Optional[int] = None, quantization: Optional[str] = None,
                         quantization_group_size: Optional[int] = None,
-                        kv_cache_dtype: str = "auto") -> "Qwen2AudioForConditionalGeneration":
+                        kv_cache_dtype: str = "auto", device: str = "cpu") -> "Qwen2AudioForConditionalGeneration":
         """Loads a checkpoint folder as published on the Hub (config.json, safetensors).
 
         ``dtype``: ``"auto"`` (as stored: BF16 weights compute in bfloat16, used in place from the
@@ -287,7 +287,15 @@ class Qwen2AudioForConditionalGeneration:
 
         ``kv_cache_dtype``: what generation keeps keys and values in: ``"auto"`` (bfloat16 for a
         bfloat16 model, halving the cache; float32 otherwise), ``"bfloat16"`` or ``"float32"``.
+
+        ``device``: ``"cpu"`` (default) or ``"cuda"`` / ``"cuda:N"``: the encoder, projector and decoder run
+        on that GPU with bfloat16 weights (converted at load when the file holds float32) and a bfloat16
+        KV cache; the same generate, streaming and chat API applies. Needs a build with the CUDA backend
+        (made when nvcc is found) and an Ampere or newer GPU; raises :class:`qwen2audio.DeviceError`
+        otherwise. Quantization and float32 compute are CPU-only.
         """
+        if not isinstance(device, str):
+            device = str(device)  # torch.device("cuda:0") and the like
         key = str(dtype).replace("torch.", "")
         if key not in _DTYPES:
             raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
@@ -301,7 +309,8 @@ class Qwen2AudioForConditionalGeneration:
         quantization, group_size = check_quantization_arguments(quantization, quantization_group_size)
         path = os.fspath(pretrained_model_name_or_path)
         core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0), quantization=quantization,
-                                quantization_group_size=group_size, kv_cache_dtype=_DTYPES[kv_key])
+                                quantization_group_size=group_size, kv_cache_dtype=_DTYPES[kv_key],
+                                device=device)
         return cls(core, path)
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
@@ -325,6 +334,11 @@ class Qwen2AudioForConditionalGeneration:
     def dtype(self) -> str:
         """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
         return self._core.dtype
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``: where the model computes."""
+        return self._core.device
 
     @property
     def kv_cache_dtype(self) -> str:
@@ -468,4 +482,4 @@ class Qwen2AudioForConditionalGeneration:
 
     def __repr__(self) -> str:
         return (f"Qwen2AudioForConditionalGeneration({self.name_or_path!r}, dtype={self.dtype}, "
-                f"num_threads={self.num_threads})")
+                f"num_threads={self.num_threads}, device={self.device!r})")
