@@ -6,7 +6,7 @@ BUILD := build/release
 INSTALLED := $(VENV)/.qwen2audio-installed
 JOBS ?= $(shell nproc)
 
-.PHONY: setup deps venv build demo test test-cpp test-python debug asan lint format tidy bench clean fuzz
+.PHONY: setup deps venv build demo test test-cpp test-python debug asan lint format tidy bench clean fuzz sanitize
 
 setup: deps build
 
@@ -54,15 +54,37 @@ format: setup
 clean:
 	rm -rf build $(VENV) python/qwen2audio/_core*.so compile_commands.json
 
-# Each fuzzer runs FUZZ_SECONDS (default 30) from its seed corpus; crashes land in build/fuzz/.
+# Each fuzzer runs FUZZ_SECONDS (default 30) from its seed corpus (tests/fuzz/corpus/<name>, made by
+# tests/fuzz/make_seeds.py) after the saved regressions replay; crashes land in build/fuzz/.
 FUZZ_SECONDS ?= 30
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DQWEN2AUDIO_BUILD_FUZZERS=ON -DQWEN2AUDIO_BUILD_TESTS=OFF -DQWEN2AUDIO_BUILD_PYTHON=OFF
 	cmake --build build/fuzz -j $(JOBS)
+	ctest --test-dir build/fuzz --output-on-failure  # replays tests/fuzz/regressions/<name>/
 	@for target in build/fuzz/tests/fuzz/fuzz_*; do \
 	  name=$$(basename $$target | sed 's/^fuzz_//'); mkdir -p build/fuzz/corpus/$$name; \
 	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
-	  $$target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -artifact_prefix=build/fuzz/ \
-	    build/fuzz/corpus/$$name tests/fuzz/corpus/$$name || exit 1; \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp $$target -max_total_time=$(FUZZ_SECONDS) \
+	    -max_len=65536 -close_fd_mask=2 -artifact_prefix=build/fuzz/ build/fuzz/corpus/$$name tests/fuzz/corpus/$$name \
+	    || exit 1; \
 	done
+
+# ASan + UBSan build of the engine, the C++ tests and the Python module (SANITIZE_BUILD; -O1 as ASan advises,
+# asserts on, about half the compile time of -O3), then ctest and a fast pytest subset (SANITIZE_TESTS) on the
+# tiny checkpoint. Python itself is not instrumented, so the ASan runtime is preloaded into it, with libstdc++
+# (python3 does not link it, and ASan must find the real __cxa_throw at start-up or every C++ throw aborts);
+# leak checking is off there (the interpreter keeps objects alive to exit).
+SANITIZE_BUILD ?= build/asan
+SANITIZE_TESTS ?= tests/python/test_hardening.py tests/python/test_concurrency.py tests/python/test_checkpoint.py \
+  tests/python/test_audio.py tests/python/test_tokenizer.py tests/python/test_processor.py tests/python/test_model.py
+sanitize: deps $(INSTALLED)
+	cmake -S . -B $(SANITIZE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g" -DQWEN2AUDIO_SANITIZE=ON \
+	  -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF -DQWEN2AUDIO_BUILD_PYTHON=ON \
+	  -DQWEN2AUDIO_PYTHON_OUTPUT_DIR=$(abspath $(SANITIZE_BUILD))/py
+	cmake --build $(SANITIZE_BUILD) -j $(JOBS)
+	ctest --test-dir $(SANITIZE_BUILD) --output-on-failure --no-tests=error -j $(JOBS)
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 QWEN2AUDIO_CORE_DIR=$(SANITIZE_BUILD)/py \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(SANITIZE_TESTS)

@@ -12,8 +12,14 @@
 
 #include "kernels/cpu/gemv_internal.h"
 
+// Clang ignores GCC's target pragma; its own attribute pragma gives every function here the same target.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+#endif
 
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
@@ -155,12 +161,23 @@ namespace without_vnni {
 }  // namespace
 }  // namespace qwen2audio::kernels::gemv_detail
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 // ------------------------------------------- BF16 weights through AVX512-BF16, int4 through VNNI
 
+// Clang ignores GCC's target pragma; its own attribute pragma gives every function here the same target.
+#if defined(__clang__)
+#pragma clang attribute push(                                                                          \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni"))), \
+    apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
+#endif
 
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
@@ -300,7 +317,11 @@ void int4_range_512(const Problem& p, int64_t begin, int64_t end) {
 }  // namespace
 }  // namespace qwen2audio::kernels::gemv_detail
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 namespace qwen2audio::kernels::gemv_detail {
 
