@@ -9,7 +9,7 @@ RSS, and the decode bound of memory bandwidth (weight bytes per token / measured
 In the same run: the same layers in torch eager (bf16, same threads), and the quantization error
 tables (tiny reference checkpoint, synthetic full-width decoder layer).
 
-    .venv/bin/python bench/bench_model.py            # full run (4 + 2 layers; about 15 minutes on 2 cores)
+    .venv/bin/python bench/bench_model.py            # full run (4 + 2 layers; 5-10 minutes on 2 cores)
     .venv/bin/python bench/bench_model.py --quick    # a minute or two: fewer layers and tokens
 """
 
@@ -321,6 +321,48 @@ def full_width_error_table(workdir: Path, threads: int, vocab: int, prompt_token
     return error_rows(models, prompts, 16)
 
 
+# ------------------------------------------------------------------------------ oneDNN's own GEMM
+
+# Engine-layer and oneDNN-products benchmarks of bench/cpp/bench_kernels.cpp: per shape, the engine's
+# Gemm (variants 0 f32 / 1 bf16 weights) and oneDNN's matmul (2 f32 / 3 bf16, weights in its preferred
+# layout); per layer, the engine's encoder / prefill layer (0 / 1) and only its products in oneDNN (2).
+KERNEL_FILTER = r"BM_Gemm/shape:[0-5]/variant:[0-3]/|BM_(Encoder|Prefill)Layer/variant:[0-2]/"
+GEMM_SHAPES = ["encoder q/k/v/out 1500x1280x1280", "encoder fc1 1500x5120x1280", "encoder fc2 1500x1280x5120",
+               "prefill q/k/v/o 800x4096x4096", "prefill gate/up 800x11008x4096", "prefill down 800x4096x11008"]
+GEMM_VARIANTS = ["engine f32 weights", "engine bf16 weights", "oneDNN f32", "oneDNN bf16"]
+# Products of one layer, 2 flops per multiply-add: encoder (1500 frames) and decoder prefill (800 tokens).
+ENCODER_LAYER_GEMM_FLOPS = 2.0 * 1500 * 1280 * (4 * 1280 + 2 * 5120)
+PREFILL_LAYER_GEMM_FLOPS = 2.0 * 800 * 4096 * (4 * 4096 + 3 * 11008)
+
+
+def find_kernel_bench() -> Path | None:
+    """The newest bench_kernels built under build/ (cmake -DQWEN2AUDIO_BUILD_BENCH=ON)."""
+    found = sorted((ROOT / "build").glob("*/bench/cpp/bench_kernels"), key=lambda path: path.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def onednn_ceiling(binary: Path, threads: int) -> dict:
+    """Runs the GEMM and layer benchmarks of bench_kernels on `threads` threads: {name: (ms, GFLOP/s or
+    None, label or error)} keyed like 'gemm 3 2' (shape, variant) and 'encoder 2' / 'prefill 2'."""
+    environment = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="false")
+    done = subprocess.run([str(binary), f"--benchmark_filter={KERNEL_FILTER}", "--benchmark_format=json",
+                           "--benchmark_min_time=0.5"], capture_output=True, text=True, env=environment, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{binary} failed:\n{done.stderr[-3000:]}")
+    results = {}
+    for entry in json.loads(done.stdout)["benchmarks"]:
+        parts = dict(part.split(":") for part in entry["name"].split("/")[1:] if ":" in part)
+        if entry["name"].startswith("BM_Gemm"):
+            key = f"gemm {parts['shape']} {parts['variant']}"
+        else:
+            key = f"{'encoder' if 'Encoder' in entry['name'] else 'prefill'} {parts['variant']}"
+        if entry.get("error_occurred"):
+            results[key] = (None, None, entry.get("error_message", "skipped"))
+        else:
+            results[key] = (entry["real_time"], entry.get("GFLOP/s"), entry.get("label", ""))
+    return results
+
+
 # ------------------------------------------------------------------------------ report
 
 def machine() -> str:
@@ -348,6 +390,9 @@ def main() -> int:
     parser.add_argument("--decoder-layers", type=int, default=None, help="default 2 (quick: 1)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the synthetic checkpoints here")
     parser.add_argument("--skip-errors", action="store_true", help="only the speed tables")
+    parser.add_argument("--kernel-bench", type=Path, default=None,
+                        help="bench_kernels binary for oneDNN's own GEMM throughput (default: the newest under "
+                             "build/*/bench/cpp; build with -DQWEN2AUDIO_BUILD_BENCH=ON)")
     args = parser.parse_args()
     quick = args.quick
     encoder_layers = args.encoder_layers or (1 if quick else 4)
@@ -373,6 +418,11 @@ def main() -> int:
     for fmt in FORMATS:
         print(f"measuring ours, {label(fmt)} ...", file=sys.stderr)
         ours[fmt] = run_ours(folder, fmt, args.threads, prompt, new_tokens, context, encoder=fmt is None)
+    kernel_bench = args.kernel_bench or find_kernel_bench()
+    ceiling = None
+    if kernel_bench is not None:
+        print(f"measuring oneDNN's own GEMM and the engine's layers ({kernel_bench}) ...", file=sys.stderr)
+        ceiling = onednn_ceiling(kernel_bench, args.threads)
     print("measuring torch eager ...", file=sys.stderr)
     torch_prompt = 8 if quick else 32
     baseline = torch_baseline(args.threads, torch_prompt, context, encoder=not quick, decode_tokens=2)
@@ -427,6 +477,12 @@ def main() -> int:
           f"{ours[None]['prefill_tokens_per_s'] * decoder_layers / real_layers / torch_prefill_32:.1f}x"
           + ("" if torch_encoder is None else f"; encoder: {torch_encoder * real_layers / encoder_32:.1f}x") + "\n")
 
+    if ceiling is None:
+        print("oneDNN's own GEMM: not measured (no bench_kernels binary; build with -DQWEN2AUDIO_BUILD_BENCH=ON or "
+              "pass --kernel-bench)\n")
+    else:
+        print_ceiling(ceiling, ours[None], encoder_layers, decoder_layers, kernel_bench)
+
     if not args.skip_errors:
         print("## Quantization error against bf16\n")
         print("Logits of every prompt position (teacher forced), and greedy continuations generated by each model.\n")
@@ -449,6 +505,42 @@ def main() -> int:
     print(f"(run took {time.perf_counter() - started:.0f} s; load average at end "
           f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}; checkpoints in {workdir})")
     return 0
+
+
+def print_ceiling(ceiling: dict, bf16: dict, encoder_layers: int, decoder_layers: int, binary: Path) -> None:
+    print(f"## Against oneDNN's own GEMM (same threads; {binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary})\n")
+    print("GEMM throughput, GFLOP/s (y = x W^T + bias; oneDNN with weights reordered to its preferred layout "
+          "outside the timing):\n")
+    print("| shape (m x n x k) | " + " | ".join(GEMM_VARIANTS) + " | engine bf16 / oneDNN f32 |")
+    print("|---|" + "---:|" * (len(GEMM_VARIANTS) + 1))
+    for shape, name in enumerate(GEMM_SHAPES):
+        cells = []
+        for variant in range(len(GEMM_VARIANTS)):
+            time_ms, rate, note = ceiling.get(f"gemm {shape} {variant}", (None, None, "not run"))
+            cells.append(f"{rate:.0f}" if rate else f"- ({note})")
+        engine, onednn = ceiling.get(f"gemm {shape} 1", (0, 0, ""))[1], ceiling.get(f"gemm {shape} 2", (0, 0, ""))[1]
+        cells.append(f"{100 * engine / onednn:.0f} %" if engine and onednn else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+    print("Whole layers: the engine's layer (every op: norms, attention, activations) against only that layer's "
+          "products run as oneDNN f32 matmuls; and the model's own per-layer time from the table above:\n")
+    print("| layer | oneDNN products only, ms | engine layer f32, ms | engine layer bf16, ms | model (bf16) per layer, "
+          "ms | oneDNN products / model |")
+    print("|---|---:|---:|---:|---:|---:|")
+    model_ms = {"encoder": 1e3 * bf16["encoder_s"] / encoder_layers,
+                "prefill": 1e3 * bf16["prefill_s"] / decoder_layers}
+    for layer in ("encoder", "prefill"):
+        times = [ceiling.get(f"{layer} {variant}", (None, None, ""))[0] for variant in (2, 0, 1)]
+        text = [f"{t:.0f}" if t else "-" for t in times]
+        fraction = f"{100 * times[0] / model_ms[layer]:.0f} %" if times[0] else "-"
+        print(f"| {layer} ({'1500 frames' if layer == 'encoder' else '800 tokens'}) | {' | '.join(text)} | "
+              f"{model_ms[layer]:.0f} | {fraction} |")
+    encoder_products = ceiling.get("encoder 2", (None,))[0]
+    if encoder_products:
+        print(f"\nAt oneDNN's products-only speed the 32-layer encoder would take {32 * encoder_products / 1e3:.1f} s "
+              f"({ENCODER_LAYER_GEMM_FLOPS * 32 / 1e12:.2f} TFLOP of products; attention excluded).")
+    print("(The model's per-layer time also carries the conv stem or the output head of one token, divided over "
+          "the layers measured.)\n")
 
 
 def decode_weight_bytes_from(config: dict, fmt) -> float:
