@@ -10,6 +10,7 @@ cmake --build $build --target qwen2audio_cuda_tests bench_cuda_model qwen2audio_
 rm -rf .devrun && mkdir -p .devrun/reference
 cp $build/tests/cuda/qwen2audio_cuda_tests $build/bench_cuda_model $build/py/libqwen2audio_cuda.so .devrun/
 cp -r ../shared/reference/mel ../shared/reference/tiny_model .devrun/reference/
+mkdir -p .devrun/reference/tokenizer && find ../shared/reference/tokenizer -maxdepth 1 -type f -exec cp {} .devrun/reference/tokenizer/ \;
 libs=$(ldd .devrun/qwen2audio_cuda_tests .devrun/bench_cuda_model | awk '/libdnnl|libOpenCL|libgomp/ {print $3}' | sort -u)
 tar -cJf .devrun/libs.tar.xz -h --transform 's,.*/,,' $libs
 grep -qx '/.devrun/' .git/info/exclude 2>/dev/null || echo '/.devrun/' >> .git/info/exclude

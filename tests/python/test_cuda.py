@@ -159,3 +159,15 @@ def test_feature_extractor_device_argument(reference_dir):
     np.testing.assert_array_equal(on_gpu["attention_mask"], on_cpu["attention_mask"])
     with pytest.raises(ValueError, match="NaN"):
         extractor(np.full(1000, np.nan, dtype=np.float32), device="cuda")
+
+
+def test_gpu_chat_follows_the_cpu_engine(tiny_bf16, reference_dir, gpu_model, cpu_model):
+    processor = qwen2audio.Qwen2AudioProcessor.from_pretrained(tiny_bf16)
+    audio = np.load(reference_dir / "mel" / "speech_en.audio.npy")
+    conversation = [{"role": "user", "content": [{"type": "audio", "audio": audio},
+                                                  {"type": "text", "text": "What is said?"}]}]
+    replies = [model.chat(processor, conversation, max_new_tokens=8, eos_token_id=[]) for model in (gpu_model, cpu_model)]
+    assert replies[0] == replies[1]
+    conversation += [{"role": "assistant", "content": replies[0]}, {"role": "user", "content": "And then?"}]
+    streamed = "".join(gpu_model.chat(processor, conversation, stream=True, max_new_tokens=8, eos_token_id=[]))
+    assert streamed == cpu_model.chat(processor, conversation, max_new_tokens=8, eos_token_id=[])
