@@ -14,6 +14,18 @@ namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
+std::vector<AudioSamples> clip_views(const std::vector<FloatArray>& clips) {
+  std::vector<AudioSamples> views;
+  views.reserve(clips.size());
+  for (size_t index = 0; index < clips.size(); ++index) {
+    if (clips[index].ndim() != 1)
+      throw InvalidArgument("audio clip " + std::to_string(index) + " must be 1-D, got " +
+                            std::to_string(clips[index].ndim()) + " dimensions");
+    views.push_back({clips[index].data(), static_cast<size_t>(clips[index].size())});
+  }
+  return views;
+}
+
 py::array_t<float> to_numpy(std::vector<float>&& samples) {
   // The vector moves into a capsule that owns the memory the array views: no copy of the audio.
   auto* owned = new std::vector<float>(std::move(samples));
@@ -87,12 +99,7 @@ void register_audio(py::module_& module) {
   py::class_<DeviceWhisperLogMel>(module, "DeviceWhisperLogMel")
       .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,
                        const std::string& device) {
-             WhisperFeatureOptions options;
-             options.feature_size = feature_size;
-             options.sampling_rate = sampling_rate;
-             options.hop_length = hop_length;
-             options.chunk_length = chunk_length;
-             options.n_fft = n_fft;
+             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length, chunk_length, n_fft};
              py::gil_scoped_release release;
              return std::make_unique<DeviceWhisperLogMel>(options, device);
            }),
@@ -101,13 +108,7 @@ void register_audio(py::module_& module) {
       .def(
           "__call__",
           [](const DeviceWhisperLogMel& self, const std::vector<FloatArray>& clips) {
-            std::vector<AudioSamples> views;
-            for (size_t index = 0; index < clips.size(); ++index) {
-              if (clips[index].ndim() != 1)
-                throw InvalidArgument("audio clip " + std::to_string(index) + " must be 1-D, got " +
-                                      std::to_string(clips[index].ndim()) + " dimensions");
-              views.push_back({clips[index].data(), static_cast<size_t>(clips[index].size())});
-            }
+            const std::vector<AudioSamples> views = clip_views(clips);
             const WhisperLogMel& reference = self.reference();
             const auto count = static_cast<py::ssize_t>(clips.size());
             py::array_t<float> features({count, static_cast<py::ssize_t>(reference.num_mel_bins()),
@@ -126,12 +127,7 @@ void register_audio(py::module_& module) {
   py::class_<WhisperLogMel>(module, "WhisperLogMel")
       .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,
                        const std::string& precision, const std::string& isa) {
-             WhisperFeatureOptions options;
-             options.feature_size = feature_size;
-             options.sampling_rate = sampling_rate;
-             options.hop_length = hop_length;
-             options.chunk_length = chunk_length;
-             options.n_fft = n_fft;
+             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length, chunk_length, n_fft};
              return std::make_unique<WhisperLogMel>(options, parse_precision(precision), parse_isa(isa));
            }),
            py::arg("feature_size") = 128, py::arg("sampling_rate") = 16000, py::arg("hop_length") = 160,
@@ -148,14 +144,7 @@ void register_audio(py::module_& module) {
       .def(
           "__call__",
           [](const WhisperLogMel& self, const std::vector<FloatArray>& clips, std::optional<int> num_threads) {
-            std::vector<AudioSamples> views;
-            views.reserve(clips.size());
-            for (size_t index = 0; index < clips.size(); ++index) {
-              if (clips[index].ndim() != 1)
-                throw InvalidArgument("audio clip " + std::to_string(index) + " must be 1-D, got " +
-                                      std::to_string(clips[index].ndim()) + " dimensions");
-              views.push_back({clips[index].data(), static_cast<size_t>(clips[index].size())});
-            }
+            const std::vector<AudioSamples> views = clip_views(clips);
             const auto count = static_cast<py::ssize_t>(clips.size());
             py::array_t<float> features(
                 {count, static_cast<py::ssize_t>(self.num_mel_bins()), static_cast<py::ssize_t>(self.num_frames())});

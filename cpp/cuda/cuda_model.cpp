@@ -64,11 +64,11 @@ class Uploader {
  public:
   Uploader(const DeviceModelSpec& spec, size_t& bytes) : spec_(spec), bytes_(bytes) {}
 
-  HostTensor fetch(const std::string& name, int64_t rows, int64_t cols) const {
-    HostTensor tensor = spec_.tensor(name);
+  TensorView fetch(const std::string& name, int64_t rows, int64_t cols) const {
+    TensorView tensor = spec_.tensor(name);
     int64_t leading = tensor.shape.empty() ? 1 : tensor.shape[0];
-    if (tensor.elements() != rows * cols || leading != rows)
-      throw std::invalid_argument("tensor '" + name + "' has " + std::to_string(tensor.elements()) +
+    if (tensor.numel() != rows * cols || leading != rows)
+      throw std::invalid_argument("tensor '" + name + "' has " + std::to_string(tensor.numel()) +
                                   " elements, expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
     return tensor;
   }
@@ -84,7 +84,7 @@ class Uploader {
     std::vector<float> bias(any_bias ? static_cast<size_t>(layer.out) : 0, 0.0f);
     int64_t row = 0;
     for (size_t part = 0; part < prefixes.size(); ++part) {
-      const HostTensor weight = fetch(prefixes[part] + ".weight", rows[part], cols);
+      const TensorView weight = fetch(prefixes[part] + ".weight", rows[part], cols);
       copy_matrix(weight, layer.weight.data() + row * cols, rows[part] * cols);
       if (has_bias[part]) {
         const std::vector<float> values = floats(prefixes[part] + ".bias", rows[part]);
@@ -110,7 +110,7 @@ class Uploader {
   }
 
   DeviceBuffer<float> table(const std::string& name, int64_t rows, int64_t cols) {
-    const HostTensor tensor = fetch(name, rows, cols);
+    const TensorView tensor = fetch(name, rows, cols);
     DeviceBuffer<float> buffer = upload_floats(to_floats(tensor));
     bytes_ += buffer.bytes();
     return buffer;
@@ -119,8 +119,8 @@ class Uploader {
  private:
   std::vector<float> floats(const std::string& name, int64_t count) const { return to_floats(fetch(name, count, 1)); }
 
-  static std::vector<float> to_floats(const HostTensor& tensor) {
-    std::vector<float> values(static_cast<size_t>(tensor.elements()));
+  static std::vector<float> to_floats(const TensorView& tensor) {
+    std::vector<float> values(static_cast<size_t>(tensor.numel()));
     const auto* bytes = static_cast<const uint8_t*>(tensor.data);
     if (tensor.dtype == DType::F32) {
       std::memcpy(values.data(), bytes, values.size() * sizeof(float));
@@ -146,7 +146,7 @@ class Uploader {
 
   // BF16 goes straight from the memory map; F32 is rounded in chunks so the host never holds a
   // second copy of a large matrix.
-  static void copy_matrix(const HostTensor& tensor, bf16* destination, int64_t count) {
+  static void copy_matrix(const TensorView& tensor, bf16* destination, int64_t count) {
     if (tensor.dtype == DType::BF16) {
       check(cudaMemcpy(destination, tensor.data, static_cast<size_t>(count) * sizeof(bf16), cudaMemcpyHostToDevice),
             "copying weights to the device");

@@ -15,26 +15,15 @@
 #include "io/config.h"
 #include "model/interrupt.h"
 #include "runtime/dtype.h"
+#include "runtime/tensor_view.h"
 
 namespace qwen2audio {
 
-// A checkpoint tensor in host memory (the mmap'd file, or a converted copy the engine keeps alive
-// while the backend loads).
-struct HostTensor {
-  const void* data = nullptr;
-  DType dtype = DType::F32;
-  std::vector<int64_t> shape;
-  int64_t elements() const {
-    int64_t count = 1;
-    for (int64_t extent : shape) count *= extent;
-    return count;
-  }
-};
-
 struct DeviceModelSpec {
   Qwen2AudioConfig config;
-  // The tensor of that name (exact HF name); throws when absent. Called while loading only.
-  std::function<HostTensor(const std::string& name)> tensor;
+  // The tensor of that name (exact HF name), BF16 or F32, in host memory (the mmap'd file, or a
+  // converted copy kept alive while the backend loads); throws when absent. Called while loading.
+  std::function<TensorView(const std::string& name)> tensor;
   int device_index = 0;
 };
 

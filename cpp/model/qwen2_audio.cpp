@@ -80,7 +80,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
     spec.device_index = device_name.index;
     spec.tensor = [&checkpoint, &widened](const std::string& name) {
       const TensorView view = checkpoint->tensor(name);
-      HostTensor tensor{view.data, view.dtype, view.shape};
+      TensorView tensor = view;
       if (view.dtype == DType::F16) {
         std::vector<float>& copy = widened.emplace_back(static_cast<size_t>(view.numel()));
         const auto* bytes = static_cast<const uint8_t*>(view.data);

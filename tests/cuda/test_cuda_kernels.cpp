@@ -30,6 +30,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/log_mel.h"
+#include "npy.h"
 #include "runtime/dtype.h"
 
 namespace qwen2audio {
@@ -704,43 +705,6 @@ TEST(CudaAttention, QueryWithoutVisibleKeysGetsZeros) {
 
 // ---- log-mel ---------------------------------------------------------------------------------------
 
-// A little-endian float32 .npy in C order (what the reference's audio and feature files are).
-std::vector<float> read_float_npy(const fs::path& path, std::vector<size_t>* shape) {
-  std::ifstream stream(path, std::ios::binary);
-  if (!stream) throw std::runtime_error("cannot open " + path.string());
-  char magic[8];
-  stream.read(magic, 8);
-  if (std::memcmp(magic, "\x93NUMPY", 6) != 0) throw std::runtime_error(path.string() + ": not .npy");
-  size_t header_length = 0;
-  if (magic[6] == 1) {
-    unsigned char bytes[2];
-    stream.read(reinterpret_cast<char*>(bytes), 2);
-    header_length = bytes[0] | (bytes[1] << 8);
-  } else {
-    unsigned char bytes[4];
-    stream.read(reinterpret_cast<char*>(bytes), 4);
-    header_length = bytes[0] | (bytes[1] << 8) | (bytes[2] << 16) | (static_cast<size_t>(bytes[3]) << 24);
-  }
-  std::string header(header_length, '\0');
-  stream.read(header.data(), static_cast<std::streamsize>(header_length));
-  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
-    throw std::runtime_error(path.string() + ": expected C-order float32, header " + header);
-  const size_t open = header.find('(', header.find("'shape'")), close = header.find(')', open);
-  std::string dimensions = header.substr(open + 1, close - open - 1);
-  std::replace(dimensions.begin(), dimensions.end(), ',', ' ');
-  std::istringstream parts(dimensions);
-  shape->clear();
-  size_t count = 1;
-  for (size_t value; parts >> value;) {
-    shape->push_back(value);
-    count *= value;
-  }
-  std::vector<float> values(count);
-  stream.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  if (!stream) throw std::runtime_error(path.string() + ": truncated");
-  return values;
-}
-
 TEST(CudaLogMel, MatchesReferenceAndCpu) {
   REQUIRE_DEVICE();
   const WhisperLogMel cpu;
@@ -757,10 +721,11 @@ TEST(CudaLogMel, MatchesReferenceAndCpu) {
     const std::string suffix = ".audio.npy";
     if (file.size() <= suffix.size() || file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
     const std::string name = file.substr(0, file.size() - suffix.size());
-    std::vector<size_t> shape;
-    std::vector<float> audio = read_float_npy(entry.path(), &shape);
-    const std::vector<float> golden = read_float_npy(kReference / "mel" / (name + ".input_features.npy"), &shape);
-    ASSERT_EQ(shape, (std::vector<size_t>{static_cast<size_t>(mels), static_cast<size_t>(frames)})) << name;
+    std::vector<int64_t> shape;
+    std::vector<float> audio = testing::read_npy<float>(entry.path(), &shape);
+    const std::vector<float> golden =
+        testing::read_npy<float>(kReference / "mel" / (name + ".input_features.npy"), &shape);
+    ASSERT_EQ(shape, (std::vector<int64_t>{mels, frames})) << name;
 
     std::vector<float> from_cpu(mels * frames);
     const AudioSamples clip{audio.data(), audio.size()};
