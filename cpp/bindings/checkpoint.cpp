@@ -10,21 +10,33 @@ namespace {
 
 py::dtype numpy_dtype(DType dtype) {
   switch (dtype) {
-    case DType::Bool: return py::dtype("bool");
+    case DType::Bool:
+      return py::dtype("bool");
     case DType::U8:
     case DType::F8_E4M3:
-    case DType::F8_E5M2: return py::dtype("uint8");
-    case DType::I8: return py::dtype("int8");
-    case DType::I16: return py::dtype("int16");
+    case DType::F8_E5M2:
+      return py::dtype("uint8");
+    case DType::I8:
+      return py::dtype("int8");
+    case DType::I16:
+      return py::dtype("int16");
     case DType::U16:
-    case DType::BF16: return py::dtype("uint16");
-    case DType::F16: return py::dtype("float16");
-    case DType::I32: return py::dtype("int32");
-    case DType::U32: return py::dtype("uint32");
-    case DType::F32: return py::dtype("float32");
-    case DType::I64: return py::dtype("int64");
-    case DType::U64: return py::dtype("uint64");
-    case DType::F64: return py::dtype("float64");
+    case DType::BF16:
+      return py::dtype("uint16");
+    case DType::F16:
+      return py::dtype("float16");
+    case DType::I32:
+      return py::dtype("int32");
+    case DType::U32:
+      return py::dtype("uint32");
+    case DType::F32:
+      return py::dtype("float32");
+    case DType::I64:
+      return py::dtype("int64");
+    case DType::U64:
+      return py::dtype("uint64");
+    case DType::F64:
+      return py::dtype("float64");
   }
   throw std::logic_error("unknown dtype");
 }
@@ -63,7 +75,8 @@ void register_checkpoint(py::module_& module) {
       .def("tensor_names", &Checkpoint::tensor_names)
       .def("__len__", &Checkpoint::size)
       .def("__contains__", &Checkpoint::contains)
-      .def("dtype", [](const Checkpoint& self, const std::string& name) { return std::string(dtype_name(self.record(name).dtype)); })
+      .def("dtype", [](const Checkpoint& self,
+                       const std::string& name) { return std::string(dtype_name(self.record(name).dtype)); })
       .def("shape", [](const Checkpoint& self, const std::string& name) { return self.record(name).shape; })
       .def("file_of", &Checkpoint::file_of)
       .def("byte_range",
@@ -71,29 +84,33 @@ void register_checkpoint(py::module_& module) {
              const TensorRecord& record = self.record(name);
              return std::make_pair(record.begin, record.end);
            })
-      .def("view", [](py::object self, const std::string& name) {
-        return numpy_view(self.cast<const Checkpoint&>().tensor(name), self);
-      })
-      .def("check_weights", [](const Checkpoint& self) {
-        const WeightCheck check = check_weights(self.config(), self);
-        py::dict result;
-        result["missing"] = check.missing;
-        result["unexpected"] = check.unexpected;
-        result["wrong_shape"] = check.wrong_shape;
-        result["unsupported_dtype"] = check.unsupported_dtype;
-        return result;
-      })
+      .def("view",
+           [](py::object self, const std::string& name) {
+             return numpy_view(self.cast<const Checkpoint&>().tensor(name), self);
+           })
+      .def("check_weights",
+           [](const Checkpoint& self) {
+             const WeightCheck check = check_weights(self.config(), self);
+             py::dict result;
+             result["missing"] = check.missing;
+             result["unexpected"] = check.unexpected;
+             result["wrong_shape"] = check.wrong_shape;
+             result["unsupported_dtype"] = check.unsupported_dtype;
+             return result;
+           })
       .def("require_weights", [](const Checkpoint& self) { require_weights(self.config(), self); });
 
-  module.def("parse_config", [](const std::string& text) { return config_to_json(parse_qwen2audio_config(text, "<string>")); });
+  module.def("parse_config",
+             [](const std::string& text) { return config_to_json(parse_qwen2audio_config(text, "<string>")); });
   module.def("expected_tensors", [](const std::string& config_text) {
     std::vector<std::pair<std::string, std::vector<int64_t>>> result;
     for (const ExpectedTensor& tensor : expected_tensors(parse_qwen2audio_config(config_text, "<string>")))
       result.emplace_back(tensor.name, tensor.shape);
     return result;
   });
-  module.def("parse_generation_config",
-             [](const std::string& text) { return generation_config_to_json(parse_generation_config(text, "<string>")); });
+  module.def("parse_generation_config", [](const std::string& text) {
+    return generation_config_to_json(parse_generation_config(text, "<string>"));
+  });
 }
 
 }  // namespace qwen2audio::bindings

@@ -229,7 +229,8 @@ Qwen2AudioConfig parse_qwen2audio_config(const std::string& json_text, const std
 
   if (config.audio_token_index >= config.text.vocab_size)
     read.fail("audio_token_index", "(" + std::to_string(config.audio_token_index) +
-                                       ") is outside the text vocabulary (" + std::to_string(config.text.vocab_size) + ")");
+                                       ") is outside the text vocabulary (" + std::to_string(config.text.vocab_size) +
+                                       ")");
   return config;
 }
 

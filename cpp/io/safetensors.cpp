@@ -46,7 +46,8 @@ uint64_t read_u64_le(const uint8_t* bytes) {
 }
 
 size_t non_negative_size(const json& value, const std::string& origin, const std::string& what) {
-  if (!value.is_number_integer() || (value.is_number_integer() && !value.is_number_unsigned() && value.get<int64_t>() < 0))
+  if (!value.is_number_integer() ||
+      (value.is_number_integer() && !value.is_number_unsigned() && value.get<int64_t>() < 0))
     fail(origin, what + " must be a non-negative integer");
   const auto number = value.get<uint64_t>();
   if (number > std::numeric_limits<size_t>::max() / 2) fail(origin, what + " is absurdly large");

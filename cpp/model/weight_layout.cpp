@@ -11,7 +11,9 @@ std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
   const AudioEncoderConfig& audio = config.audio;
   const TextConfig& text = config.text;
   std::vector<ExpectedTensor> tensors;
-  auto add = [&](std::string name, std::vector<int64_t> shape) { tensors.push_back({std::move(name), std::move(shape)}); };
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    tensors.push_back({std::move(name), std::move(shape)});
+  };
 
   const int64_t d = audio.d_model;
   add("audio_tower.conv1.weight", {d, audio.num_mel_bins, 3});
@@ -112,8 +114,8 @@ std::string WeightCheck::report() const {
 void require_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint) {
   const WeightCheck check = check_weights(config, checkpoint);
   if (!check.ok())
-    throw CheckpointError("checkpoint " + checkpoint.directory().string() + " does not match its config.json:" +
-                          check.report());
+    throw CheckpointError("checkpoint " + checkpoint.directory().string() +
+                          " does not match its config.json:" + check.report());
 }
 
 }  // namespace qwen2audio

@@ -28,9 +28,8 @@ TEST(Config, KeyValueHeadsDefaultToAttentionHeads) {
 }
 
 TEST(Config, RopeThetaFromRopeParameters) {
-  const auto config =
-      parse_qwen2audio_config(R"({"text_config":{"rope_parameters":{"rope_type":"default","rope_theta":500000.0}}})",
-                              "config.json");
+  const auto config = parse_qwen2audio_config(
+      R"({"text_config":{"rope_parameters":{"rope_type":"default","rope_theta":500000.0}}})", "config.json");
   EXPECT_DOUBLE_EQ(config.text.rope_theta, 500000.0);
 }
 
@@ -66,8 +65,8 @@ TEST(GenerationConfigTest, ReadsEosListAndSampling) {
 }
 
 TEST(WeightLayout, CountsTensorsOfTheRealModel) {
-  const auto config = parse_qwen2audio_config(R"({"text_config":{"vocab_size":156032,"intermediate_size":11008}})",
-                                              "config.json");
+  const auto config =
+      parse_qwen2audio_config(R"({"text_config":{"vocab_size":156032,"intermediate_size":11008}})", "config.json");
   const auto tensors = expected_tensors(config);
   // Encoder: 5 stem/position + 15 per layer + 2 final norm; projector 2; decoder: embed + 12 per
   // layer + norm + lm_head.

@@ -41,10 +41,10 @@ void expect_error(const std::string& image, const std::string& fragment) {
 
 TEST(Safetensors, ParsesValidImage) {
   std::vector<uint8_t> data(4 * 6 + 2 * 2);
-  const auto image = make_image(
-      R"({"__metadata__":{"format":"pt"},"b":{"dtype":"BF16","shape":[2],"data_offsets":[24,28]},)"
-      R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}})",
-      data);
+  const auto image =
+      make_image(R"({"__metadata__":{"format":"pt"},"b":{"dtype":"BF16","shape":[2],"data_offsets":[24,28]},)"
+                 R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}})",
+                 data);
   const auto header = parse(image);
   ASSERT_EQ(header.tensors.size(), 2u);
   EXPECT_EQ(header.tensors[0].name, "a");
