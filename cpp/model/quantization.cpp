@@ -26,9 +26,13 @@ constexpr std::array<const char*, 7> kDecoderProjections = {"self_attn.q_proj", 
 constexpr const char* kDecoderLayers = "language_model.model.layers.";
 constexpr const char* kLmHead = "language_model.lm_head";
 
-// Rows of a quantized matrix expanded per Gemm call in prefill: about 4 MiB of float32 at a time,
-// enough work per call that the expansion stays a small part of the multiply.
-constexpr int64_t kExpandBytes = 4 << 20;
+// Rows of a quantized matrix expanded per Gemm call in prefill: at least 4 MiB of float32, and at
+// least kExpandRows rows up to 64 MiB. Each Gemm call re-reads and repacks the whole input and
+// narrow products block less well, so few wide calls beat many narrow ones (kernels/cpu/gemm.cpp's
+// kWidenBytes has the measurements of the same trade-off).
+constexpr int64_t kExpandBytes = int64_t{4} << 20;
+constexpr int64_t kExpandMaxBytes = int64_t{64} << 20;
+constexpr int64_t kExpandRows = 4096;
 // Rows expanded per OpenMP task.
 constexpr int64_t kExpandRowsPerTask = 16;
 
@@ -315,7 +319,10 @@ void run_linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_
   // BF16 only where the model computes in BF16 and the Gemm has it natively (AMX, AVX512-BF16);
   // elsewhere float32 is both exact and faster than the Gemm's emulated BF16.
   const bool bf16 = w.expand_dtype == DType::BF16 && gemm.native_bf16();
-  const int64_t block = std::max<int64_t>(64, kExpandBytes / (k * 4) / kExpandRowsPerTask * kExpandRowsPerTask);
+  const auto rows_in = [&](int64_t bytes) {
+    return std::max<int64_t>(64, bytes / (k * 4) / kExpandRowsPerTask * kExpandRowsPerTask);
+  };
+  const int64_t block = std::max(rows_in(kExpandBytes), std::min({n, rows_in(kExpandMaxBytes), kExpandRows}));
   float* expanded_f32 = bf16 ? nullptr : tls_expanded_f32.reserve(static_cast<size_t>(std::min(block, n) * k));
   uint16_t* expanded_bf16 = bf16 ? tls_expanded_bf16.reserve(static_cast<size_t>(std::min(block, n) * k)) : nullptr;
   for (int64_t begin = 0; begin < n; begin += block) {
