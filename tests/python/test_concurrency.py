@@ -24,6 +24,7 @@ import pytest
 import qwen2audio
 from qwen2audio import _core
 from qwen2audio import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, Qwen2Tokenizer, WhisperFeatureExtractor
+from test_model import inputs_of
 
 THREADS = 6
 
@@ -83,16 +84,6 @@ def check_concurrent_equals_sequential(jobs: list[Callable[[], Any]]) -> list[An
 def goldens(reference_dir: Path) -> dict[str, dict]:
     document = json.loads((reference_dir / "tiny_model" / "golden.json").read_text())
     return {golden["name"]: golden for golden in document["goldens"]}
-
-
-def inputs_of(golden: dict, reference: Path) -> dict[str, np.ndarray]:
-    inputs = {"input_ids": np.array([golden["input_ids"]], dtype=np.int64)}
-    if golden["audio_cases"]:
-        mel = reference / "mel"
-        inputs["input_features"] = np.stack([np.load(mel / f"{case}.input_features.npy") for case in golden["audio_cases"]])
-        inputs["feature_attention_mask"] = np.stack(
-            [np.load(mel / f"{case}.feature_attention_mask.npy") for case in golden["audio_cases"]])
-    return inputs
 
 
 @pytest.mark.parametrize("dtype, fixture", [("float32", "tiny_f32"), ("bfloat16", "tiny_bf16")])

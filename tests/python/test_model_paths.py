@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from qwen2audio import Qwen2AudioForConditionalGeneration, _core
+from test_model import inputs_of, left_padded_batch
 
-PAD = 151643
 GOLDEN_NAMES = ["g1_short_audio", "g2_speech_system", "g3_two_audios", "g4_text_only"]
 BF16_ENCODER_ATOL = 0.025  # as tests/python/test_model.py
 BF16_LOGITS_ATOL = 0.05
@@ -38,16 +38,6 @@ def goldens(reference_dir: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def active_ids(reference_dir: Path) -> np.ndarray:
     return np.load(reference_dir / "tiny_model" / "active_ids.npy")
-
-
-def inputs_of(golden: dict, reference: Path) -> dict:
-    inputs = {"input_ids": np.array([golden["input_ids"]], dtype=np.int64)}
-    if golden["audio_cases"]:
-        mel = reference / "mel"
-        inputs["input_features"] = np.stack([np.load(mel / f"{case}.input_features.npy") for case in golden["audio_cases"]])
-        inputs["feature_attention_mask"] = np.stack(
-            [np.load(mel / f"{case}.feature_attention_mask.npy") for case in golden["audio_cases"]])
-    return inputs
 
 
 # ---------------------------------------------------------------- every kernel variant
@@ -172,19 +162,8 @@ def test_bf16_model_with_a_float32_cache_still_matches(name, goldens, reference_
 def test_bf16_cache_batched_equals_one_by_one(goldens, reference_dir, f32_with_bf16_cache):
     rows = [goldens[name] for name in GOLDEN_NAMES]
     width = max(len(row["input_ids"]) for row in rows)
-    ids = np.full((len(rows), width), PAD, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    features, feature_masks = [], []
-    for index, row in enumerate(rows):
-        ids[index, width - len(row["input_ids"]):] = row["input_ids"]
-        mask[index, width - len(row["input_ids"]):] = 1
-        audio = inputs_of(row, reference_dir)
-        if "input_features" in audio:
-            features.extend(audio["input_features"])
-            feature_masks.extend(audio["feature_attention_mask"])
-    batched = f32_with_bf16_cache.generate(ids, attention_mask=mask, input_features=np.stack(features),
-                                           feature_attention_mask=np.stack(feature_masks), max_new_tokens=12,
-                                           eos_token_id=[])
+    batched = f32_with_bf16_cache.generate(**left_padded_batch(goldens, reference_dir, GOLDEN_NAMES),
+                                           max_new_tokens=12, eos_token_id=[])
     for index, row in enumerate(rows):
         alone = f32_with_bf16_cache.generate(**inputs_of(row, reference_dir), max_new_tokens=12, eos_token_id=[])
         assert batched[index, width:].tolist() == alone[0, -12:].tolist() == row["greedy_new_tokens"]

@@ -14,6 +14,7 @@ import pytest
 from qwen2audio import CheckpointError, Qwen2AudioForConditionalGeneration, _core
 from qwen2audio.checkpoint import Checkpoint
 from qwen2audio.safetensors_writer import save_file
+from test_model import inputs_of, left_padded_batch
 
 FORMATS = ["int8", "int4"]
 GOLDEN_NAMES = ["g1_short_audio", "g2_speech_system", "g3_two_audios", "g4_text_only"]
@@ -52,16 +53,6 @@ def quantized_activations(x: np.ndarray, group_size: int) -> np.ndarray:
 def reference_goldens(reference_dir: Path) -> dict[str, dict]:
     goldens = json.loads((reference_dir / "tiny_model" / "golden.json").read_text())["goldens"]
     return {golden["name"]: golden for golden in goldens}
-
-
-def inputs_of(golden: dict, reference: Path) -> dict:
-    inputs = {"input_ids": np.array([golden["input_ids"]], dtype=np.int64)}
-    if golden["audio_cases"]:
-        mel = reference / "mel"
-        inputs["input_features"] = np.stack([np.load(mel / f"{case}.input_features.npy") for case in golden["audio_cases"]])
-        inputs["feature_attention_mask"] = np.stack(
-            [np.load(mel / f"{case}.feature_attention_mask.npy") for case in golden["audio_cases"]])
-    return inputs
 
 
 # ------------------------------------------------------------------------------ kernel bounds
@@ -221,20 +212,9 @@ def test_decode_kernels_and_prefill_agree(fmt, tiny_f32, reference_goldens):
 def test_batched_decode_matches_single_rows(quantized_models, reference_goldens, reference_dir):
     model = quantized_models["int4"]
     names = ["g4_text_only", "g2_speech_system", "g1_short_audio"]
-    rows = [reference_goldens[name] for name in names]
-    width = max(len(row["input_ids"]) for row in rows)
-    ids = np.full((len(rows), width), 151643, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    features, feature_masks = [], []
-    for index, row in enumerate(rows):
-        ids[index, width - len(row["input_ids"]):] = row["input_ids"]
-        mask[index, width - len(row["input_ids"]):] = 1
-        audio = inputs_of(row, reference_dir)
-        if "input_features" in audio:
-            features.extend(audio["input_features"])
-            feature_masks.extend(audio["feature_attention_mask"])
-    batch = model.generate(ids, attention_mask=mask, input_features=np.stack(features),
-                           feature_attention_mask=np.stack(feature_masks), max_new_tokens=8, eos_token_id=[])
+    width = max(len(reference_goldens[name]["input_ids"]) for name in names)
+    batch = model.generate(**left_padded_batch(reference_goldens, reference_dir, names), max_new_tokens=8,
+                           eos_token_id=[])
     for index, name in enumerate(names):
         alone = model.generate(**inputs_of(reference_goldens[name], reference_dir), max_new_tokens=8, eos_token_id=[])
         assert batch[index, width:].tolist() == alone[0, -8:].tolist()
