@@ -24,6 +24,7 @@
 #include "io/config.h"
 #include "model/qwen2_audio.h"
 #include "model/weight_layout.h"
+#include "runtime/dtype.h"
 #include "runtime/errors.h"
 
 namespace {
@@ -96,10 +97,7 @@ void write_checkpoint(const fs::path& folder, int64_t encoder_layers, int64_t de
       state ^= state >> 7;
       state ^= state << 17;
       const float uniform = static_cast<float>(state >> 40) / static_cast<float>(1 << 24) - 0.5f;  // [-0.5, 0.5)
-      const float value = shift + scale * uniform;
-      uint32_t bits;
-      std::memcpy(&bits, &value, sizeof bits);
-      slot = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+      slot = qwen2audio::float_to_bf16(shift + scale * uniform);
     }
     return values;
   };

@@ -1,7 +1,6 @@
 #include "audio/device_log_mel.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "model/device_loader.h"
@@ -28,24 +27,11 @@ DeviceWhisperLogMel::~DeviceWhisperLogMel() = default;
 
 void DeviceWhisperLogMel::compute(std::span<const AudioSamples> clips, float* features, int32_t* attention_mask) const {
   const int64_t total = host_->n_samples();
-  const int hop = host_->options().hop_length;
-  const int frames = host_->num_frames();
+  const std::vector<int64_t> used = host_->checked_lengths(clips);
   std::vector<float> padded(clips.size() * static_cast<size_t>(total), 0.0f);
-  for (size_t b = 0; b < clips.size(); ++b) {
-    if (clips[b].size == 0 || clips[b].data == nullptr)
-      throw InvalidArgument("audio clip " + std::to_string(b) + " is empty");
-    const int64_t used = std::min<int64_t>(static_cast<int64_t>(clips[b].size), total);
-    for (int64_t i = 0; i < used; ++i)
-      if (!std::isfinite(clips[b].data[i]))
-        throw InvalidArgument("audio clip " + std::to_string(b) + " has a NaN or infinite sample (index " +
-                              std::to_string(i) + ")");
-    std::copy_n(clips[b].data, used, padded.begin() + static_cast<int64_t>(b) * total);
-    if (attention_mask) {
-      const int64_t valid = std::min<int64_t>((used + hop - 1) / hop, frames);
-      std::fill_n(attention_mask + b * frames, frames, 0);
-      std::fill_n(attention_mask + b * frames, valid, 1);
-    }
-  }
+  for (size_t b = 0; b < clips.size(); ++b)
+    std::copy_n(clips[b].data, used[b], padded.begin() + static_cast<int64_t>(b) * total);
+  if (attention_mask) host_->frame_mask(used, attention_mask);
   device_->compute(padded.data(), static_cast<int64_t>(clips.size()), features);
 }
 

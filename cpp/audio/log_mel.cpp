@@ -150,20 +150,7 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
   const auto clip_count = static_cast<int64_t>(clips.size());
 
   const int threads = num_threads > 0 ? std::min(num_threads, 4096) : omp_get_max_threads();
-  std::vector<int64_t> used(clips.size());
-  for (int64_t b = 0; b < clip_count; ++b) {
-    if (clips[b].size == 0 || clips[b].data == nullptr)
-      throw InvalidArgument("audio clip " + std::to_string(b) + " is empty");
-    used[b] = std::min<int64_t>(static_cast<int64_t>(clips[b].size), total);
-  }
-  // The scan reads every sample once, so it runs in parallel too; the first bad clip is reported.
-  std::vector<int64_t> bad(clips.size());
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t b = 0; b < clip_count; ++b) bad[b] = first_non_finite(clips[b].data, static_cast<size_t>(used[b]));
-  for (int64_t b = 0; b < clip_count; ++b)
-    if (bad[b] >= 0)
-      throw InvalidArgument("audio clip " + std::to_string(b) + " has a NaN or infinite sample (index " +
-                            std::to_string(bad[b]) + ")");
+  const std::vector<int64_t> used = checked_lengths(clips, threads);
 
   const float floor_log = std::log10(kMelFloor);
   const int64_t items = clip_count * groups;
@@ -230,13 +217,36 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
     for (int f = 0; f < frames; ++f) values[f] = (std::max(values[f], lowest) + 4.0f) * 0.25f;
   }
 
-  if (attention_mask != nullptr) {
-    for (int64_t b = 0; b < clip_count; ++b) {
-      const int64_t valid = std::min<int64_t>((used[b] + hop - 1) / hop, frames);
-      int32_t* mask = attention_mask + b * frames;
-      std::fill(mask, mask + valid, 1);
-      std::fill(mask + valid, mask + frames, 0);
-    }
+  if (attention_mask != nullptr) frame_mask(used, attention_mask);
+}
+
+std::vector<int64_t> WhisperLogMel::checked_lengths(std::span<const AudioSamples> clips, int num_threads) const {
+  const auto clip_count = static_cast<int64_t>(clips.size());
+  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : omp_get_max_threads();
+  std::vector<int64_t> used(clips.size());
+  for (int64_t b = 0; b < clip_count; ++b) {
+    if (clips[b].size == 0 || clips[b].data == nullptr)
+      throw InvalidArgument("audio clip " + std::to_string(b) + " is empty");
+    used[b] = std::min<int64_t>(static_cast<int64_t>(clips[b].size), n_samples_);
+  }
+  // The scan reads every sample once, so it runs in parallel too; the first bad clip is reported.
+  std::vector<int64_t> bad(clips.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t b = 0; b < clip_count; ++b) bad[b] = first_non_finite(clips[b].data, static_cast<size_t>(used[b]));
+  for (int64_t b = 0; b < clip_count; ++b)
+    if (bad[b] >= 0)
+      throw InvalidArgument("audio clip " + std::to_string(b) + " has a NaN or infinite sample (index " +
+                            std::to_string(bad[b]) + ")");
+  return used;
+}
+
+void WhisperLogMel::frame_mask(std::span<const int64_t> used, int32_t* attention_mask) const {
+  const int hop = options_.hop_length, frames = num_frames_;
+  for (size_t b = 0; b < used.size(); ++b) {
+    const int64_t valid = std::min<int64_t>((used[b] + hop - 1) / hop, frames);
+    int32_t* mask = attention_mask + b * frames;
+    std::fill(mask, mask + valid, 1);
+    std::fill(mask + valid, mask + frames, 0);
   }
 }
 

@@ -69,6 +69,12 @@ class WhisperLogMel {
   void compute(std::span<const AudioSamples> clips, float* features, int32_t* attention_mask,
                int num_threads = 0) const;
 
+  // The samples of each clip the features use (min(size, n_samples)), after checking that none is
+  // empty or holds a NaN/Inf there (InvalidArgument naming the clip and index).
+  std::vector<int64_t> checked_lengths(std::span<const AudioSamples> clips, int num_threads = 0) const;
+  // attention_mask [clips][num_frames]: 1 for the frames holding audio, from checked_lengths().
+  void frame_mask(std::span<const int64_t> used, int32_t* attention_mask) const;
+
  private:
   WhisperFeatureOptions options_;
   int64_t n_samples_;

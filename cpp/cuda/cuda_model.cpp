@@ -43,22 +43,6 @@ struct DeviceNorm {
   const float* bias_or_null() const { return bias.size() ? bias.data() : nullptr; }
 };
 
-// Rounds to nearest even as torch's float -> bfloat16 cast.
-uint16_t round_to_bf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-float widen_bf16(uint16_t bits) {
-  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &widened, sizeof value);
-  return value;
-}
-
 // Loads named host tensors onto the device, counting the bytes.
 class Uploader {
  public:
@@ -128,7 +112,7 @@ class Uploader {
       for (size_t i = 0; i < values.size(); ++i) {
         uint16_t bits;
         std::memcpy(&bits, bytes + 2 * i, sizeof bits);
-        values[i] = widen_bf16(bits);
+        values[i] = bf16_to_float(bits);
       }
     } else {
       throw std::invalid_argument("the CUDA backend reads BF16 or F32 tensors");
@@ -161,7 +145,7 @@ class Uploader {
       for (int64_t i = 0; i < size; ++i) {
         float value;
         std::memcpy(&value, bytes + 4 * (begin + i), sizeof value);
-        staging[static_cast<size_t>(i)] = round_to_bf16(value);
+        staging[static_cast<size_t>(i)] = float_to_bf16(value);
       }
       check(cudaMemcpy(destination + begin, staging.data(), static_cast<size_t>(size) * sizeof(uint16_t),
                        cudaMemcpyHostToDevice),

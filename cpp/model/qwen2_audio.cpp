@@ -266,7 +266,6 @@ namespace qwen2audio {
 KVCache Qwen2AudioModel::make_cache(int64_t batch) const {
   const TextConfig& text = config_.text;
   if (!device_model_) return decoder_->make_cache(batch);
-  if (batch < 1) throw InvalidArgument("batch size must be at least 1, got " + std::to_string(batch));
   return KVCache(text.num_hidden_layers, text.num_key_value_heads, text.head_dim, batch, DType::BF16,
                  device_model_->make_state(batch, 0));
 }
