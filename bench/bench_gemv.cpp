@@ -8,8 +8,10 @@
 // Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
 // gate, up: 11008x4096; down: 4096x11008) once each with one activation row, as a decode step does,
 // over weights far larger than the last-level cache. The bound is the read bandwidth of a
-// streaming sum with the widest vector loads over 1 GiB on the same threads (memory_bandwidth.h); "fraction" is the
-// kernel's weight bytes per second over that bound (median token).
+// streaming sum with the widest vector loads on the same threads (memory_bandwidth.h). On a shared
+// machine that bandwidth moves from second to second, so every timed token is paired with a
+// streaming read of 512 MiB right after it: "read GB/s" is the median of those reads, "fraction"
+// the median over tokens of the kernel's weight bytes per second over its paired read's.
 #include <omp.h>
 
 #include <algorithm>
@@ -75,14 +77,14 @@ size_t matrix_bytes(const Matrix& m) {
 int main(int argc, char** argv) {
   int threads = 2, layers = 4, tokens = 8;
   bool with_scalar = true;
-  std::vector<int64_t> prefetches = {kDefaultPrefetch};
+  std::vector<int64_t> prefetches = {-1};  // the tier's default
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--threads") threads = std::atoi(argv[i + 1]);
     if (flag == "--layers") layers = std::atoi(argv[i + 1]);
     if (flag == "--tokens") tokens = std::atoi(argv[i + 1]);
     if (flag == "--scalar") with_scalar = std::atoi(argv[i + 1]) != 0;
-    if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. 0,512,2048
+    if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default)
       prefetches.clear();
       for (const char* item = argv[i + 1]; *item;) {
         char* next = nullptr;
@@ -95,13 +97,19 @@ int main(int argc, char** argv) {
   std::printf("cpu: %s\nthreads: %d, physical cores: %d\n", cpu_description().c_str(), threads, physical_core_count());
   const double bandwidth = measure_read_bandwidth(size_t{1} << 30, 5);
   std::printf("read bandwidth (streaming sum, 1 GiB, %d threads): %.1f GB/s\n\n", threads, bandwidth);
+  // The paired reads: a buffer of its own, far larger than the last-level cache.
+  const size_t paired_bytes = size_t{512} << 20;
+  Buffer<uint64_t> paired(paired_bytes / 8);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < static_cast<int64_t>(paired_bytes / 8); ++i) paired.data()[i] = static_cast<uint64_t>(i);
+  volatile uint64_t sink = 0;
 
   const int64_t hidden = 4096, intermediate = 11008;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {hidden, hidden},       {hidden, hidden},       {hidden, hidden},      {hidden, hidden},
       {intermediate, hidden}, {intermediate, hidden}, {hidden, intermediate}};
-  std::printf("%-9s %-12s %4s %8s %10s %10s %8s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token", "ms/token",
-              "GB/s", "fraction");
+  std::printf("%-9s %-12s %4s %8s %10s %10s %8s %9s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token",
+              "ms/token", "GB/s", "read GB/s", "fraction");
   for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
     std::vector<Matrix> matrices;
     size_t bytes = 0;
@@ -126,18 +134,24 @@ int main(int argc, char** argv) {
           };
           token();  // warm-up: page faults, thread team
           const int count = isa == Isa::Scalar ? 2 : tokens;
-          std::vector<double> times;
+          std::vector<double> times, reads, fractions;
           for (int t = 0; t < count; ++t) {
-            const double start = now();
+            double start = now();
             token();
             times.push_back(now() - start);
+            start = now();
+            sink = sink + streaming_read(paired.data(), paired_bytes);
+            reads.push_back(static_cast<double>(paired_bytes) / (now() - start) / 1e9);
+            fractions.push_back(static_cast<double>(bytes) / times.back() / 1e9 / reads.back());
           }
-          std::sort(times.begin(), times.end());
-          const double median = times[times.size() / 2];
-          const double rate = static_cast<double>(bytes) / median / 1e9;
-          std::printf("%-9s %-12s %4lld %8lld %10.0f %10.2f %8.1f %8.0f%%\n", weight_format_name(format), isa_name(isa),
-                      static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6, median * 1e3, rate,
-                      100.0 * rate / bandwidth);
+          auto median = [](std::vector<double> values) {
+            std::sort(values.begin(), values.end());
+            return values[values.size() / 2];
+          };
+          const double time = median(times);
+          std::printf("%-9s %-12s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
+                      isa_name(isa), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
+                      time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));
           std::fflush(stdout);
         }
       }

@@ -435,8 +435,9 @@ def main() -> int:
           f"layers measured, scaled to 32 + 32)\n")
     print("Scaling: encoder and prefill time x 32 / layers measured (the conv stem and the output head are then "
           "counted a few times too: a few % high); decode time x (weight bytes of the 32-layer model / those of "
-          "the model measured), i.e. the same fraction of the bandwidth bound. Torch: one layer measured, x 32, "
-          "plus its output head for decode.\n")
+          "the model measured), i.e. the same fraction of the bandwidth bound. The bound of each format uses the "
+          "read bandwidth its own process measured right after its decode (the machine's bandwidth drifts when "
+          "shared). Torch: one layer measured, x 32, plus its output head for decode.\n")
     print("| format | encoder 30 s clip, s | prefill tok/s (800) | decode tok/s @1k | decode ms/token | "
           "bound ms/token | of bound | peak RSS GiB | load s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -446,7 +447,7 @@ def main() -> int:
         prefill_32 = r["prefill_tokens_per_s"] * decoder_layers / real_layers
         decode_measured = r["decode_s_per_token"]
         decode_32 = decode_measured * bytes_real[fmt] / bytes_measured[fmt]
-        bound_32 = bytes_real[fmt] / (bandwidth * 1e9)
+        bound_32 = bytes_real[fmt] / (r["read_bandwidth_gbs"] * 1e9)
         print(f"| {label(fmt)} | {encoder_32:.1f} | {prefill_32:.1f} | {1 / decode_32:.2f} | {decode_32 * 1e3:.0f} | "
               f"{bound_32 * 1e3:.0f} | {100 * bound_32 / decode_32:.0f} % | {r['peak_rss_bytes'] / 2**30:.2f} | "
               f"{r['load_s']:.1f} |")
@@ -458,19 +459,19 @@ def main() -> int:
           f"| | | |")
     print()
     print("Measured as run (not scaled):\n")
-    print("| format | layers enc/dec | encoder s | prefill tok/s | decode ms/token | weight GB/token | bound ms | "
-          "of bound |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| format | layers enc/dec | encoder s | prefill tok/s | decode ms/token | weight GB/token | read GB/s | "
+          "bound ms | of bound |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for fmt in FORMATS:
         r = ours[fmt]
-        bound = bytes_measured[fmt] / (bandwidth * 1e9)
+        bound = bytes_measured[fmt] / (r["read_bandwidth_gbs"] * 1e9)
         encoder_text = f"{r['encoder_s']:.2f}" if "encoder_s" in r else "(as bf16)"
         print(f"| {label(fmt)} | {encoder_layers}/{decoder_layers} | {encoder_text} | "
               f"{r['prefill_tokens_per_s']:.1f} | {r['decode_s_per_token'] * 1e3:.0f} | {bytes_measured[fmt] / 1e9:.2f} | "
-              f"{bound * 1e3:.0f} | {100 * bound / r['decode_s_per_token']:.0f} % |")
+              f"{r['read_bandwidth_gbs']:.1f} | {bound * 1e3:.0f} | {100 * bound / r['decode_s_per_token']:.0f} % |")
     print(f"| torch eager bf16 | 1/1 | {'-' if torch_encoder is None else f'{torch_encoder:.1f} (1 layer)'} | "
           f"{baseline['prefill_tokens'] / baseline['prefill_layer_s']:.2f} (1 layer) | "
-          f"{(baseline['decode_layer_s'] + baseline['decode_head_s']) * 1e3:.0f} (1 layer + head) | | | |")
+          f"{(baseline['decode_layer_s'] + baseline['decode_head_s']) * 1e3:.0f} (1 layer + head) | | | | |")
     print()
     ratio_decode = torch_decode_32 / (ours[None]["decode_s_per_token"] * bytes_real[None] / bytes_measured[None])
     print(f"bf16 decode vs torch eager: {ratio_decode:.1f}x; prefill: "

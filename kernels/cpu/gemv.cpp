@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/gemv_internal.h"
@@ -29,16 +30,21 @@ thread_local Buffer<int8_t> tls_quantized_inputs;
 thread_local Buffer<float> tls_input_scales;
 thread_local Buffer<int32_t> tls_input_level_sums;
 
-// Int4's activations (gemv.h): int8 levels per weight group, the group scales and level sums. One
-// scalar implementation, so every tier sees the same levels; `interleave` stores whole 64-element
-// chunks in the 512-bit kernel's order (gemv_internal.h). It runs on the calling thread before the
-// parallel product, so it stays a few instructions per element.
+thread_local Buffer<int16_t> tls_wide_inputs;
+
+// The integer activations of the quantized formats (gemv.h): levels per weight group (int8 for int4
+// weights, int16 for int8 weights), the group scales and, when level_sums is set, the sums of the
+// levels. One scalar implementation, so every tier sees the same levels; `interleave` stores whole
+// 64-element chunks in the 512-bit int4 kernel's order (gemv_internal.h). It runs on the calling
+// thread before the parallel product, so it stays a few instructions per element.
+template <typename Level>
 void quantize_activations(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t group_size, bool interleave,
-                          int8_t* levels, float* scales, int32_t* level_sums) {
+                          Level* levels, float* scales, int32_t* level_sums) {
+  constexpr float kTop = std::is_same_v<Level, int8_t> ? 127.0f : 32767.0f;
   const int64_t groups = scale_groups(k, group_size);
   for (int64_t row = 0; row < m; ++row) {
     const float* values = x + row * ldx;
-    int8_t* out = levels + row * k;
+    Level* out = levels + row * k;
     for (int64_t group = 0; group < groups; ++group) {
       const int64_t start = group * group_size;
       const int64_t length = std::min(group_size, k - start);
@@ -47,25 +53,25 @@ void quantize_activations(const float* x, int64_t ldx, int64_t m, int64_t k, int
       for (int64_t i = 0; i < length; i += 4)
         for (int j = 0; j < 4; ++j) largest[j] = std::max(largest[j], std::abs(v[i + j]));
       const float peak = std::max(std::max(largest[0], largest[1]), std::max(largest[2], largest[3]));
-      const float inverse = peak > 0.0f ? 127.0f / peak : 0.0f;
-      int8_t* group_out = out + start;
+      const float inverse = peak > 0.0f ? kTop / peak : 0.0f;
+      Level* group_out = out + start;
       int32_t sum = 0;
       for (int64_t i = 0; i < length; ++i) {
-        const int level = static_cast<int>(std::clamp(std::nearbyint(v[i] * inverse), -127.0f, 127.0f));
-        group_out[i] = static_cast<int8_t>(level);
+        const int level = static_cast<int>(std::clamp(std::nearbyint(v[i] * inverse), -kTop, kTop));
+        group_out[i] = static_cast<Level>(level);
         sum += level;
       }
       if (interleave) {
         // Whole 64-element chunks: 16-element quarters 0, 2, 1, 3 (elements 0-15, 32-47, 16-31, 48-63).
         for (int64_t chunk = 0; chunk + 64 <= length; chunk += 64) {
-          int8_t quarter[16];
-          std::memcpy(quarter, group_out + chunk + 16, 16);
-          std::memcpy(group_out + chunk + 16, group_out + chunk + 32, 16);
-          std::memcpy(group_out + chunk + 32, quarter, 16);
+          Level quarter[16];
+          std::memcpy(quarter, group_out + chunk + 16, sizeof quarter);
+          std::memcpy(group_out + chunk + 16, group_out + chunk + 32, sizeof quarter);
+          std::memcpy(group_out + chunk + 32, quarter, sizeof quarter);
         }
       }
-      scales[row * groups + group] = peak / 127.0f;
-      level_sums[row * groups + group] = sum;
+      scales[row * groups + group] = peak / kTop;
+      if (level_sums) level_sums[row * groups + group] = sum;
     }
   }
 }
@@ -128,18 +134,24 @@ float scalar_dot(const Problem& p, const float* x, int64_t column) {
     float sum = 0.0f;
     for (int64_t i = 0; i < p.k; ++i) sum += x[i] * bf16_to_float(row[i]);
     return sum;
-  } else {  // Int8 (Int4 takes scalar_int4_dot)
-    const int8_t* row = static_cast<const int8_t*>(w.data) + column * w.ld;
-    const float* scales = w.scales + column * w.scales_ld;
-    float total = 0.0f;
-    for (int64_t start = 0, group = 0; start < p.k; start += w.group_size, ++group) {
-      const int64_t end = std::min(p.k, start + w.group_size);
-      float sum = 0.0f;
-      for (int64_t i = start; i < end; ++i) sum += x[i] * static_cast<float>(row[i]);
-      total += scales[group] * sum;
-    }
-    return total;
   }
+}
+
+// Int8 on the int16 activation levels of `row`: an exact integer sum per group, then its scales, as
+// the vector tier computes.
+float scalar_int8_dot(const Problem& p, int64_t row, int64_t column) {
+  const WeightMatrix& w = p.w;
+  const int8_t* codes = static_cast<const int8_t*>(w.data) + column * w.ld;
+  const float* scales = w.scales + column * w.scales_ld;
+  const int16_t* levels = p.x_q16 + row * p.ldx_q;
+  float total = 0.0f;
+  for (int64_t start = 0, group = 0; start < p.k; start += w.group_size, ++group) {
+    const int64_t end = std::min(p.k, start + w.group_size);
+    int64_t dot = 0;
+    for (int64_t i = start; i < end; ++i) dot += int64_t{codes[i]} * levels[i];
+    total += scales[group] * p.x_scales[row * p.ldx_groups + group] * static_cast<float>(dot);
+  }
+  return total;
 }
 
 // Int4 on the quantized activations of `row`: an exact integer sum per group, then its scales, as
@@ -170,6 +182,8 @@ void scalar_range(const Problem& p, int64_t begin, int64_t end) {
     for (int64_t row = 0; row < p.m; ++row) {
       if constexpr (F == WeightFormat::Int4)
         p.store(row, column, scalar_int4_dot(p, row, column));
+      else if constexpr (F == WeightFormat::Int8)
+        p.store(row, column, scalar_int8_dot(p, row, column));
       else
         p.store(row, column, scalar_dot<F>(p, p.x + row * p.ldx, column));
     }
@@ -236,10 +250,19 @@ int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k
 Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
   Isa isa = std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
   while (!isa_supported(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  // The BF16 tier adds the BF16 dot product and VNNI (int4); every other case runs the AVX-512 kernels.
+  // The BF16 tier adds the BF16 dot product and VNNI (int4); every other case runs the AVX-512 kernels,
+  // except int8, whose 256-bit integer kernel needs fewer instructions per weight than the 512-bit
+  // float32 one it replaced.
   const bool uses_tier = (format == WeightFormat::BF16 && options.round_bf16_inputs) || format == WeightFormat::Int4;
   if (isa == Isa::Avx512Bf16 && !uses_tier) isa = Isa::Avx512;
+  if (format == WeightFormat::Int8 && isa > Isa::Avx2) isa = Isa::Avx2;
   return isa;
+}
+
+int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld) {
+  if (isa >= Isa::Avx512) return kAvx512Prefetch;
+  constexpr int64_t kAvx2ColumnTile = 4;  // gemv_avx2.cpp's kColumns
+  return kAvx2ColumnTile * weight_row_bytes(format, ld);
 }
 
 void gemv(const GemvArgs& args, const GemvOptions& options) {
@@ -255,9 +278,9 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
   problem.y = args.y;
   problem.ldy = args.ldy;
   problem.accumulate = args.accumulate;
-  problem.prefetch = options.prefetch_distance < 0 ? kDefaultPrefetch : options.prefetch_distance;
-
   const Isa isa = gemv_isa(options, args.w.format);
+  problem.prefetch = options.prefetch_distance < 0 ? default_prefetch_distance(isa, args.w.format, args.w.ld)
+                                                   : options.prefetch_distance;
   if (args.w.format == WeightFormat::BF16 && options.round_bf16_inputs) {
     if (isa == Isa::Avx512Bf16) {
       // Rows padded with zeros to whole 32-element steps, so the kernel loads x without masks.
@@ -285,9 +308,19 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
     problem.x_level_sums = tls_input_level_sums.reserve(static_cast<size_t>(args.m * groups));
     problem.ldx_q = args.k;
     problem.ldx_groups = groups;
-    problem.x_q_interleaved = isa == Isa::Avx512Bf16;
+    problem.x_q_interleaved = isa != Isa::Scalar;  // every vector tier reads 64-element chunks
     quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, problem.x_q_interleaved,
                          tls_quantized_inputs.data(), tls_input_scales.data(), tls_input_level_sums.data());
+  } else if (args.w.format == WeightFormat::Int8) {
+    const int64_t groups = scale_groups(args.k, args.w.group_size);
+    int16_t* levels = tls_wide_inputs.reserve(static_cast<size_t>(args.m * args.k));
+    float* scales = tls_input_scales.reserve(static_cast<size_t>(args.m * groups));
+    quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, false, levels, scales,
+                         static_cast<int32_t*>(nullptr));
+    problem.x_q16 = levels;
+    problem.x_scales = scales;
+    problem.ldx_q = args.k;
+    problem.ldx_groups = groups;
   }
 
   const RangeKernel kernel = select_kernel(isa, args.w.format);

@@ -22,12 +22,15 @@ namespace qwen2audio::kernels {
 // scales[row * scales_ld + p / group_size]. group_size is a multiple of 32, k a multiple of 32 (the
 // last group may be shorter than group_size).
 //
-// Activations: F32, BF16 and Int8 weights meet float32 activations. Int4 weights meet activations
-// quantized to int8 per weight group (scale max|x| / 127, level nearbyint(x * (127 / max|x|))), so
-// each group's products are exact integer sums on dot-product instructions (pmaddubsw, vpdpbusd)
-// and only each group's total is scaled: a float32 int4 kernel is bound by converting codes to
-// floats, not by memory. The rounding moves an activation by at most 1/254 of its group's largest
-// magnitude, against int4's step of 1/8 of the weights' largest.
+// Activations: F32 and BF16 weights meet float32 activations. The quantized formats meet
+// activations quantized per weight group, so each group's products are exact integer sums on
+// dot-product instructions (pmaddwd, pmaddubsw, vpdpbusd) and only each group's total is scaled:
+// a float32 kernel is bound by converting codes to floats, not by memory.
+//   Int8 weights: int16 levels, scale max|x| / 32767, level nearbyint(x * (32767 / max|x|)). The
+//              rounding moves an activation by at most 1/65534 of its group's largest magnitude,
+//              1/258 of the weights' own worst step (1/254 of theirs).
+//   Int4 weights: int8 levels, scale max|x| / 127, level nearbyint(x * (127 / max|x|)): at most
+//              1/254 of the group's largest magnitude, against int4's step of 1/8 of the weights'.
 enum class WeightFormat : uint8_t { F32, BF16, Int8, Int4 };
 
 const char* weight_format_name(WeightFormat format);
@@ -71,12 +74,16 @@ struct GemvOptions {
   // The kernel tier; capped at what the CPU supports.
   Isa isa = best_isa();
   // Software prefetch distance in bytes ahead of each weight row stream; 0 turns it off, -1 takes
-  // kDefaultPrefetch.
+  // the tier's default (default_prefetch_distance).
   int64_t prefetch_distance = -1;
 };
 
-// Chosen with bench/bench_gemv.cpp (bench/RESULTS.md).
-constexpr int64_t kDefaultPrefetch = 1024;
+// Chosen with bench/bench_gemv.cpp (bench/README.md). The AVX-512 tiers prefetch kAvx512Prefetch
+// bytes ahead in each row (measured on Sapphire Rapids). The AVX2 tier prefetches the same place of
+// the weight rows its next column tile will read (4 rows further), which on Zen 3 kept the
+// prefetchers ahead of rows as short as int4's 2 KiB where a fixed 1 KiB did not.
+constexpr int64_t kAvx512Prefetch = 1024;
+int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld);
 
 // Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread
 // count, splitting n; allocates nothing once the calling thread has seen a call of this m * k.

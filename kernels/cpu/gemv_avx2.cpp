@@ -46,21 +46,6 @@ struct Bf16Weights {
   float at(int64_t row, int64_t i) const { return bf16_to_float(base[row * ld + i]); }
 };
 
-// Int8 weights: 32 values of row `row` from element i (a multiple of 32), as float32 scale * level.
-struct Int8Weights {
-  const int8_t* base;
-  int64_t ld;
-  explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
-  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
-  void decode32(int64_t row, int64_t i, __m256 scale, __m256 (&out)[4]) const {
-    const int8_t* codes = base + row * ld + i;
-    for (int j = 0; j < 4; ++j) {
-      const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + 8 * j));
-      out[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed)), scale);
-    }
-  }
-};
-
 template <int R, int C, typename Weights>
 void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
   __m256 acc[R][C];
@@ -87,57 +72,67 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
   }
 }
 
-template <int R, int C, typename Weights>
-void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
-  __m256 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+// Int8 weights on int16 activation levels (gemv.h): each 16-element step widens the codes to int16
+// (vpmovsxbw) and sums products in pairs into eight int32 lanes (pmaddwd), exactly; the float32
+// version spent more instructions converting codes than the memory system needs to deliver them.
+// One activation row per pass: a second would need more than AVX2's 16 vector registers.
+template <int C>
+void int8_tile(const Problem& p, int64_t row, int64_t column) {
+  const auto* base = static_cast<const int8_t*>(p.w.data);
+  const int16_t* x = p.x_q16 + row * p.ldx_q;
+  __m256 total[C];
+  for (int c = 0; c < C; ++c) total[c] = _mm256_setzero_ps();
   const int64_t group_size = p.w.group_size;
   for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
     const int64_t end = std::min(p.k, start + group_size);
-    __m256 scale[C];
-    for (int c = 0; c < C; ++c) scale[c] = _mm256_set1_ps(p.w.scales[(column + c) * p.w.scales_ld + group]);
-    for (int64_t i = start; i < end; i += 32) {
+    float scale[C];
+    for (int c = 0; c < C; ++c)
+      scale[c] = p.w.scales[(column + c) * p.w.scales_ld + group] * p.x_scales[row * p.ldx_groups + group];
+    // A lane takes 4 products of at most 128 * 32767 per 32 elements, so int32 holds 4096 elements.
+    for (int64_t span = start; span < end; span += kInt8ExactSpan) {
+      const int64_t span_end = std::min(end, span + kInt8ExactSpan);
+      __m256i sum[C];
+      for (int c = 0; c < C; ++c) sum[c] = _mm256_setzero_si256();
+      for (int64_t i = span; i < span_end; i += 32) {
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 16));
 #pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) {
-        __m256 weights[4];
-        if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
-        w.decode32(column + c, i, scale[c], weights);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const float* x = p.x + (row0 + r) * p.ldx + i;
-          for (int j = 0; j < 4; ++j) acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * j), weights[j], acc[r][c]);
+        for (int c = 0; c < C; ++c) {
+          const int8_t* codes = base + (column + c) * p.w.ld + i;
+          if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(codes) + p.prefetch, _MM_HINT_T0);
+          const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
+          const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16)));
+          sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1)));
         }
       }
+      for (int c = 0; c < C; ++c)
+        total[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[c]), _mm256_set1_ps(scale[c]), total[c]);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, horizontal_sum(acc[r][c]));
+  for (int c = 0; c < C; ++c) p.store(row, column + c, horizontal_sum(total[c]));
 }
 
-template <int C, typename Weights, bool Quantized>
+void int8_range(const Problem& p, int64_t begin, int64_t end) {
+  int64_t column = begin;
+  for (; column + kColumns <= end; column += kColumns)
+    for (int64_t row = 0; row < p.m; ++row) int8_tile<kColumns>(p, row, column);
+  for (; column < end; ++column)
+    for (int64_t row = 0; row < p.m; ++row) int8_tile<1>(p, row, column);
+}
+
+template <int C, typename Weights>
 void column_tile(const Problem& p, const Weights& w, int64_t column) {
   int64_t row = 0;
-  for (; row + kRows <= p.m; row += kRows) {
-    if constexpr (Quantized)
-      quantized_tile<kRows, C>(p, w, row, column);
-    else
-      plain_tile<kRows, C>(p, w, row, column);
-  }
-  for (; row < p.m; ++row) {
-    if constexpr (Quantized)
-      quantized_tile<1, C>(p, w, row, column);
-    else
-      plain_tile<1, C>(p, w, row, column);
-  }
+  for (; row + kRows <= p.m; row += kRows) plain_tile<kRows, C>(p, w, row, column);
+  for (; row < p.m; ++row) plain_tile<1, C>(p, w, row, column);
 }
 
-template <typename Weights, bool Quantized>
+template <typename Weights>
 void range(const Problem& p, int64_t begin, int64_t end) {
   const Weights w(p);
   int64_t column = begin;
-  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights, Quantized>(p, w, column);
-  for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
+  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights>(p, w, column);
+  for (; column < end; ++column) column_tile<1, Weights>(p, w, column);
 }
 
 #include "kernels/cpu/gemv_int4_tile.h"
@@ -152,14 +147,14 @@ namespace qwen2audio::kernels::gemv_detail {
 RangeKernel avx2_kernel(WeightFormat format) {
   switch (format) {
     case WeightFormat::F32:
-      return range<F32Weights, false>;
+      return range<F32Weights>;
     case WeightFormat::BF16:
-      return range<Bf16Weights, false>;
+      return range<Bf16Weights>;
     case WeightFormat::Int8:
-      return range<Int8Weights, true>;
+      return int8_range;
     case WeightFormat::Int4:
       // One activation row per pass: two would need more than AVX2's 16 vector registers.
-      return int4_range<1, false>;
+      return int4_range<1>;
   }
   return nullptr;
 }

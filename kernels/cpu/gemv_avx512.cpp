@@ -50,20 +50,6 @@ struct Bf16Weights {
   float at(int64_t row, int64_t i) const { return bf16_to_float(base[row * ld + i]); }
 };
 
-struct Int8Weights {
-  const int8_t* base;
-  int64_t ld;
-  explicit Int8Weights(const Problem& p) : base(static_cast<const int8_t*>(p.w.data)), ld(p.w.ld) {}
-  const char* address(int64_t row, int64_t i) const { return reinterpret_cast<const char*>(base + row * ld + i); }
-  void decode32(int64_t row, int64_t i, __m512 scale, __m512 (&out)[2]) const {
-    const int8_t* codes = base + row * ld + i;
-    for (int j = 0; j < 2; ++j) {
-      const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16 * j));
-      out[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(packed)), scale);
-    }
-  }
-};
-
 template <int R, int C, typename Weights>
 void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
   __m512 acc[R][C];
@@ -90,44 +76,12 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
   }
 }
 
-template <int R, int C, typename Weights>
-void quantized_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column) {
-  __m512 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  const int64_t group_size = p.w.group_size;
-  for (int64_t start = 0, group = 0; start < p.k; start += group_size, ++group) {
-    const int64_t end = std::min(p.k, start + group_size);
-    __m512 scale[C];
-    for (int c = 0; c < C; ++c) scale[c] = _mm512_set1_ps(p.w.scales[(column + c) * p.w.scales_ld + group]);
-    for (int64_t i = start; i < end; i += 32) {
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) {
-        __m512 weights[2];
-        if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
-        w.decode32(column + c, i, scale[c], weights);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          const float* x = p.x + (row0 + r) * p.ldx + i;
-          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(x), weights[0], acc[r][c]);
-          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16), weights[1], acc[r][c]);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
-}
-
 // Row passes of at most kRows; the remainder takes the one smaller tile it needs.
-template <int C, typename Weights, bool Quantized>
+template <int C, typename Weights>
 void column_tile(const Problem& p, const Weights& w, int64_t column) {
   int64_t row = 0;
   auto tile = [&]<int R>() {
-    if constexpr (Quantized)
-      quantized_tile<R, C>(p, w, row, column);
-    else
-      plain_tile<R, C>(p, w, row, column);
+    plain_tile<R, C>(p, w, row, column);
     row += R;
   };
   while (p.m - row >= kRows) tile.template operator()<kRows>();
@@ -146,12 +100,12 @@ void column_tile(const Problem& p, const Weights& w, int64_t column) {
   }
 }
 
-template <typename Weights, bool Quantized>
+template <typename Weights>
 void range(const Problem& p, int64_t begin, int64_t end) {
   const Weights w(p);
   int64_t column = begin;
-  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights, Quantized>(p, w, column);
-  for (; column < end; ++column) column_tile<1, Weights, Quantized>(p, w, column);
+  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights>(p, w, column);
+  for (; column < end; ++column) column_tile<1, Weights>(p, w, column);
 }
 
 namespace without_vnni {
@@ -328,14 +282,15 @@ namespace qwen2audio::kernels::gemv_detail {
 RangeKernel avx512_kernel(WeightFormat format, bool vnni_bf16) {
   switch (format) {
     case WeightFormat::F32:
-      return range<F32Weights, false>;
+      return range<F32Weights>;
     case WeightFormat::BF16:
-      return vnni_bf16 ? bf16_dot_range : range<Bf16Weights, false>;
+      return vnni_bf16 ? bf16_dot_range : range<Bf16Weights>;
     case WeightFormat::Int8:
-      return range<Int8Weights, true>;
+      // gemv_isa sends int8 to the AVX2 tier (its integer kernel); this keeps a direct call right.
+      return avx2_kernel(format);
     case WeightFormat::Int4:
       // Several activation rows share each decoded block (32 vector registers).
-      return vnni_bf16 ? with_vnni::int4_range_512 : without_vnni::int4_range<2, false>;
+      return vnni_bf16 ? with_vnni::int4_range_512 : without_vnni::int4_range<2>;
   }
   return nullptr;
 }

@@ -20,10 +20,13 @@ struct Problem {
   int64_t ldx_bf16 = 0;
   // Int4 weights: x quantized to int8 per weight group (row stride ldx_q = k), each group's scale
   // and the sum of its levels (row stride ldx_groups), which takes the codes' offset of 8 out of the
-  // inner loop: sum (c - 8) q = sum c q - 8 sum q. With x_q_interleaved, each whole 64-element
-  // chunk of a group holds its elements in the order the 512-bit kernel unpacks codes: 0-15, 32-47,
-  // 16-31, 48-63 (a trailing 32-element block keeps its order).
+  // inner loop: sum (c - 8) q = sum c q - 8 sum q. With x_q_interleaved (every vector tier), each
+  // whole 64-element chunk of a group holds its elements in the order the kernels unpack a chunk's
+  // 32 bytes of codes: 0-15, 32-47, 16-31, 48-63 (a trailing 32-element block keeps its order).
+  // Int8 weights: x as int16 levels per weight group in x_q16 (row stride ldx_q = k), with the group
+  // scales in x_scales; x_q and x_level_sums stay null.
   const int8_t* x_q = nullptr;
+  const int16_t* x_q16 = nullptr;
   int64_t ldx_q = 0;
   bool x_q_interleaved = false;
   const float* x_scales = nullptr;
@@ -45,6 +48,12 @@ struct Problem {
     *out = accumulate ? *out + value : value;
   }
 };
+
+// The most elements of one weight group an int8 kernel may sum in int32 before scaling: every
+// product is at most 128 * 32767 in magnitude (codes in [-128, 127], activation levels in
+// [-32767, 32767]) and a 256-bit lane adds 4 of them per 32 elements, so 4096 elements stay below
+// 2^31 (longer groups are summed in spans of this length).
+constexpr int64_t kInt8ExactSpan = 4096;
 
 // Computes output columns [begin, end) of every row. begin is a multiple of 4.
 using RangeKernel = void (*)(const Problem& problem, int64_t begin, int64_t end);

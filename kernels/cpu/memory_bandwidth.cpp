@@ -31,17 +31,28 @@ __attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* data, siz
       _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d))));
 }
 
+// Four streams a quarter of the region apart, each prefetched 1 KiB ahead: the access pattern of
+// the decode kernels' column tiles. On Zen 3 this reads 5-10 % faster than one stream, and the bound
+// must be the fastest read we know how to make, or a kernel could pass it.
 __attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* data, size_t words) {
-  __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-  for (size_t i = 0; i < words; i += 16) {
-    a = _mm256_add_epi64(a, _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i)));
-    b = _mm256_add_epi64(b, _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i + 4)));
-    c = _mm256_add_epi64(c, _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i + 8)));
-    d = _mm256_add_epi64(d, _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i + 12)));
+  constexpr size_t kStreams = 4;
+  const size_t per_stream = words / kStreams / 8 * 8;  // whole 64-byte lines
+  __m256i acc[kStreams];
+  for (size_t s = 0; s < kStreams; ++s) acc[s] = _mm256_setzero_si256();
+  for (size_t i = 0; i < per_stream; i += 8) {
+    for (size_t s = 0; s < kStreams; ++s) {
+      const uint64_t* line = data + s * per_stream + i;
+      _mm_prefetch(reinterpret_cast<const char*>(line) + 1024, _MM_HINT_T0);
+      const __m256i low = _mm256_load_si256(reinterpret_cast<const __m256i*>(line));
+      const __m256i high = _mm256_load_si256(reinterpret_cast<const __m256i*>(line + 4));
+      acc[s] = _mm256_add_epi64(acc[s], _mm256_add_epi64(low, high));
+    }
   }
+  for (size_t i = kStreams * per_stream; i < words; i += 4)  // the few lines the split left over
+    acc[0] = _mm256_add_epi64(acc[0], _mm256_load_si256(reinterpret_cast<const __m256i*>(data + i)));
   alignas(32) uint64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
-                     _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
+                     _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3])));
   return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 

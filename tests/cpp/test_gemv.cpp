@@ -14,6 +14,8 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemv.h"
+#include "kernels/cpu/memory_bandwidth.h"
+#include "runtime/buffer.h"
 #include "runtime/dtype.h"
 #include "runtime/errors.h"
 
@@ -107,21 +109,22 @@ TestWeights make_weights(WeightFormat format, int64_t n, int64_t k, int64_t ld, 
   return w;
 }
 
-// Int4's activations as gemv.h defines them: per weight group, levels nearbyint(x * (127 /
-// max|x|)) times the scale max|x| / 127, as float32 values [m, k].
+// The quantized formats' activations as gemv.h defines them: per weight group, levels
+// nearbyint(x * (top / max|x|)) times the scale max|x| / top, as float32 values [m, k]; top is 127
+// (int8 levels, for int4 weights) or 32767 (int16 levels, for int8 weights).
 std::vector<float> quantized_activations(const std::vector<float>& x, int64_t m, int64_t k, int64_t ldx,
-                                         int64_t group_size) {
+                                         int64_t group_size, float top) {
   std::vector<float> values(static_cast<size_t>(m * k));
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t start = 0; start < k; start += group_size) {
       const int64_t end = std::min(k, start + group_size);
       float largest = 0.0f;
       for (int64_t i = start; i < end; ++i) largest = std::max(largest, std::abs(x[r * ldx + i]));
-      const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
+      const float inverse = largest > 0.0f ? top / largest : 0.0f;
       for (int64_t i = start; i < end; ++i) {
         const float level = std::nearbyint(x[r * ldx + i] * inverse);
-        EXPECT_LE(std::abs(level), 127.0f);
-        values[r * k + i] = (largest / 127.0f) * level;
+        EXPECT_LE(std::abs(level), top);
+        values[r * k + i] = (largest / top) * level;
       }
     }
   }
@@ -166,15 +169,18 @@ void check_case(const Case& c, WeightFormat format, int64_t group_size, const Ge
   gemv(args, options);
 
   const bool round_inputs = format == WeightFormat::BF16 && options.round_bf16_inputs;
-  const std::vector<float> int8_inputs =
-      format == WeightFormat::Int4 ? quantized_activations(x, c.m, c.k, ldx, group_size) : std::vector<float>();
+  const bool quantized_inputs = format == WeightFormat::Int4 || format == WeightFormat::Int8;
+  const std::vector<float> level_inputs =
+      quantized_inputs
+          ? quantized_activations(x, c.m, c.k, ldx, group_size, format == WeightFormat::Int4 ? 127.0f : 32767.0f)
+          : std::vector<float>();
   double worst_ratio = 0.0;
   for (int64_t r = 0; r < c.m; ++r) {
     for (int64_t j = 0; j < c.n; ++j) {
       double sum = 0.0, magnitude = 0.0;
       for (int64_t i = 0; i < c.k; ++i) {
         float input = round_inputs ? bf16_to_float(float_to_bf16(x[r * ldx + i])) : x[r * ldx + i];
-        if (format == WeightFormat::Int4) input = int8_inputs[r * c.k + i];
+        if (quantized_inputs) input = level_inputs[r * c.k + i];
         sum += static_cast<double>(input) * w.values[j * c.k + i];
         magnitude += std::abs(static_cast<double>(input) * w.values[j * c.k + i]);
       }
@@ -234,6 +240,32 @@ TEST(Gemv, QuantizedFormatsOnEveryTier) {
   }
 }
 
+TEST(Gemv, Int8SumsOfLongGroupsStayExact) {
+  // Codes of -128 (a stored checkpoint may hold them) against activations at the top level
+  // (32767) are the largest products an int32 lane can meet; groups of 8192 and 4128 elements sum
+  // past 2^31 in one lane unless the kernel scales spans of kInt8ExactSpan separately.
+  for (int64_t k : {int64_t{8192}, int64_t{4128}}) {
+    const int64_t n = 5;
+    std::vector<int8_t> codes(static_cast<size_t>(n * k), -128);
+    for (int64_t i = 0; i < k; i += 3) codes[static_cast<size_t>(i)] = 127;  // row 0 mixes signs
+    const std::vector<float> scales(static_cast<size_t>(n), 0.5f);
+    const std::vector<float> x(static_cast<size_t>(k), 2.0f);  // every level is 32767
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(std::string("k ") + std::to_string(k) + " isa " + isa_name(isa));
+      std::vector<float> y(static_cast<size_t>(n));
+      GemvArgs args{
+          1,       n,        k, x.data(), k, WeightMatrix{WeightFormat::Int8, codes.data(), k, scales.data(), 1, k},
+          nullptr, y.data(), n, false};
+      gemv(args, GemvOptions{true, isa});
+      for (int64_t j = 0; j < n; ++j) {
+        double expected = 0.0;
+        for (int64_t i = 0; i < k; ++i) expected += 0.5 * codes[static_cast<size_t>(j * k + i)] * 2.0;
+        EXPECT_NEAR(y[static_cast<size_t>(j)], expected, 1e-5 * std::abs(expected)) << "row " << j;
+      }
+    }
+  }
+}
+
 TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
   EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Scalar}, WeightFormat::Int4), Isa::Scalar);
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
@@ -243,6 +275,10 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
     // The BF16 tier serves BF16 weights with BF16-rounded activations (vdpbf16ps) and int4 (VNNI).
     if (format == WeightFormat::F32 || format == WeightFormat::Int8) {
       EXPECT_NE(chosen, Isa::Avx512Bf16);
+    }
+    // int8's kernel is the 256-bit integer one on every CPU that has AVX2.
+    if (format == WeightFormat::Int8) {
+      EXPECT_LE(static_cast<int>(chosen), static_cast<int>(Isa::Avx2));
     }
   }
   if (isa_supported(Isa::Avx512Bf16)) {
@@ -431,6 +467,22 @@ TEST(CpuFeatures, TiersAreConsistent) {
   EXPECT_GE(physical_core_count(), 1);
   EXPECT_NE(cpu_description().find(isa_name(best_isa())), std::string::npos);
   EXPECT_FALSE(f.vendor.empty());
+}
+
+TEST(MemoryBandwidth, StreamingReadSumsEveryWord) {
+  // The bound's read must really touch every word (and not skip what its stream split leaves over):
+  // sizes that split evenly and unevenly over threads and streams.
+  for (size_t bytes : {size_t{256}, size_t{1} << 20, (size_t{1} << 20) + 256 * 3, size_t{256} * 4099}) {
+    Buffer<uint64_t> buffer(bytes / 8);
+    uint64_t expected = 0;
+    for (size_t i = 0; i < bytes / 8; ++i) {
+      buffer.data()[i] = i * 2654435761u + 1;
+      expected += buffer.data()[i];
+    }
+    EXPECT_EQ(streaming_read(buffer.data(), bytes), expected) << bytes << " bytes";
+  }
+  std::vector<uint64_t> unaligned(64);
+  EXPECT_THROW(streaming_read(unaligned.data(), 100), InvalidArgument);
 }
 
 }  // namespace
