@@ -436,8 +436,8 @@ def main() -> int:
     print("Scaling: encoder and prefill time x 32 / layers measured (the conv stem and the output head are then "
           "counted a few times too: a few % high); decode time x (weight bytes of the 32-layer model / those of "
           "the model measured), i.e. the same fraction of the bandwidth bound. The bound of each format uses the "
-          "read bandwidth its own process measured right after its decode (the machine's bandwidth drifts when "
-          "shared). Torch: one layer measured, x 32, plus its output head for decode.\n")
+          "read bandwidth its own process measured right before and after its decode, the higher of the two (the "
+          "machine's bandwidth drifts when shared). Torch: one layer measured, x 32, plus its output head for decode.\n")
     print("| format | encoder 30 s clip, s | prefill tok/s (800) | decode tok/s @1k | decode ms/token | "
           "bound ms/token | of bound | peak RSS GiB | load s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
