@@ -35,8 +35,8 @@ thread_local Buffer<int16_t> tls_wide_inputs;
 // The integer activations of the quantized formats (gemv.h): levels per weight group (int8 for int4
 // weights, int16 for int8 weights), the group scales and, when level_sums is set, the sums of the
 // levels. One scalar implementation, so every tier sees the same levels; `interleave` stores whole
-// 64-element chunks in the 512-bit int4 kernel's order (gemv_internal.h). It runs on the calling
-// thread before the parallel product, so it stays a few instructions per element.
+// 64-element chunks in the order the vector int4 kernels unpack codes (gemv_internal.h). It runs on
+// the calling thread before the parallel product, so it stays a few instructions per element.
 template <typename Level>
 void quantize_activations(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t group_size, bool interleave,
                           Level* levels, float* scales, int32_t* level_sums) {

@@ -249,18 +249,20 @@ TEST(Gemv, Int8SumsOfLongGroupsStayExact) {
     std::vector<int8_t> codes(static_cast<size_t>(n * k), -128);
     for (int64_t i = 0; i < k; i += 3) codes[static_cast<size_t>(i)] = 127;  // row 0 mixes signs
     const std::vector<float> scales(static_cast<size_t>(n), 0.5f);
-    const std::vector<float> x(static_cast<size_t>(k), 2.0f);  // every level is 32767
-    for (Isa isa : supported_isas()) {
-      SCOPED_TRACE(std::string("k ") + std::to_string(k) + " isa " + isa_name(isa));
-      std::vector<float> y(static_cast<size_t>(n));
-      GemvArgs args{
-          1,       n,        k, x.data(), k, WeightMatrix{WeightFormat::Int8, codes.data(), k, scales.data(), 1, k},
-          nullptr, y.data(), n, false};
-      gemv(args, GemvOptions{true, isa});
-      for (int64_t j = 0; j < n; ++j) {
-        double expected = 0.0;
-        for (int64_t i = 0; i < k; ++i) expected += 0.5 * codes[static_cast<size_t>(j * k + i)] * 2.0;
-        EXPECT_NEAR(y[static_cast<size_t>(j)], expected, 1e-5 * std::abs(expected)) << "row " << j;
+    // One activation row (column tiles) and three (the batched tile).
+    for (int64_t m : {int64_t{1}, int64_t{3}}) {
+      const std::vector<float> x(static_cast<size_t>(m * k), 2.0f);  // every level is 32767
+      for (Isa isa : supported_isas()) {
+        SCOPED_TRACE(std::string("k ") + std::to_string(k) + " rows " + std::to_string(m) + " isa " + isa_name(isa));
+        std::vector<float> y(static_cast<size_t>(m * n));
+        const WeightMatrix w{WeightFormat::Int8, codes.data(), k, scales.data(), 1, k};
+        gemv(GemvArgs{m, n, k, x.data(), k, w, nullptr, y.data(), n, false}, GemvOptions{true, isa});
+        for (int64_t j = 0; j < n; ++j) {
+          double expected = 0.0;
+          for (int64_t i = 0; i < k; ++i) expected += 0.5 * codes[static_cast<size_t>(j * k + i)] * 2.0;
+          for (int64_t r = 0; r < m; ++r)
+            EXPECT_NEAR(y[static_cast<size_t>(r * n + j)], expected, 1e-5 * std::abs(expected)) << "column " << j;
+        }
       }
     }
   }
