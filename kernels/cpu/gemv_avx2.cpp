@@ -182,11 +182,26 @@ void column_tile(const Problem& p, const Weights& w, int64_t column) {
   for (; row < p.m; ++row) plain_tile<1, C>(p, w, row, column);
 }
 
+// Four or more activation rows (a batch's decode step): tiles of two weight rows against four
+// activation rows, so each converted block of weights serves four rows where the 4 x 2 tile would
+// convert it twice (8 accumulators either way).
+template <typename Weights>
+void batch_column_tile(const Problem& p, const Weights& w, int64_t column) {
+  int64_t row = 0;
+  for (; row + 4 <= p.m; row += 4) plain_tile<4, 2>(p, w, row, column);
+  for (; row + 2 <= p.m; row += 2) plain_tile<2, 2>(p, w, row, column);
+  for (; row < p.m; ++row) plain_tile<1, 2>(p, w, row, column);
+}
+
 template <typename Weights>
 void range(const Problem& p, int64_t begin, int64_t end) {
   const Weights w(p);
   int64_t column = begin;
-  for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights>(p, w, column);
+  if (p.m >= 4) {
+    for (; column + 2 <= end; column += 2) batch_column_tile(p, w, column);
+  } else {
+    for (; column + kColumns <= end; column += kColumns) column_tile<kColumns, Weights>(p, w, column);
+  }
   for (; column < end; ++column) column_tile<1, Weights>(p, w, column);
 }
 

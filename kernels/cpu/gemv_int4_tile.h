@@ -58,7 +58,7 @@ void int4_tile(const Problem& p, int64_t row0, int64_t column) {
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < 4; ++j)
           activations[r][j] =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.x_q + (row0 + r) * p.ldx_q + i + 32 * j));
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.x_q + (row0 + r) * p.ldx_q + i + int64_t{32} * j));
 #pragma GCC unroll 4
       for (int c = 0; c < C; ++c) {
         const uint8_t* bytes = base + (column + c) * row_bytes + (i >> 1);
