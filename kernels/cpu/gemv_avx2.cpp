@@ -75,7 +75,8 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
 // Int8 weights on int16 activation levels (gemv.h): each 16-element step widens the codes to int16
 // (vpmovsxbw) and sums products in pairs into eight int32 lanes (pmaddwd), exactly; the float32
 // version spent more instructions converting codes than the memory system needs to deliver them.
-// One activation row per pass: a second would need more than AVX2's 16 vector registers.
+// This tile serves one activation row (a single sequence's decode step) against C weight rows; a
+// second row would need more than AVX2's 16 vector registers, so batches take int8_rows_tile.
 template <int C>
 void int8_tile(const Problem& p, int64_t row, int64_t column) {
   const auto* base = static_cast<const int8_t*>(p.w.data);
