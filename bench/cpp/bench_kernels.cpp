@@ -342,6 +342,28 @@ class OnednnProducts {
   double flops_ = 0;
 };
 
+// The layer benchmarks' variant 2: only the layer's products, as oneDNN matmuls.
+void time_onednn_products(benchmark::State& state, const std::vector<std::array<int64_t, 3>>& shapes) {
+  OnednnProducts products(shapes);
+  products.run();
+  for (auto _ : state) products.run();
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+  state.SetLabel("oneDNN products only");
+}
+
+// Times one run of `layer` per iteration after an untimed one; `flops` is one run's work.
+template <typename Layer>
+void time_layer(benchmark::State& state, Layer& layer, double flops, const char* label) {
+  layer();
+  for (auto _ : state) {
+    layer();
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+  state.SetLabel(label);
+}
+
 // Weights of one linear layer in both storages.
 struct LinearWeights {
   int64_t n, k;
@@ -367,13 +389,8 @@ void BM_EncoderLayer(benchmark::State& state) {
   const int variant = static_cast<int>(state.range(0));
   const double attention_flops = 4.0 * frames * frames * d;
   if (variant == 2) {
-    OnednnProducts products(
-        {{frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, ffn, d}, {frames, d, ffn}});
-    products.run();
-    for (auto _ : state) products.run();
-    state.counters["GFLOP/s"] =
-        benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
-    state.SetLabel("oneDNN products only");
+    time_onednn_products(
+        state, {{frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, d, d}, {frames, ffn, d}, {frames, d, ffn}});
     return;
   }
   const bool bf16 = variant == 1;
@@ -416,14 +433,8 @@ void BM_EncoderLayer(benchmark::State& state) {
     gelu_erf(hiddens.data(), frames * ffn);
     fc2.apply(gemm, bf16, hiddens.data(), frames, hidden.data(), d, true);
   };
-  layer();
-  for (auto _ : state) {
-    layer();
-    benchmark::ClobberMemory();
-  }
-  const double flops = 2.0 * frames * d * (4 * d + 2 * ffn) + attention_flops;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
-  state.SetLabel(bf16 ? "engine, BF16 weights" : "engine, F32 weights");
+  time_layer(state, layer, 2.0 * frames * d * (4 * d + 2 * ffn) + attention_flops,
+             bf16 ? "engine, BF16 weights" : "engine, F32 weights");
 }
 BENCHMARK(BM_EncoderLayer)->ArgName("variant")->Arg(2)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -436,18 +447,13 @@ void BM_PrefillLayer(benchmark::State& state) {
   double attention_flops = 0;
   for (int64_t t = 0; t < tokens; ++t) attention_flops += 4.0 * (t + 1) * head_dim * heads;
   if (variant == 2) {
-    OnednnProducts products({{tokens, hidden_size, hidden_size},
-                             {tokens, hidden_size, hidden_size},
-                             {tokens, hidden_size, hidden_size},
-                             {tokens, hidden_size, hidden_size},
-                             {tokens, inter, hidden_size},
-                             {tokens, inter, hidden_size},
-                             {tokens, hidden_size, inter}});
-    products.run();
-    for (auto _ : state) products.run();
-    state.counters["GFLOP/s"] =
-        benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
-    state.SetLabel("oneDNN products only");
+    time_onednn_products(state, {{tokens, hidden_size, hidden_size},
+                                 {tokens, hidden_size, hidden_size},
+                                 {tokens, hidden_size, hidden_size},
+                                 {tokens, hidden_size, hidden_size},
+                                 {tokens, inter, hidden_size},
+                                 {tokens, inter, hidden_size},
+                                 {tokens, hidden_size, inter}});
     return;
   }
   const bool bf16 = variant == 1;
@@ -521,14 +527,8 @@ void BM_PrefillLayer(benchmark::State& state) {
     silu_mul(gates.data(), ups.data(), gates.data(), tokens * inter);
     down.apply(gemm, bf16, gates.data(), tokens, hidden.data(), hidden_size, true);
   };
-  layer();
-  for (auto _ : state) {
-    layer();
-    benchmark::ClobberMemory();
-  }
-  const double flops = 2.0 * tokens * hidden_size * (4 * hidden_size + 3 * inter) + attention_flops;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
-  state.SetLabel(bf16 ? "engine, BF16 weights and cache" : "engine, F32 weights and cache");
+  time_layer(state, layer, 2.0 * tokens * hidden_size * (4 * hidden_size + 3 * inter) + attention_flops,
+             bf16 ? "engine, BF16 weights and cache" : "engine, F32 weights and cache");
 }
 BENCHMARK(BM_PrefillLayer)->ArgName("variant")->Arg(2)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 

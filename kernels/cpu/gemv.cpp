@@ -261,8 +261,7 @@ Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
 
 int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld) {
   if (isa >= Isa::Avx512) return kAvx512Prefetch;
-  constexpr int64_t kAvx2ColumnTile = 4;  // gemv_avx2.cpp's kColumns
-  return kAvx2ColumnTile * weight_row_bytes(format, ld);
+  return gemv_detail::kAvx2Columns * weight_row_bytes(format, ld);
 }
 
 void gemv(const GemvArgs& args, const GemvOptions& options) {
@@ -301,26 +300,26 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
     }
   }
 
-  if (args.w.format == WeightFormat::Int4) {
+  if (quantized(args.w.format)) {
     const int64_t groups = scale_groups(args.k, args.w.group_size);
-    problem.x_q = tls_quantized_inputs.reserve(static_cast<size_t>(args.m * args.k));
-    problem.x_scales = tls_input_scales.reserve(static_cast<size_t>(args.m * groups));
-    problem.x_level_sums = tls_input_level_sums.reserve(static_cast<size_t>(args.m * groups));
-    problem.ldx_q = args.k;
-    problem.ldx_groups = groups;
-    problem.x_q_interleaved = isa != Isa::Scalar;  // every vector tier reads 64-element chunks
-    quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, problem.x_q_interleaved,
-                         tls_quantized_inputs.data(), tls_input_scales.data(), tls_input_level_sums.data());
-  } else if (args.w.format == WeightFormat::Int8) {
-    const int64_t groups = scale_groups(args.k, args.w.group_size);
-    int16_t* levels = tls_wide_inputs.reserve(static_cast<size_t>(args.m * args.k));
     float* scales = tls_input_scales.reserve(static_cast<size_t>(args.m * groups));
-    quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, false, levels, scales,
-                         static_cast<int32_t*>(nullptr));
-    problem.x_q16 = levels;
     problem.x_scales = scales;
     problem.ldx_q = args.k;
     problem.ldx_groups = groups;
+    if (args.w.format == WeightFormat::Int4) {
+      int8_t* levels = tls_quantized_inputs.reserve(static_cast<size_t>(args.m * args.k));
+      int32_t* level_sums = tls_input_level_sums.reserve(static_cast<size_t>(args.m * groups));
+      problem.x_q = levels;
+      problem.x_level_sums = level_sums;
+      problem.x_q_interleaved = isa != Isa::Scalar;  // every vector tier reads 64-element chunks
+      quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, problem.x_q_interleaved, levels, scales,
+                           level_sums);
+    } else {
+      int16_t* levels = tls_wide_inputs.reserve(static_cast<size_t>(args.m * args.k));
+      problem.x_q16 = levels;
+      quantize_activations(args.x, args.ldx, args.m, args.k, args.w.group_size, false, levels, scales,
+                           static_cast<int32_t*>(nullptr));
+    }
   }
 
   const RangeKernel kernel = select_kernel(isa, args.w.format);

@@ -149,19 +149,25 @@ def test_bf16_checkpoint_computes_in_bf16_in_place(tiny_bf16, tiny_f32, model_bf
     assert model_bf16._core.copied_weight_bytes < 1_000_000
 
 
-@pytest.mark.parametrize("name", GOLDEN_NAMES)
-def test_bf16_matches_reference_within_bf16_tolerance(name, goldens, reference_dir, model_bf16, active_ids):
-    golden = goldens[name]
+def check_bf16_against_reference(model, golden: dict, reference_dir: Path, active_ids: np.ndarray):
+    """Encoder, audio features and logits of a bfloat16 model (CPU or GPU) against a HF float32 golden,
+    within bfloat16's tolerances; returns the inputs and the first row's logits for further checks."""
     inputs = inputs_of(golden, reference_dir)
     if golden["audio_cases"]:
-        encoded = model_bf16.audio_encoder(inputs["input_features"], inputs["feature_attention_mask"])
+        encoded = model.audio_encoder(inputs["input_features"], inputs["feature_attention_mask"])
         assert np.abs(encoded - golden_array(reference_dir, golden, "encoder_last_hidden_state")).max() <= BF16_ENCODER_ATOL
-        features = model_bf16.encode_audio(inputs["input_features"], inputs["feature_attention_mask"])
+        features = model.encode_audio(inputs["input_features"], inputs["feature_attention_mask"])
         assert np.abs(features - golden_array(reference_dir, golden, "audio_features")).max() <= BF16_ENCODER_ATOL
-    logits = model_bf16(**inputs).logits[0][:, active_ids]
-    deviation = np.abs(logits - golden_array(reference_dir, golden, "logits_active")).max()
+    logits = model(**inputs).logits[0]
+    deviation = np.abs(logits[:, active_ids] - golden_array(reference_dir, golden, "logits_active")).max()
     assert deviation <= BF16_LOGITS_ATOL
     assert deviation > 0  # it really computed in bfloat16, not float32
+    return inputs, logits
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_bf16_matches_reference_within_bf16_tolerance(name, goldens, reference_dir, model_bf16, active_ids):
+    check_bf16_against_reference(model_bf16, goldens[name], reference_dir, active_ids)
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
