@@ -27,8 +27,13 @@ __attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* data, siz
     c = _mm512_add_epi64(c, _mm512_load_si512(data + i + 16));
     d = _mm512_add_epi64(d, _mm512_load_si512(data + i + 24));
   }
-  return static_cast<uint64_t>(
-      _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d))));
+  // Summed as unsigned words: GCC's _mm512_reduce_add_epi64 adds signed 64-bit lanes in C, which
+  // wraps (undefined behaviour, flagged by UBSan) as soon as the data's sum passes 2^63.
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(a, b), _mm512_add_epi64(c, d)));
+  uint64_t total = 0;
+  for (uint64_t lane : lanes) total += lane;
+  return total;
 }
 
 // Four streams a quarter of the region apart, each prefetched 1 KiB ahead: the access pattern of
