@@ -13,6 +13,7 @@
 #include "kernels/cpu/filterbank.h"
 #include "kernels/cpu/real_dft.h"
 #include "runtime/errors.h"
+#include "runtime/threads.h"
 
 namespace qwen2audio {
 namespace {
@@ -149,7 +150,7 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
   const size_t clip_floats = static_cast<size_t>(mels) * frames;
   const auto clip_count = static_cast<int64_t>(clips.size());
 
-  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : omp_get_max_threads();
+  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : default_num_threads();
   const std::vector<int64_t> used = checked_lengths(clips, threads);
 
   const float floor_log = std::log10(kMelFloor);
@@ -222,7 +223,7 @@ void WhisperLogMel::compute(std::span<const AudioSamples> clips, float* features
 
 std::vector<int64_t> WhisperLogMel::checked_lengths(std::span<const AudioSamples> clips, int num_threads) const {
   const auto clip_count = static_cast<int64_t>(clips.size());
-  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : omp_get_max_threads();
+  const int threads = num_threads > 0 ? std::min(num_threads, 4096) : default_num_threads();
   std::vector<int64_t> used(clips.size());
   for (int64_t b = 0; b < clip_count; ++b) {
     if (clips[b].size == 0 || clips[b].data == nullptr)

@@ -1,6 +1,5 @@
 // Kernel-level entry points for benchmarks and tools: CPU features, a memory read-bandwidth probe,
 // weight-only quantization and the decode gemv on NumPy arrays.
-#include <omp.h>
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -53,7 +52,7 @@ void register_kernels(py::module_& module) {
       "read_bandwidth",
       [](size_t bytes, int repeats, int threads) {
         py::gil_scoped_release release;
-        ScopedNumThreads scoped(threads > 0 ? checked_num_threads(threads) : omp_get_max_threads());
+        ScopedNumThreads scoped(threads > 0 ? checked_num_threads(threads) : default_num_threads());
         return kernels::measure_read_bandwidth(bytes, repeats);
       },
       py::arg("bytes") = size_t{1} << 30, py::arg("repeats") = 5, py::arg("threads") = 0,
@@ -104,7 +103,7 @@ void register_kernels(py::module_& module) {
         kernels::GemvOptions options{round_bf16_inputs, isa_from(isa)};
         {
           py::gil_scoped_release release;
-          ScopedNumThreads scoped(threads > 0 ? threads : omp_get_max_threads());
+          ScopedNumThreads scoped(threads > 0 ? threads : default_num_threads());
           kernels::gemv(args, options);
         }
         return y;

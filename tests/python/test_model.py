@@ -414,6 +414,36 @@ def test_thread_count_does_not_change_results(tiny_f32, goldens, reference_dir):
     assert model.num_threads == 2
 
 
+_THREADS_AFTER_TORCH = """
+import sys, torch
+torch.set_num_threads(1)  # what importing torch does by itself on some machines: this thread's OpenMP setting is 1
+from qwen2audio import Qwen2AudioForConditionalGeneration, _core
+model = Qwen2AudioForConditionalGeneration.from_pretrained(sys.argv[1], dtype="float32")
+print(model.num_threads, _core.cpu_info()["physical_cores"])
+"""
+
+
+@pytest.mark.parametrize("omp_num_threads", [None, "3", "5,2"])
+def test_default_thread_count_ignores_what_torch_set(tiny_f32, omp_num_threads, monkeypatch):
+    """The engine's default comes from the physical cores (or OMP_NUM_THREADS), not from the OpenMP
+    setting another library in the process left on the calling thread."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    if omp_num_threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
+    output = subprocess.run([sys.executable, "-c", _THREADS_AFTER_TORCH, str(tiny_f32)], check=True,
+                            capture_output=True, text=True).stdout.split()
+    threads, cores = int(output[0]), int(output[1])
+    expected = cores if omp_num_threads is None else int(omp_num_threads.split(",")[0])
+    if expected == 1:
+        pytest.skip("one physical core: the default cannot differ from torch's setting")
+    assert threads == expected
+
+
 def test_exception_from_a_streamer_stops_generation_and_keeps_the_session(goldens, model_f32):
     golden = goldens["g4_text_only"]
     session = model_f32.start_session()
