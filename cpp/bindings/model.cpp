@@ -134,19 +134,20 @@ void register_model(py::module_& module) {
           py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
       .def(
           "audio_embeddings",
-          [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask) {
+          [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask,
+             bool full_window) {
             const AudioBatch audio = *audio_batch(features, mask);
             std::vector<float> embeddings;
             {
               py::gil_scoped_release release;
-              embeddings = self.audio_embeddings(audio, python_interrupt());
+              embeddings = self.audio_embeddings(audio, python_interrupt(), full_window);
             }
             const int64_t hidden = self.config().text.hidden_size;
             py::array_t<float> out({static_cast<int64_t>(embeddings.size()) / hidden, hidden});
             std::copy(embeddings.begin(), embeddings.end(), out.mutable_data());
             return out;
           },
-          py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
+          py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt, py::arg("full_window") = false)
       .def(
           "audio_token_counts",
           [](const Qwen2AudioModel& self, const FloatArray& features, const std::optional<IntArray>& mask) {

@@ -1,5 +1,6 @@
 #include "model/audio_encoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/attention.h"
@@ -49,27 +50,48 @@ AudioEncoder::AudioEncoder(const AudioEncoderConfig& config, WeightStore& weight
   layer_norm_ = weights.norm("audio_tower.layer_norm", true);
 }
 
+int64_t AudioEncoder::output_rows(int64_t mel_frames, bool full_window) const {
+  if (full_window) return output_frames();
+  return std::clamp<int64_t>(audio_token_count(mel_frames), 0, output_frames());
+}
+
 void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips,
-                           float* out, const Interrupt& interrupt) const {
+                           bool full_window, float* out, const Interrupt& interrupt) const {
   const int64_t d = config_.d_model;
   const int64_t frames = input_frames();
-  const int64_t positions = config_.max_source_positions;  // frames after the stride-2 convolution
-  const int64_t rows = clips * positions;
+  const int64_t window = config_.max_source_positions;  // positions after the stride-2 convolution
   const int64_t heads = config_.encoder_attention_heads;
   const int64_t head_dim = config_.head_dim();
 
+  // Per clip: the keys attention may see, and the positions computed (the same, unless the
+  // caller asked for the whole window); `first` is where a clip's positions start in the packing.
+  std::vector<int64_t> attended(static_cast<size_t>(clips)), computed(static_cast<size_t>(clips)),
+      first(static_cast<size_t>(clips) + 1, 0);
+  for (int64_t clip = 0; clip < clips; ++clip) {
+    attended[clip] = std::clamp<int64_t>(encoder_attended_frames(mel_frames[clip]), 0, window);
+    computed[clip] = full_window ? window : attended[clip];
+    first[clip + 1] = first[clip] + computed[clip];
+  }
+  const int64_t rows = first[clips];
+
   // The conv stem, one clip at a time: conv1 runs at full frame rate and is the largest activation.
+  // Position p reads conv1 outputs 2p-1..2p+1, which read mel frames 2p-2..2p+2: the first
+  // 2 * positions + 1 frames (zero past the window's end, as the reference pads) give them all.
   Buffer<float> hidden(static_cast<size_t>(rows * d));
   {
     Buffer<float> columns(static_cast<size_t>(frames * std::max(config_.num_mel_bins, d) * kConvKernel));
     Buffer<float> conv1_out(static_cast<size_t>(frames * d));
     for (int64_t clip = 0; clip < clips; ++clip) {
+      const int64_t positions = computed[clip];
+      if (positions == 0) continue;
+      const int64_t conv1_rows = 2 * positions;
+      const int64_t mel_read = std::min(conv1_rows + 1, frames);
       const float* mel = features + clip * config_.num_mel_bins * frames;
-      kernels::im2col_1d(mel, config_.num_mel_bins, frames, frames, 1, kConvKernel, 1, 1, columns.data());
-      linear(gemm, conv1_, columns.data(), frames, config_.num_mel_bins * kConvKernel, conv1_out.data(), d);
-      kernels::gelu_erf(conv1_out.data(), frames * d);
-      kernels::im2col_1d(conv1_out.data(), d, frames, 1, d, kConvKernel, 2, 1, columns.data());
-      float* x = hidden.data() + clip * positions * d;
+      kernels::im2col_1d(mel, config_.num_mel_bins, mel_read, frames, 1, kConvKernel, 1, 1, columns.data());
+      linear(gemm, conv1_, columns.data(), conv1_rows, config_.num_mel_bins * kConvKernel, conv1_out.data(), d);
+      kernels::gelu_erf(conv1_out.data(), conv1_rows * d);
+      kernels::im2col_1d(conv1_out.data(), d, conv1_rows, 1, d, kConvKernel, 2, 1, columns.data());
+      float* x = hidden.data() + first[clip] * d;
       linear(gemm, conv2_, columns.data(), positions, d * kConvKernel, x, d);
       kernels::gelu_erf(x, positions * d);
       kernels::add_rows(x, d, positions_, d, positions, d);
@@ -77,44 +99,52 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
   }
   check_interrupt(interrupt);
 
-  std::vector<uint8_t> key_mask(static_cast<size_t>(rows), 0);
-  for (int64_t clip = 0; clip < clips; ++clip) {
-    const int64_t attended = std::min(encoder_attended_frames(mel_frames[clip]), positions);
-    std::fill_n(key_mask.begin() + clip * positions, std::max<int64_t>(attended, 0), 1);
+  // Only the whole window has positions whose keys must be hidden.
+  std::vector<uint8_t> key_mask;
+  if (full_window) {
+    key_mask.assign(static_cast<size_t>(rows), 0);
+    for (int64_t clip = 0; clip < clips; ++clip)
+      std::fill_n(key_mask.begin() + first[clip], attended[clip], 1);
   }
 
   Buffer<float> normed(static_cast<size_t>(rows * d));
   Buffer<float> q(static_cast<size_t>(rows * d)), k(static_cast<size_t>(rows * d)), v(static_cast<size_t>(rows * d));
-  Buffer<float> attended(static_cast<size_t>(rows * d));
+  Buffer<float> attention_out(static_cast<size_t>(rows * d));
   Buffer<float> ffn(static_cast<size_t>(rows * config_.encoder_ffn_dim));
-  kernels::AttentionScratch attention_scratch;  // sized by the first layer, reused by the others
+  kernels::AttentionScratch attention_scratch;  // sized by the first clip of the first layer, then reused
   for (const Layer& layer : layers_) {
     kernels::layer_norm(hidden.data(), rows, d, d, layer.self_attn_layer_norm.weight, layer.self_attn_layer_norm.bias,
                         kLayerNormEps, normed.data(), d);
     linear(gemm, layer.q_proj, normed.data(), rows, d, q.data(), d);
     linear(gemm, layer.k_proj, normed.data(), rows, d, k.data(), d);
     linear(gemm, layer.v_proj, normed.data(), rows, d, v.data(), d);
-    kernels::AttentionArgs attention;
-    attention.batch = clips;
-    attention.q_len = attention.kv_len = positions;
-    attention.num_heads = attention.num_kv_heads = heads;
-    attention.head_dim = head_dim;
-    attention.q = q.data();
-    attention.q_batch_stride = positions * d;
-    attention.q_row_stride = d;
-    attention.k = k.data();
-    attention.v = v.data();
-    attention.kv_batch_stride = positions * d;
-    attention.kv_head_stride = head_dim;
-    attention.kv_row_stride = d;
-    attention.out = attended.data();
-    attention.out_batch_stride = positions * d;
-    attention.out_row_stride = d;
-    attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    attention.key_mask = key_mask.data();
-    attention.key_mask_stride = positions;
-    kernels::attention(attention, attention_scratch);
-    linear(gemm, layer.out_proj, attended.data(), rows, d, hidden.data(), d, /*accumulate=*/true);
+    for (int64_t clip = 0; clip < clips; ++clip) {
+      if (computed[clip] == 0) continue;
+      const int64_t offset = first[clip] * d;
+      kernels::AttentionArgs attention;
+      attention.batch = 1;
+      attention.q_len = attention.kv_len = computed[clip];
+      attention.num_heads = attention.num_kv_heads = heads;
+      attention.head_dim = head_dim;
+      attention.q = q.data() + offset;
+      attention.q_batch_stride = computed[clip] * d;
+      attention.q_row_stride = d;
+      attention.k = k.data() + offset;
+      attention.v = v.data() + offset;
+      attention.kv_batch_stride = computed[clip] * d;
+      attention.kv_head_stride = head_dim;
+      attention.kv_row_stride = d;
+      attention.out = attention_out.data() + offset;
+      attention.out_batch_stride = computed[clip] * d;
+      attention.out_row_stride = d;
+      attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+      if (full_window) {
+        attention.key_mask = key_mask.data() + first[clip];
+        attention.key_mask_stride = computed[clip];
+      }
+      kernels::attention(attention, attention_scratch);
+    }
+    linear(gemm, layer.out_proj, attention_out.data(), rows, d, hidden.data(), d, /*accumulate=*/true);
 
     kernels::layer_norm(hidden.data(), rows, d, d, layer.final_layer_norm.weight, layer.final_layer_norm.bias,
                         kLayerNormEps, normed.data(), d);
@@ -124,10 +154,16 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
     check_interrupt(interrupt);
   }
 
-  const int64_t pooled = output_frames();
-  for (int64_t clip = 0; clip < clips; ++clip)
-    kernels::avg_pool_rows(hidden.data() + clip * positions * d, positions, d, d, 2, 2, out + clip * pooled * d, d);
-  kernels::layer_norm(out, clips * pooled, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
+  // Pooling pairs positions 2j and 2j+1; a clip's tokens (or its whole window) are exactly the
+  // pairs within its computed positions.
+  int64_t pooled = 0;
+  for (int64_t clip = 0; clip < clips; ++clip) {
+    const int64_t count = output_rows(mel_frames[clip], full_window);
+    if (count > 0)
+      kernels::avg_pool_rows(hidden.data() + first[clip] * d, 2 * count, d, d, 2, 2, out + pooled * d, d);
+    pooled += count;
+  }
+  kernels::layer_norm(out, pooled, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
 }
 
 }  // namespace qwen2audio

@@ -172,10 +172,11 @@ void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrup
   const std::vector<int64_t> frames = mel_frames(audio);
   if (device_model_) return device_model_->encode(audio.features, frames.data(), audio.clips, out, interrupt);
   ScopedNumThreads threads(num_threads_);
-  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, out, interrupt);
+  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, /*full_window=*/true, out, interrupt);
 }
 
-std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt) const {
+std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt,
+                                                     bool full_window) const {
   const std::vector<int64_t> frames = mel_frames(audio);
   if (device_model_) {
     std::vector<int64_t> counts(frames.size());
@@ -189,22 +190,28 @@ std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, co
   }
   ScopedNumThreads threads(num_threads_);
   const int64_t d = encoder_->hidden_size();
-  const int64_t per_clip = encoder_->output_frames();
-  Buffer<float> encoded(static_cast<size_t>(audio.clips * per_clip * d));
-  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, encoded.data(), interrupt);
-
-  int64_t total = 0;
-  for (int64_t count : frames) total += audio_token_count(count);
+  int64_t total = 0, window_rows = 0;
+  for (int64_t count : frames) {
+    total += encoder_->output_rows(count, false);
+    window_rows += encoder_->output_rows(count, full_window);
+  }
+  Buffer<float> encoded(static_cast<size_t>(window_rows * d));
+  encoder_->forward(*gemm_, audio.features, frames.data(), audio.clips, full_window, encoded.data(), interrupt);
+  if (full_window) {
+    // Keep each window's audio tokens, packed as the trimmed pass leaves them.
+    const int64_t per_clip = encoder_->output_frames();
+    int64_t row = 0;
+    for (int64_t clip = 0; clip < audio.clips; ++clip) {
+      const int64_t count = encoder_->output_rows(frames[clip], false);
+      std::memmove(encoded.data() + row * d, encoded.data() + clip * per_clip * d, sizeof(float) * count * d);
+      row += count;
+    }
+  }
   const int64_t hidden = config_.text.hidden_size;
   std::vector<float> embeddings(static_cast<size_t>(total * hidden));
-  int64_t row = 0;
-  for (int64_t clip = 0; clip < audio.clips; ++clip) {
-    const int64_t count = std::min(audio_token_count(frames[clip]), per_clip);
-    if (count <= 0) continue;
-    gemm_->operator()({count, hidden, d, encoded.data() + clip * per_clip * d, d, projector_.weight.data,
-                       projector_.weight.dtype, d, projector_.bias, embeddings.data() + row * hidden, hidden, false});
-    row += count;
-  }
+  if (total > 0)
+    gemm_->operator()({total, hidden, d, encoded.data(), d, projector_.weight.data, projector_.weight.dtype, d,
+                       projector_.bias, embeddings.data(), hidden, false});
   return embeddings;
 }
 

@@ -85,7 +85,10 @@ class Qwen2AudioModel {
   // The encoder's last hidden state: [clips, output_frames, d_model].
   void encode(const AudioBatch& audio, float* out, const Interrupt& interrupt = {}) const;
   // The projected embeddings of each clip's audio tokens, clip after clip: [sum of counts, hidden].
-  std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt = {}) const;
+  // The encoder runs over the clips' attended positions only; `full_window` runs every clip's
+  // whole 30 s window as the reference does (the same numbers, at up to 6x the work: for tests).
+  std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt = {},
+                                      bool full_window = false) const;
   // Token embeddings [batch * steps, hidden] with the audio embeddings written, in order, over the
   // audio placeholder tokens; their counts must match.
   void embed(const TokenBatch& tokens, const float* audio, int64_t audio_rows, float* out) const;

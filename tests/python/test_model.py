@@ -89,6 +89,48 @@ def test_f32_encoder_and_audio_features_match_reference(name, goldens, reference
     assert model_f32.audio_token_counts(inputs["feature_attention_mask"]).tolist() == golden["num_audio_tokens"]
 
 
+# Samples of clips whose valid mel frames are 1, 2, 3 (the smallest), odd and even, 5 s, 30 s and
+# beyond (truncated to the window).
+TRIMMED_CASE_SAMPLES = [1, 160, 480, 4321, 16000 * 5, 16000 * 5 + 160, 480000, 16000 * 31]
+
+
+def _encoder_cases(model) -> tuple[np.ndarray, np.ndarray]:
+    from qwen2audio import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(7)
+    clips = [(0.1 * rng.standard_normal(samples)).astype(np.float32) for samples in TRIMMED_CASE_SAMPLES]
+    extractor = WhisperFeatureExtractor(feature_size=128)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 31 s clip is truncated on purpose
+        batch = extractor(clips, sampling_rate=16000, padding="max_length", return_attention_mask=True)
+    return np.asarray(batch["input_features"]), np.asarray(batch["attention_mask"])
+
+
+@pytest.mark.parametrize("which", ["model_f32", "model_bf16"])
+def test_encoder_over_attended_positions_equals_the_full_window(which, request):
+    """The encoder stops at each clip's attended positions and packs the clips of a batch into one
+    sequence; the reference computes the whole 30 s window of every clip. Their audio tokens agree."""
+    model = request.getfixturevalue(which)
+    features, mask = _encoder_cases(model)
+    frames = mask.sum(axis=1)
+    assert frames.min() <= 1 and frames.max() == 3000 and (frames % 2 == 1).any()
+    counts = model.audio_token_counts(mask)
+    full = model._core.audio_embeddings(features, mask, full_window=True)
+    packed = model._core.audio_embeddings(features, mask)
+    assert packed.shape == full.shape == (counts.sum(), model.config.text_config.hidden_size)
+    scale = np.abs(full).max()
+    # The same arithmetic per position; only the GEMMs' blocking may differ with the row count.
+    tolerance = 2e-6 if which == "model_f32" else 1e-2
+    np.testing.assert_allclose(packed, full, rtol=0, atol=tolerance * scale)
+    one_by_one = np.concatenate([model._core.audio_embeddings(features[i:i + 1], mask[i:i + 1])
+                                 for i in range(len(features))])
+    np.testing.assert_allclose(packed, one_by_one, rtol=0, atol=tolerance * scale)
+    # What the public API returns is the packed pass.
+    np.testing.assert_array_equal(model.encode_audio(features, mask), packed)
+
+
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_f32_logits_match_reference(name, goldens, reference_dir, model_f32, tolerances, active_ids):
     golden = goldens[name]
