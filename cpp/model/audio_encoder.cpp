@@ -103,8 +103,7 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
   std::vector<uint8_t> key_mask;
   if (full_window) {
     key_mask.assign(static_cast<size_t>(rows), 0);
-    for (int64_t clip = 0; clip < clips; ++clip)
-      std::fill_n(key_mask.begin() + first[clip], attended[clip], 1);
+    for (int64_t clip = 0; clip < clips; ++clip) std::fill_n(key_mask.begin() + first[clip], attended[clip], 1);
   }
 
   Buffer<float> normed(static_cast<size_t>(rows * d));
@@ -159,8 +158,7 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
   int64_t pooled = 0;
   for (int64_t clip = 0; clip < clips; ++clip) {
     const int64_t count = output_rows(mel_frames[clip], full_window);
-    if (count > 0)
-      kernels::avg_pool_rows(hidden.data() + first[clip] * d, 2 * count, d, d, 2, 2, out + pooled * d, d);
+    if (count > 0) kernels::avg_pool_rows(hidden.data() + first[clip] * d, 2 * count, d, d, 2, 2, out + pooled * d, d);
     pooled += count;
   }
   kernels::layer_norm(out, pooled, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);

@@ -43,8 +43,8 @@ class AudioEncoder {
   // out: the output rows of clip after clip, [sum of output_rows, hidden_size]. The clips run as
   // one packed sequence: every projection is one GEMM over all their positions, attention runs
   // per clip (block-diagonal).
-  void forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips,
-               bool full_window, float* out, const Interrupt& interrupt) const;
+  void forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips, bool full_window,
+               float* out, const Interrupt& interrupt) const;
 
  private:
   struct Layer {
