@@ -67,7 +67,7 @@ void register_model(py::module_& module) {
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
              bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
              const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype,
-             const std::string& device) {
+             const std::string& device, bool quantized_prefill) {
             QuantizationRequest request;
             request.decoder = parse_quantization(quantization);
             request.group_size = quantization_group_size;
@@ -76,12 +76,13 @@ void register_model(py::module_& module) {
             kernels::GemmOptions options;
             options.round_bf16_inputs = round_bf16_inputs;
             options.allow_native_bf16 = allow_native_bf16;
+            options.quantized_prefill = quantized_prefill;
             return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
           py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
           py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt,
-          py::arg("kv_cache_dtype") = "auto", py::arg("device") = "cpu")
+          py::arg("kv_cache_dtype") = "auto", py::arg("device") = "cpu", py::arg("quantized_prefill") = true)
       .def_property_readonly("device", &Qwen2AudioModel::device)
       .def_property_readonly("device_description", &Qwen2AudioModel::device_description)
       .def_property_readonly("device_weight_bytes", &Qwen2AudioModel::device_weight_bytes)
@@ -116,6 +117,9 @@ void register_model(py::module_& module) {
                              [](const Qwen2AudioModel& self) { return dtype_label(self.kv_cache_dtype()); })
       .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
       .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
+      .def_property_readonly(
+          "integer_prefill",
+          [](const Qwen2AudioModel& self) { return self.quantization().enabled() && integer_prefill(self.gemm()); })
       .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)
       .def_property_readonly("mapped_weight_bytes", &Qwen2AudioModel::mapped_weight_bytes)
       .def(

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "io/config.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -299,6 +300,13 @@ kernels::WeightMatrix weight_view(const Matrix& matrix) {
   return view;
 }
 
+bool integer_prefill(const kernels::Gemm& gemm) {
+  // AMX multiplies BF16 several times faster than AVX512-VNNI multiplies int8, so there the
+  // expansion into the Gemm's BF16 product wins.
+  return gemm.options().quantized_prefill && kernels::quantized_gemm_supported(kernels::best_isa()) &&
+         !kernels::cpu_features().amx_bf16;
+}
+
 void run_linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y,
                 int64_t ldy, bool accumulate) {
   const Matrix& w = layer.weight;
@@ -313,9 +321,13 @@ void run_linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_
     gemm({rows, n, k, x, ldx, w.data, w.dtype, k, layer.bias, y, ldy, accumulate});
     return;
   }
-  // Prefill of a quantized layer: expand a block of weight rows, multiply, move on; the block is
-  // sized so the expansion stays in cache-friendly scratch and the multiply amortises it.
   const kernels::WeightMatrix view = weight_view(w);
+  if (integer_prefill(gemm)) {
+    kernels::quantized_gemm({rows, n, k, x, ldx, view, layer.bias, y, ldy, accumulate});
+    return;
+  }
+  // Otherwise expand a block of weight rows, multiply, move on; the block is sized so the
+  // expansion stays in cache-friendly scratch and the multiply amortises it.
   // BF16 only where the model computes in BF16 and the Gemm has it natively (AMX, AVX512-BF16);
   // elsewhere float32 is both exact and faster than the Gemm's emulated BF16.
   const bool bf16 = w.expand_dtype == DType::BF16 && gemm.native_bf16();

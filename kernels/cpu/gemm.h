@@ -33,6 +33,10 @@ struct GemmOptions {
   bool round_bf16_inputs = true;
   // Off forces the portable BF16 path even where oneDNN has a native one (tests compare the two).
   bool allow_native_bf16 = true;
+  // Prefill of weight-only quantized layers with activations quantized to int8 on the integer
+  // dot-product units (quantized_gemm.h) where the CPU has them; off widens the weights to floats
+  // instead (tests and benchmarks compare the two).
+  bool quantized_prefill = true;
 };
 
 // One per model: oneDNN primitives are created once per problem shape and cached here. Safe to

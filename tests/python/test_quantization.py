@@ -126,13 +126,31 @@ def test_which_layers_are_quantized(quantized_models, tiny_bf16):
     assert quantized_models["int4"]._core.mapped_weight_bytes > 15_000_000
 
 
+def load_quantized(path: Path, fmt: str, integer_prefill: bool) -> Qwen2AudioForConditionalGeneration:
+    """A float32 model quantized at load, its prefill on the integer units (activations quantized to
+    int8, where the CPU has AVX512-VNNI) or widening the weights to float32."""
+    core = _core.Model.load(str(path), "float32", 0, quantization=fmt, quantized_prefill=integer_prefill)
+    return Qwen2AudioForConditionalGeneration(core, str(path))
+
+
+def prefill_paths() -> list:
+    """Both prefill paths where this CPU has the integer one, else the float one alone (named)."""
+    from qwen2audio import _core as core
+
+    integer = core.cpu_info()["avx512_vnni"] and not core.cpu_info()["amx_bf16"]
+    return ["float"] + (["integer"] if integer else [])
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_quantized_model_computes_the_model_of_its_dequantized_weights(fmt, tiny_f32, tmp_path, reference_goldens,
-                                                                       reference_dir):
+@pytest.mark.parametrize("prefill", prefill_paths())
+def test_quantized_model_computes_the_model_of_its_dequantized_weights(fmt, prefill, tiny_f32, tmp_path,
+                                                                       reference_goldens, reference_dir):
     # Replace each quantized layer's weight by its decoded codes in a float32 checkpoint: the plain
-    # float32 engine on that checkpoint is what the quantized engine must compute (both take float32
-    # activations), within the float32 tolerance of the goldens (1e-3).
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32", quantization=fmt)
+    # float32 engine on that checkpoint is what the quantized engine must compute. With float32
+    # activations (the widening prefill) within the float32 tolerance of the goldens (1e-3); with the
+    # integer prefill within its activation rounding (int8 levels, ACTIVATION_ERROR below).
+    model = load_quantized(tiny_f32, fmt, prefill == "integer")
+    assert model._core.integer_prefill == (prefill == "integer")
     checkpoint = Checkpoint(tiny_f32)
     tensors = {name: np.array(checkpoint[name]) for name in checkpoint.tensor_names()}
     for prefix, kind, codes, scales in model._core.quantized_layers:
@@ -144,9 +162,15 @@ def test_quantized_model_computes_the_model_of_its_dequantized_weights(fmt, tiny
         if item.suffix != ".safetensors":
             shutil.copy(item, folder / item.name)
     plain = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype="float32")
+    quantized, reference = [], []
     for name in GOLDEN_NAMES:
         inputs = inputs_of(reference_goldens[name], reference_dir)
-        np.testing.assert_allclose(model(**inputs).logits, plain(**inputs).logits, atol=1e-3, rtol=0)
+        quantized.append(model(**inputs).logits)
+        reference.append(plain(**inputs).logits)
+        if prefill == "float":
+            np.testing.assert_allclose(quantized[-1], reference[-1], atol=1e-3, rtol=0)
+    if prefill == "integer":
+        assert 0 < _relative_rms(quantized, reference) <= ACTIVATION_ERROR["int8 levels"]
 
 
 def _relative_rms(values: list[np.ndarray], references: list[np.ndarray]) -> float:
@@ -182,26 +206,29 @@ def test_logits_error_against_bf16_follows_the_weight_error(fmt, quantized_model
 
 
 # The decode kernels quantize activations per weight group (kernels/cpu/gemv.h), to int8 levels for
-# int4 weights and int16 levels for int8 weights: each moves by at most half a level, max/(2 top); as
-# a uniform rounding that is max / (top sqrt 12) RMS, and the largest of 128 roughly Gaussian values
-# is about 3.5 RMS, so 0.8 % (top 127) or 0.003 % (top 32767) of the activations' RMS. Through the 9
+# int4 weights and int16 levels for int8 weights, and so does the integer prefill (int8 levels for
+# both, kernels/cpu/quantized_gemm.h): each moves by at most half a level, max/(2 top); as a uniform
+# rounding that is max / (top sqrt 12) RMS, and the largest of 128 roughly Gaussian values is about
+# 3.5 RMS, so 0.8 % (top 127) or 0.003 % (top 32767) of the activations' RMS. Through the 9
 # quantized matrices a value passes in this model, added in quadrature: 3 times that.
-ACTIVATION_ERROR = {fmt: 3 * 3.5 / (top * np.sqrt(12)) for fmt, top in (("int4", 127), ("int8", 32767))}
+ACTIVATION_ERROR = {name: 3 * 3.5 / (top * np.sqrt(12)) for name, top in (("int8 levels", 127), ("int16 levels", 32767))}
+DECODE_LEVELS = {"int4": "int8 levels", "int8": "int16 levels"}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_decode_kernels_and_prefill_agree(fmt, tiny_f32, reference_goldens):
+@pytest.mark.parametrize("prefill", prefill_paths())
+def test_decode_kernels_and_prefill_agree(fmt, prefill, tiny_f32, reference_goldens):
     # Up to 8 rows run the gemv kernels on the packed codes; a longer prompt runs the prefill path
-    # (codes expanded a block at a time into the GEMM, float32 activations). A position's logits
-    # must agree within the decode kernels' activation rounding.
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32", quantization=fmt)
+    # (float32 activations into the GEMM of expanded codes, or int8 levels on the integer units). A
+    # position's logits must agree within the activation rounding of the coarser of the two.
+    model = load_quantized(tiny_f32, fmt, prefill == "integer")
     prompt = np.array([reference_goldens["g4_text_only"]["input_ids"]])
     assert prompt.shape[1] > 8
-    prefill = model(prompt).logits[0]
+    prefill_logits = model(prompt).logits[0]
     few_rows = model(prompt[:, :8]).logits[0]
-    error = _relative_rms([few_rows], [prefill[:8]])
-    assert 0 < error <= ACTIVATION_ERROR[fmt]
-    if fmt == "int8":
+    error = _relative_rms([few_rows], [prefill_logits[:8]])
+    assert 0 < error <= ACTIVATION_ERROR["int8 levels" if prefill == "integer" else DECODE_LEVELS[fmt]]
+    if fmt == "int8" and prefill == "float":
         # Decode steps over the KV cache pick what a full recomputation (prefill path) picks.
         generated = model.generate(prompt, max_new_tokens=4, eos_token_id=[])[0]
         for step in range(4):
