@@ -18,12 +18,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench/cpp/simd.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/cpu/vector_math.h"
 #include "runtime/dtype.h"
 
@@ -155,8 +155,8 @@ const char* kAttentionNames[] = {"encoder_1500", "encoder_5s_clip", "prefill_800
 void BM_Attention(benchmark::State& state) {
   const auto shape = static_cast<AttentionShape>(state.range(0));
   const bool previous = state.range(1) != 0;
-  const auto isa = static_cast<LaneIsa>(state.range(2));
-  if (!cpu_runs(isa)) {
+  const auto isa = static_cast<Isa>(state.range(2));
+  if (!isa_supported(isa)) {
     state.SkipWithError("ISA not available on this CPU");
     return;
   }
@@ -181,10 +181,9 @@ void BM_Attention(benchmark::State& state) {
 void attention_arguments(benchmark::internal::Benchmark* bench) {
   bench->ArgNames({"shape", "previous", "isa"});
   for (int shape = 0; shape < 5; ++shape) {
-    for (int isa :
-         {static_cast<int>(LaneIsa::kAvx512), static_cast<int>(LaneIsa::kAvx2), static_cast<int>(LaneIsa::kSse)})
+    for (int isa : {static_cast<int>(Isa::Avx512), static_cast<int>(Isa::Avx2), static_cast<int>(Isa::Scalar)})
       bench->Args({shape, 0, isa});
-    bench->Args({shape, 1, static_cast<int>(LaneIsa::kSse)});
+    bench->Args({shape, 1, static_cast<int>(Isa::Scalar)});
   }
 }
 BENCHMARK(BM_Attention)->Apply(attention_arguments)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -102,7 +102,7 @@ std::vector<double> slaney_mel_filter_bank(int num_frequency_bins, int num_mel_f
 }
 
 WhisperLogMel::WhisperLogMel(const WhisperFeatureOptions& options, kernels::DftPrecision precision,
-                             kernels::LaneIsa isa)
+                             kernels::Isa isa)
     : options_(options) {
   const auto fail = [](const std::string& what) { throw ConfigError("WhisperFeatureExtractor settings: " + what); };
   if (options.feature_size < 1 || options.feature_size > 4096)

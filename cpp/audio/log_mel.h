@@ -48,7 +48,7 @@ class WhisperLogMel {
   // `precision` and `isa` choose the DFT kernel's arithmetic and vector width (tests compare them).
   explicit WhisperLogMel(const WhisperFeatureOptions& options = {},
                          kernels::DftPrecision precision = kernels::DftPrecision::kDouble,
-                         kernels::LaneIsa isa = kernels::detect_lane_isa());
+                         kernels::Isa isa = kernels::best_isa());
   ~WhisperLogMel();
   WhisperLogMel(const WhisperLogMel&) = delete;
   WhisperLogMel& operator=(const WhisperLogMel&) = delete;

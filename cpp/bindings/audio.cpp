@@ -45,27 +45,20 @@ kernels::DftPrecision parse_precision(const std::string& name) {
   throw InvalidArgument("precision must be 'double' or 'float', got '" + name + "'");
 }
 
-const char* isa_name(kernels::LaneIsa isa) {
-  switch (isa) {
-    case kernels::LaneIsa::kAvx512:
-      return "avx512";
-    case kernels::LaneIsa::kAvx2:
-      return "avx2";
-    case kernels::LaneIsa::kSse:
-      break;
-  }
-  return "sse";
+// The spectral kernels come in three vector widths, named for the instructions of each.
+const char* width_name(kernels::Isa isa) {
+  return isa >= kernels::Isa::Avx512 ? "avx512" : isa == kernels::Isa::Avx2 ? "avx2" : "sse";
 }
 
-// "auto" or an ISA this CPU has; asking for a wider one than the CPU offers is refused, since its
-// code would fault.
-kernels::LaneIsa parse_isa(const std::string& name) {
-  const kernels::LaneIsa best = kernels::detect_lane_isa();
-  if (name == "auto") return best;
-  for (const kernels::LaneIsa isa : {kernels::LaneIsa::kSse, kernels::LaneIsa::kAvx2, kernels::LaneIsa::kAvx512}) {
-    if (name != isa_name(isa)) continue;
-    if (static_cast<int>(isa) > static_cast<int>(best))
-      throw InvalidArgument(std::string("this CPU does not support ") + name + " (best: " + isa_name(best) + ")");
+// "auto" (the kernels' tier, QWEN2AUDIO_MAX_ISA honoured) or a width this CPU has; asking for a
+// wider one than the CPU offers is refused, since its code would fault.
+kernels::Isa parse_isa(const std::string& name) {
+  if (name == "auto") return kernels::best_isa();
+  for (const kernels::Isa isa : {kernels::Isa::Scalar, kernels::Isa::Avx2, kernels::Isa::Avx512}) {
+    if (name != width_name(isa)) continue;
+    if (!kernels::isa_supported(isa))
+      throw InvalidArgument(std::string("this CPU does not support ") + name +
+                            " (best: " + width_name(kernels::widest_isa()) + ")");
     return isa;
   }
   throw InvalidArgument("isa must be 'auto', 'avx512', 'avx2' or 'sse', got '" + name + "'");
@@ -93,7 +86,7 @@ void register_audio(py::module_& module) {
       "Slaney mel filter bank (norm and scale), float64 [num_mel_filters, num_frequency_bins].");
 
   module.def(
-      "cpu_lane_isa", []() { return isa_name(kernels::detect_lane_isa()); },
+      "cpu_lane_isa", []() { return width_name(kernels::widest_isa()); },
       "The widest vector ISA the spectral kernels use on this CPU: 'avx512', 'avx2' or 'sse'.");
 
   py::class_<DeviceWhisperLogMel>(module, "DeviceWhisperLogMel")

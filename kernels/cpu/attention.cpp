@@ -451,7 +451,7 @@ void check(const AttentionArgs& args) {
 
 }  // namespace
 
-void attention(const AttentionArgs& args, AttentionScratch& scratch, LaneIsa isa) {
+void attention(const AttentionArgs& args, AttentionScratch& scratch, Isa isa) {
   check(args);
   if (args.batch == 0 || args.q_len == 0 || args.num_heads == 0) return;
   Plan plan{};
@@ -507,11 +507,11 @@ void attention(const AttentionArgs& args, AttentionScratch& scratch, LaneIsa isa
   for (int64_t item = 0; item < items; ++item) worker(plan, item, item + 1);
 }
 
-void attention(const AttentionArgs& args, AttentionScratch& scratch) { attention(args, scratch, kernel_isa()); }
+void attention(const AttentionArgs& args, AttentionScratch& scratch) { attention(args, scratch, best_isa()); }
 
 void attention(const AttentionArgs& args) {
   AttentionScratch scratch;
-  attention(args, scratch, kernel_isa());
+  attention(args, scratch, best_isa());
 }
 
 }  // namespace qwen2audio::kernels

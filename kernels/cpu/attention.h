@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/lane_vector.h"
+#include "kernels/cpu/cpu_features.h"
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
 
@@ -63,7 +63,7 @@ struct AttentionScratch {
 //  - direct (one or two queries per head: decode steps): scores, softmax and the weighted sum of
 //    values read straight from the cache, one pass each, no packing.
 // `isa` picks the compiled variant (tests pass each one the CPU runs).
-void attention(const AttentionArgs& args, AttentionScratch& scratch, LaneIsa isa);
+void attention(const AttentionArgs& args, AttentionScratch& scratch, Isa isa);
 void attention(const AttentionArgs& args, AttentionScratch& scratch);
 // Convenience for one-off calls: allocates its own scratch.
 void attention(const AttentionArgs& args);

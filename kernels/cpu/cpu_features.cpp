@@ -91,9 +91,7 @@ CpuFeatures detect() {
 }
 
 Isa detect_best_isa() {
-  Isa best = Isa::Scalar;
-  for (Isa candidate : {Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
-    if (isa_supported(candidate)) best = candidate;
+  Isa best = widest_isa();
   if (const char* cap = std::getenv("QWEN2AUDIO_MAX_ISA")) {
     if (const std::optional<Isa> limit = isa_from_name(cap); limit && static_cast<int>(*limit) < static_cast<int>(best))
       best = *limit;
@@ -128,6 +126,13 @@ bool isa_supported(Isa isa) {
       return avx512 && f.avx512_vnni && f.avx512_bf16;
   }
   return false;
+}
+
+Isa widest_isa() {
+  Isa widest = Isa::Scalar;
+  for (Isa candidate : {Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+    if (isa_supported(candidate)) widest = candidate;
+  return widest;
 }
 
 Isa best_isa() {

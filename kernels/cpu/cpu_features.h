@@ -36,12 +36,19 @@ const CpuFeatures& cpu_features();
 //   Avx512Bf16 Avx512 + VNNI + BF16 (Cooper Lake, Sapphire Rapids, Zen 4)
 enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 
+// Whether this CPU runs `isa` (whatever the cap below): tests run every tier it does.
 bool isa_supported(Isa isa);
+// The best tier this CPU supports, ignoring the cap.
+Isa widest_isa();
 // The best tier this CPU supports, capped by the environment variable QWEN2AUDIO_MAX_ISA
 // (scalar, avx2, avx512, avx512_bf16) when set: a way to run and compare the slower paths on a
 // fast machine. Read once.
 Isa best_isa();
 const char* isa_name(Isa isa);
+// Floats per vector of the lane kernels (norms, activations, RoPE, attention, the DFT), which are
+// compiled once per width from one templated body: 4 for the scalar tier (the x86-64 baseline's
+// SSE), 8 for AVX2, 16 for the AVX-512 tiers.
+inline int float_lanes(Isa isa) { return isa >= Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 4; }
 std::optional<Isa> isa_from_name(std::string_view name);
 
 // Physical cores this process may run on (hyper-threads share one core's vector units, so compute

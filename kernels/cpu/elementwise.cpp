@@ -56,17 +56,17 @@ void run_chunks(RangeWorker worker, const ElementArgs& args) {
 
 }  // namespace
 
-void gelu_erf(float* x, int64_t count, LaneIsa isa) {
+void gelu_erf(float* x, int64_t count, Isa isa) {
   run_chunks(pick_variant(isa, gelu_range_avx512, gelu_range_avx2, gelu_range_baseline), {x, x, x, count});
 }
-void gelu_erf(float* x, int64_t count) { gelu_erf(x, count, kernel_isa()); }
+void gelu_erf(float* x, int64_t count) { gelu_erf(x, count, best_isa()); }
 
-void silu_mul(const float* gate, const float* up, float* out, int64_t count, LaneIsa isa) {
+void silu_mul(const float* gate, const float* up, float* out, int64_t count, Isa isa) {
   run_chunks(pick_variant(isa, silu_mul_range_avx512, silu_mul_range_avx2, silu_mul_range_baseline),
              {gate, up, out, count});
 }
 void silu_mul(const float* gate, const float* up, float* out, int64_t count) {
-  silu_mul(gate, up, out, count, kernel_isa());
+  silu_mul(gate, up, out, count, best_isa());
 }
 
 void add_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t rows, int64_t cols) {

@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/lane_vector.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace qwen2audio::kernels {
 
@@ -12,11 +12,11 @@ namespace qwen2audio::kernels {
 
 // x = x * Phi(x), the exact (erf) GELU, to a few float ulps.
 void gelu_erf(float* x, int64_t count);
-void gelu_erf(float* x, int64_t count, LaneIsa isa);
+void gelu_erf(float* x, int64_t count, Isa isa);
 
 // out = silu(gate) * up, silu(g) = g / (1 + exp(-g)). out may alias gate or up.
 void silu_mul(const float* gate, const float* up, float* out, int64_t count);
-void silu_mul(const float* gate, const float* up, float* out, int64_t count, LaneIsa isa);
+void silu_mul(const float* gate, const float* up, float* out, int64_t count, Isa isa);
 
 // y[r, :] += x[r, :] for `rows` rows of `cols` values.
 void add_rows(float* y, int64_t ldy, const float* x, int64_t ldx, int64_t rows, int64_t cols);

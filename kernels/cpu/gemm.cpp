@@ -10,6 +10,7 @@
 #include <string>
 #include <tuple>
 
+#include "kernels/cpu/cpu_features.h"
 #include "runtime/buffer.h"
 #include "runtime/errors.h"
 
@@ -43,30 +44,33 @@ thread_local Buffer<uint8_t> tls_scratchpad;
 
 inline float round_through_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
 
-void bf16_row_to_float(const uint16_t* source, float* destination, int64_t count) {
+// The portable BF16 path's two loops, for AVX2 (compiled for it whatever the build's -march) and
+// plain C++; picked at run time by the kernels' tier.
+[[gnu::target("avx2,fma,f16c")]] void bf16_row_to_float_avx2(const uint16_t* source, float* destination,
+                                                             int64_t count) {
   int64_t index = 0;
-#if defined(__AVX2__)
   for (; index + 8 <= count; index += 8) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(source + index));
     const __m256i widened = _mm256_slli_epi32(_mm256_cvtepu16_epi32(packed), 16);
     _mm256_storeu_ps(destination + index, _mm256_castsi256_ps(widened));
   }
-#endif
   for (; index < count; ++index) destination[index] = bf16_to_float(source[index]);
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-inline float horizontal_sum(__m256 value) {
+void bf16_row_to_float_scalar(const uint16_t* source, float* destination, int64_t count) {
+  for (int64_t index = 0; index < count; ++index) destination[index] = bf16_to_float(source[index]);
+}
+
+[[gnu::target("avx2,fma,f16c")]] inline float horizontal_sum(__m256 value) {
   const __m128 folded = _mm_add_ps(_mm256_castps256_ps128(value), _mm256_extractf128_ps(value, 1));
   const __m128 pairs = _mm_add_ps(folded, _mm_movehl_ps(folded, folded));
   return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
 }
-#endif
 
 // out[i] = dot(x_i, w) for up to kSmallM rows x_i, reading the BF16 row w once.
-void bf16_row_dots(const float* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, float* out) {
+[[gnu::target("avx2,fma,f16c")]] void bf16_row_dots_avx2(const float* x, int64_t ldx, int64_t rows, const uint16_t* w,
+                                                         int64_t k, float* out) {
   int64_t index = 0;
-#if defined(__AVX2__) && defined(__FMA__)
   __m256 sums[kSmallM];
   for (int64_t row = 0; row < rows; ++row) sums[row] = _mm256_setzero_ps();
   for (; index + 8 <= k; index += 8) {
@@ -76,13 +80,26 @@ void bf16_row_dots(const float* x, int64_t ldx, int64_t rows, const uint16_t* w,
       sums[row] = _mm256_fmadd_ps(_mm256_loadu_ps(x + row * ldx + index), weights, sums[row]);
   }
   for (int64_t row = 0; row < rows; ++row) out[row] = horizontal_sum(sums[row]);
-#else
-  for (int64_t row = 0; row < rows; ++row) out[row] = 0.0f;
-#endif
   for (; index < k; ++index) {
     const float weight = bf16_to_float(w[index]);
     for (int64_t row = 0; row < rows; ++row) out[row] += x[row * ldx + index] * weight;
   }
+}
+
+void bf16_row_dots_scalar(const float* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, float* out) {
+  for (int64_t row = 0; row < rows; ++row) out[row] = 0.0f;
+  for (int64_t index = 0; index < k; ++index) {
+    const float weight = bf16_to_float(w[index]);
+    for (int64_t row = 0; row < rows; ++row) out[row] += x[row * ldx + index] * weight;
+  }
+}
+
+void bf16_row_to_float(const uint16_t* source, float* destination, int64_t count) {
+  (best_isa() >= Isa::Avx2 ? bf16_row_to_float_avx2 : bf16_row_to_float_scalar)(source, destination, count);
+}
+
+void bf16_row_dots(const float* x, int64_t ldx, int64_t rows, const uint16_t* w, int64_t k, float* out) {
+  (best_isa() >= Isa::Avx2 ? bf16_row_dots_avx2 : bf16_row_dots_scalar)(x, ldx, rows, w, k, out);
 }
 
 void check_args(const GemmArgs& args) {

@@ -8,16 +8,10 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 // The spectral kernels put one audio frame in each lane of a SIMD vector, so every arithmetic step
-// serves several frames at once with no shuffles. The lane count follows the ISA the kernel runs
-// on: 16 floats (AVX-512), 8 (AVX2) or 4 (SSE); each kernel is compiled once per ISA from the
-// same templated body and picks its version at run time.
+// serves several frames at once with no shuffles. The lane count follows the tier the kernel runs
+// on (float_lanes in cpu_features.h); each kernel is compiled once per width from the same
+// templated body and picks its version at run time.
 namespace qwen2audio::kernels {
-
-enum class LaneIsa { kSse, kAvx2, kAvx512 };
-
-// The widest ISA this CPU offers among the three.
-LaneIsa detect_lane_isa();
-inline int lane_count(LaneIsa isa) { return isa == LaneIsa::kAvx512 ? 16 : isa == LaneIsa::kAvx2 ? 8 : 4; }
 
 // GCC takes no template-dependent vector_size, hence one specialisation per shape.
 template <typename T, int kLanes>

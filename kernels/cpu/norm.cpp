@@ -93,23 +93,23 @@ void run_rows(RowWorker worker, const NormArgs& args, int64_t rows) {
 }  // namespace
 
 void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* out,
-              int64_t ldout, LaneIsa isa) {
+              int64_t ldout, Isa isa) {
   run_rows(pick_variant(isa, rms_rows_avx512, rms_rows_avx2, rms_rows_baseline),
            {x, dim, ldx, weight, nullptr, eps, out, ldout}, rows);
 }
 void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* out,
               int64_t ldout) {
-  rms_norm(x, rows, dim, ldx, weight, eps, out, ldout, kernel_isa());
+  rms_norm(x, rows, dim, ldx, weight, eps, out, ldout, best_isa());
 }
 
 void layer_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
-                float eps, float* out, int64_t ldout, LaneIsa isa) {
+                float eps, float* out, int64_t ldout, Isa isa) {
   run_rows(pick_variant(isa, layer_rows_avx512, layer_rows_avx2, layer_rows_baseline),
            {x, dim, ldx, weight, bias, eps, out, ldout}, rows);
 }
 void layer_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
                 float eps, float* out, int64_t ldout) {
-  layer_norm(x, rows, dim, ldx, weight, bias, eps, out, ldout, kernel_isa());
+  layer_norm(x, rows, dim, ldx, weight, bias, eps, out, ldout, best_isa());
 }
 
 }  // namespace qwen2audio::kernels

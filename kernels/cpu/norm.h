@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/lane_vector.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace qwen2audio::kernels {
 
@@ -13,12 +13,12 @@ namespace qwen2audio::kernels {
 void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* out,
               int64_t ldout);
 void rms_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, float eps, float* out,
-              int64_t ldout, LaneIsa isa);
+              int64_t ldout, Isa isa);
 
 // out = (x - mean) / sqrt(var + eps) * weight + bias, biased variance, per row. out may equal x.
 void layer_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
                 float eps, float* out, int64_t ldout);
 void layer_norm(const float* x, int64_t rows, int64_t dim, int64_t ldx, const float* weight, const float* bias,
-                float eps, float* out, int64_t ldout, LaneIsa isa);
+                float eps, float* out, int64_t ldout, Isa isa);
 
 }  // namespace qwen2audio::kernels

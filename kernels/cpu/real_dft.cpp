@@ -236,21 +236,16 @@ void run_sse(const RealDftPlan<T>& plan, const float* first, std::ptrdiff_t fram
 }
 
 template <typename T>
-void run(LaneIsa isa, const RealDftPlan<T>& plan, const float* first, std::ptrdiff_t frame_stride, float* power,
+void run(Isa isa, const RealDftPlan<T>& plan, const float* first, std::ptrdiff_t frame_stride, float* power,
          void* workspace) {
-  switch (isa) {
-    case LaneIsa::kAvx512:
-      return run_avx512(plan, first, frame_stride, power, workspace);
-    case LaneIsa::kAvx2:
-      return run_avx2(plan, first, frame_stride, power, workspace);
-    case LaneIsa::kSse:
-      return run_sse(plan, first, frame_stride, power, workspace);
-  }
+  if (isa >= Isa::Avx512) return run_avx512(plan, first, frame_stride, power, workspace);
+  if (isa == Isa::Avx2) return run_avx2(plan, first, frame_stride, power, workspace);
+  run_sse(plan, first, frame_stride, power, workspace);
 }
 
 }  // namespace
 
-RealDftPower::RealDftPower(int length, const std::vector<float>& window, DftPrecision precision, LaneIsa isa)
+RealDftPower::RealDftPower(int length, const std::vector<float>& window, DftPrecision precision, Isa isa)
     : length_(length), precision_(precision), isa_(isa) {
   if (length < 2) throw std::invalid_argument("RealDftPower: length must be at least 2, got " + std::to_string(length));
   if (!window.empty() && static_cast<int>(window.size()) != length)
@@ -287,8 +282,7 @@ RealDftPower::RealDftPower(int length, const std::vector<float>& window, DftPrec
 }
 
 int RealDftPower::lanes() const {
-  const int bytes = isa_ == LaneIsa::kAvx512 ? 64 : isa_ == LaneIsa::kAvx2 ? 32 : 16;
-  return bytes / (precision_ == DftPrecision::kDouble ? 8 : 4);
+  return precision_ == DftPrecision::kDouble ? float_lanes(isa_) / 2 : float_lanes(isa_);
 }
 
 size_t RealDftPower::workspace_bytes() const {

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/lane_vector.h"
 
 namespace qwen2audio::kernels {
@@ -47,7 +48,7 @@ class RealDftPower {
   // `window` (length values) multiplies each frame before the transform; empty means none. `isa`
   // fixes the vector width (tests pass each one the CPU has).
   RealDftPower(int length, const std::vector<float>& window, DftPrecision precision = DftPrecision::kDouble,
-               LaneIsa isa = detect_lane_isa());
+               Isa isa = best_isa());
 
   // Frames per call: the vector width in the chosen precision.
   int lanes() const;
@@ -75,7 +76,7 @@ class RealDftPower {
 
   int length_;
   DftPrecision precision_;
-  LaneIsa isa_;
+  Isa isa_;
   int n1_ = 1;
   int n2_ = 1;
   int half1_ = 1;  // n1 / 2 + 1 stage-1 outputs per residue

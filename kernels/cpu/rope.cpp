@@ -58,7 +58,7 @@ void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, doub
 }
 
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
-                const float* sin, LaneIsa isa) {
+                const float* sin, Isa isa) {
   const auto worker = pick_variant(isa, rope_rows_avx512, rope_rows_avx2, rope_rows_baseline);
   const RopeArgs args{x, heads, head_dim, row_stride, cos, sin};
 #pragma omp parallel for schedule(static) if (rows * heads * head_dim > (1 << 15))
@@ -67,7 +67,7 @@ void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t
 
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
                 const float* sin) {
-  apply_rope(x, rows, heads, head_dim, row_stride, cos, sin, kernel_isa());
+  apply_rope(x, rows, heads, head_dim, row_stride, cos, sin, best_isa());
 }
 
 }  // namespace qwen2audio::kernels

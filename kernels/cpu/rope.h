@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/lane_vector.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace qwen2audio::kernels {
 
@@ -18,6 +18,6 @@ void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, doub
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
                 const float* sin);
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,
-                const float* sin, LaneIsa isa);
+                const float* sin, Isa isa);
 
 }  // namespace qwen2audio::kernels

@@ -232,30 +232,8 @@ struct Vec {
   void body##_baseline(const Args& args, int64_t begin, int64_t end) { body<4>(args, begin, end); }
 
 template <typename Fn>
-Fn pick_variant(LaneIsa isa, Fn avx512, Fn avx2, Fn baseline) {
-  return isa == LaneIsa::kAvx512 ? avx512 : isa == LaneIsa::kAvx2 ? avx2 : baseline;
-}
-
-// The ISA the kernels use by default: the widest this CPU runs, capped like every kernel tier by
-// QWEN2AUDIO_MAX_ISA (cpu_features.h), so a whole model can run on a slower path for comparison.
-inline LaneIsa kernel_isa() {
-  static const LaneIsa isa = [] {
-    switch (best_isa()) {
-      case Isa::Scalar:
-        return LaneIsa::kSse;
-      case Isa::Avx2:
-        return LaneIsa::kAvx2;
-      default:
-        return LaneIsa::kAvx512;
-    }
-  }();
-  return isa;
-}
-
-// Whether this CPU can run kernels compiled for `isa`, whatever the cap (tests run every variant).
-inline bool cpu_runs(LaneIsa isa) {
-  static const LaneIsa widest = detect_lane_isa();
-  return isa == LaneIsa::kSse || isa == widest || (isa == LaneIsa::kAvx2 && widest == LaneIsa::kAvx512);
+Fn pick_variant(Isa isa, Fn avx512, Fn avx2, Fn baseline) {
+  return isa >= Isa::Avx512 ? avx512 : isa == Isa::Avx2 ? avx2 : baseline;
 }
 
 }  // namespace qwen2audio::kernels

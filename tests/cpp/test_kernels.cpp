@@ -125,15 +125,11 @@ struct AttentionCase {
 };
 
 // The ISA variants this CPU runs (the widest it lacks are skipped, not faked).
-std::vector<LaneIsa> runnable_isas() {
-  std::vector<LaneIsa> isas;
-  for (LaneIsa isa : {LaneIsa::kSse, LaneIsa::kAvx2, LaneIsa::kAvx512})
-    if (cpu_runs(isa)) isas.push_back(isa);
+std::vector<Isa> runnable_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
+    if (isa_supported(isa)) isas.push_back(isa);
   return isas;
-}
-
-const char* isa_name(LaneIsa isa) {
-  return isa == LaneIsa::kAvx512 ? "avx512" : isa == LaneIsa::kAvx2 ? "avx2" : "baseline";
 }
 
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
@@ -155,7 +151,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
 
 // Keys and values hold exactly representable BF16 values, so the F32 and BF16 caches must give the
 // same attention; the reference is computed in double.
-void run_attention_case(const AttentionCase& c, DType kv_dtype, LaneIsa isa) {
+void run_attention_case(const AttentionCase& c, DType kv_dtype, Isa isa) {
   SCOPED_TRACE(std::string(isa_name(isa)) + (kv_dtype == DType::BF16 ? " bf16" : " f32"));
   // q, out: [b, t, h, d]; k, v: [b, g, s, d] with spare rows per head (strides differ from sizes).
   const int64_t capacity = c.kv_len + 2;
@@ -248,14 +244,14 @@ void run_attention_case(const AttentionCase& c, DType kv_dtype, LaneIsa isa) {
 }
 
 TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
-  for (LaneIsa isa : runnable_isas()) {
+  for (Isa isa : runnable_isas()) {
     run_attention_case(GetParam(), DType::F32, isa);
     run_attention_case(GetParam(), DType::BF16, isa);
   }
 }
 
 TEST(Attention, ReportsSkippedVariants) {
-  if (!cpu_runs(LaneIsa::kAvx512)) GTEST_SKIP() << "this CPU has no AVX-512: that variant is compiled but not run";
+  if (!isa_supported(Isa::Avx512)) GTEST_SKIP() << "this CPU has no AVX-512: that variant is compiled but not run";
 }
 
 TEST(Attention, RejectsBadShapesAndTypes) {
@@ -312,7 +308,7 @@ TEST(Norms, RmsNormMatchesDefinition) {
       const double inverse = 1.0 / std::sqrt(squares / dim + 1e-6);
       for (int64_t i = 0; i < dim; ++i) expected[r * dim + i] = weight[i] * x[r * ld + i] * inverse;
     }
-    for (LaneIsa isa : runnable_isas()) {
+    for (Isa isa : runnable_isas()) {
       SCOPED_TRACE(isa_name(isa));
       std::vector<float> out(rows * dim);
       rms_norm(x.data(), rows, dim, ld, weight.data(), 1e-6f, out.data(), dim, isa);
@@ -337,7 +333,7 @@ TEST(Norms, LayerNormMatchesDefinitionInPlace) {
       for (int64_t i = 0; i < dim; ++i)
         expected[r * dim + i] = (original[r * dim + i] - mean) / std::sqrt(variance + 1e-5) * weight[i] + bias[i];
     }
-    for (LaneIsa isa : runnable_isas()) {
+    for (Isa isa : runnable_isas()) {
       SCOPED_TRACE(isa_name(isa));
       std::vector<float> x = original;
       layer_norm(x.data(), rows, dim, dim, weight.data(), bias.data(), 1e-5f, x.data(), dim, isa);
@@ -365,7 +361,7 @@ TEST(Rope, RotatesHalvesByPositionTimesFrequency) {
         }
       }
     }
-    for (LaneIsa isa : runnable_isas()) {
+    for (Isa isa : runnable_isas()) {
       SCOPED_TRACE(std::string(isa_name(isa)) + " head_dim " + std::to_string(head_dim));
       std::vector<float> x = original;
       apply_rope(x.data(), rows, heads, head_dim, stride, cos.data(), sin.data(), isa);
@@ -389,7 +385,7 @@ std::vector<float> activation_inputs() {
 
 TEST(Elementwise, GeluMatchesErfDefinition) {
   const std::vector<float> original = activation_inputs();
-  for (LaneIsa isa : runnable_isas()) {
+  for (Isa isa : runnable_isas()) {
     SCOPED_TRACE(isa_name(isa));
     std::vector<float> x = original;
     gelu_erf(x.data(), static_cast<int64_t>(x.size()), isa);
@@ -408,7 +404,7 @@ TEST(Elementwise, GeluMatchesErfDefinition) {
 TEST(Elementwise, SiluMulMatchesDefinition) {
   const std::vector<float> gate = activation_inputs();
   const std::vector<float> up = random_values(gate.size(), 18);
-  for (LaneIsa isa : runnable_isas()) {
+  for (Isa isa : runnable_isas()) {
     SCOPED_TRACE(isa_name(isa));
     std::vector<float> out(gate.size());
     silu_mul(gate.data(), up.data(), out.data(), static_cast<int64_t>(gate.size()), isa);

@@ -26,7 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using kernels::DftPrecision;
-using kernels::LaneIsa;
+using kernels::Isa;
 
 const fs::path kReference = QWEN2AUDIO_SHARED_REFERENCE_DIR;
 
@@ -80,11 +80,10 @@ std::vector<T> read_npy(const fs::path& path, std::vector<size_t>* shape) {
   return values;
 }
 
-std::vector<LaneIsa> available_isas() {
-  std::vector<LaneIsa> isas{LaneIsa::kSse};
-  const LaneIsa best = kernels::detect_lane_isa();
-  if (best == LaneIsa::kAvx2 || best == LaneIsa::kAvx512) isas.push_back(LaneIsa::kAvx2);
-  if (best == LaneIsa::kAvx512) isas.push_back(LaneIsa::kAvx512);
+std::vector<Isa> available_isas() {
+  std::vector<Isa> isas{Isa::Scalar};
+  if (kernels::isa_supported(Isa::Avx2)) isas.push_back(Isa::Avx2);
+  if (kernels::isa_supported(Isa::Avx512)) isas.push_back(Isa::Avx512);
   return isas;
 }
 
@@ -118,7 +117,7 @@ TEST(RealDft, PowerSpectrumMatchesDirectDft) {
     std::vector<float> window(length);
     for (int i = 0; i < length; ++i) window[i] = 0.5f - 0.5f * std::cos(2.0f * std::numbers::pi_v<float> * i / length);
     for (const DftPrecision precision : {DftPrecision::kFloat, DftPrecision::kDouble}) {
-      for (const LaneIsa isa : available_isas()) {
+      for (const Isa isa : available_isas()) {
         const kernels::RealDftPower dft(length, window, precision, isa);
         const int lanes = dft.lanes(), stride = length + 3;
         std::vector<float> signal(static_cast<size_t>(lanes) * stride);
@@ -160,8 +159,8 @@ TEST(LogFilterbank, MatchesScalarProjection) {
     for (int k = m; k < std::min(bins, m + 3); ++k) weights[m * bins + k] = 0.25f * (k - m + 1);
   for (int m = 0; m < bins; ++m) weights[4 * bins + m] = 0.0f;  // an all-zero row: floored
   for (const int lanes : {2, 4, 8, 16}) {
-    if (lanes == 8 && kernels::detect_lane_isa() == LaneIsa::kSse) continue;
-    if (lanes == 16 && kernels::detect_lane_isa() != LaneIsa::kAvx512) continue;
+    if (lanes == 8 && !kernels::isa_supported(Isa::Avx2)) continue;
+    if (lanes == 16 && !kernels::isa_supported(Isa::Avx512)) continue;
     const kernels::LogFilterbank bank(weights.data(), filters, bins, 1e-10f, lanes);
     auto power = aligned<float>(static_cast<size_t>(bins) * lanes);
     for (int i = 0; i < bins * lanes; ++i) power[i] = static_cast<float>(std::pow(10.0, (i % 13) - 6));

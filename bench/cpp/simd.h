@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-// Small vector helpers shared by the kernels of this folder (not a public op).
+// Small vector helpers of the benchmarks' naive reference kernels (not an op of the engine).
 namespace qwen2audio::kernels::simd {
 
 inline float dot(const float* a, const float* b, int64_t count) {
