@@ -101,8 +101,7 @@ std::vector<double> slaney_mel_filter_bank(int num_frequency_bins, int num_mel_f
   return bank;
 }
 
-WhisperLogMel::WhisperLogMel(const WhisperFeatureOptions& options, kernels::DftPrecision precision,
-                             kernels::Isa isa)
+WhisperLogMel::WhisperLogMel(const WhisperFeatureOptions& options, kernels::DftPrecision precision, kernels::Isa isa)
     : options_(options) {
   const auto fail = [](const std::string& what) { throw ConfigError("WhisperFeatureExtractor settings: " + what); };
   if (options.feature_size < 1 || options.feature_size > 4096)
