@@ -117,9 +117,10 @@ void register_model(py::module_& module) {
                              [](const Qwen2AudioModel& self) { return dtype_label(self.kv_cache_dtype()); })
       .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
       .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
-      .def_property_readonly(
-          "integer_prefill",
-          [](const Qwen2AudioModel& self) { return self.quantization().enabled() && integer_prefill(self.gemm()); })
+      .def_property_readonly("integer_prefill",
+                             [](const Qwen2AudioModel& self) {
+                               return self.quantization().enabled() && kernels::integer_prefill(self.gemm());
+                             })
       .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)
       .def_property_readonly("mapped_weight_bytes", &Qwen2AudioModel::mapped_weight_bytes)
       .def(

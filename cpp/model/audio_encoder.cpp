@@ -18,11 +18,7 @@ constexpr int64_t kConvKernel = 3;
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
-void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-            bool accumulate = false) {
-  gemm({rows, layer.out_features(), layer.in_features(), x, ldx, layer.weight.data, layer.weight.dtype,
-        layer.in_features(), layer.bias, y, ldy, accumulate});
-}
+using kernels::linear;
 
 }  // namespace
 

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "io/config.h"
-#include "kernels/cpu/quantized_gemm.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -26,19 +25,6 @@ constexpr std::array<const char*, 7> kDecoderProjections = {"self_attn.q_proj", 
                                                             "mlp.down_proj"};
 constexpr const char* kDecoderLayers = "language_model.model.layers.";
 constexpr const char* kLmHead = "language_model.lm_head";
-
-// Rows of a quantized matrix expanded per Gemm call in prefill: at least 4 MiB of float32, and at
-// least kExpandRows rows up to 64 MiB. Each Gemm call re-reads and repacks the whole input and
-// narrow products block less well, so few wide calls beat many narrow ones (kernels/cpu/gemm.cpp's
-// kWidenBytes has the measurements of the same trade-off).
-constexpr int64_t kExpandBytes = int64_t{4} << 20;
-constexpr int64_t kExpandMaxBytes = int64_t{64} << 20;
-constexpr int64_t kExpandRows = 4096;
-// Rows expanded per OpenMP task.
-constexpr int64_t kExpandRowsPerTask = 16;
-
-thread_local Buffer<float> tls_expanded_f32;
-thread_local Buffer<uint16_t> tls_expanded_bf16;
 
 int bits_of(WeightQuantization quantization) {
   switch (quantization) {
@@ -270,88 +256,6 @@ QuantizedWeight load_quantized_weight(const Checkpoint& checkpoint, const Quanti
   matrix.scales = scales;
   result.copied_bytes = code_bytes + scale_bytes;
   return result;
-}
-
-kernels::WeightMatrix weight_view(const Matrix& matrix) {
-  kernels::WeightMatrix view;
-  view.data = matrix.data;
-  view.ld = matrix.cols;
-  switch (matrix.dtype) {
-    case DType::F32:
-      view.format = WeightFormat::F32;
-      break;
-    case DType::BF16:
-      view.format = WeightFormat::BF16;
-      break;
-    case DType::I8:
-      view.format = WeightFormat::Int8;
-      break;
-    case DType::U8:
-      view.format = WeightFormat::Int4;
-      break;
-    default:
-      throw InvalidArgument("no kernel reads weights stored as " + std::string(dtype_name(matrix.dtype)));
-  }
-  if (matrix.quantized()) {
-    view.scales = matrix.scales;
-    view.group_size = matrix.group_size;
-    view.scales_ld = kernels::scale_groups(matrix.cols, matrix.group_size);
-  }
-  return view;
-}
-
-bool integer_prefill(const kernels::Gemm& gemm) {
-  // AMX multiplies BF16 several times faster than AVX512-VNNI multiplies int8, so there the
-  // expansion into the Gemm's BF16 product wins.
-  return gemm.options().quantized_prefill && kernels::quantized_gemm_supported(kernels::best_isa()) &&
-         !kernels::cpu_features().amx_bf16;
-}
-
-void run_linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y,
-                int64_t ldy, bool accumulate) {
-  const Matrix& w = layer.weight;
-  const int64_t n = w.rows, k = w.cols;
-  if (rows <= kernels::kGemvMaxRows) {
-    kernels::GemvOptions options;
-    options.round_bf16_inputs = gemm.options().round_bf16_inputs;
-    kernels::gemv({rows, n, k, x, ldx, weight_view(w), layer.bias, y, ldy, accumulate}, options);
-    return;
-  }
-  if (!w.quantized()) {
-    gemm({rows, n, k, x, ldx, w.data, w.dtype, k, layer.bias, y, ldy, accumulate});
-    return;
-  }
-  const kernels::WeightMatrix view = weight_view(w);
-  if (integer_prefill(gemm)) {
-    kernels::quantized_gemm({rows, n, k, x, ldx, view, layer.bias, y, ldy, accumulate});
-    return;
-  }
-  // Otherwise expand a block of weight rows, multiply, move on; the block is sized so the
-  // expansion stays in cache-friendly scratch and the multiply amortises it.
-  // BF16 only where the model computes in BF16 and the Gemm has it natively (AMX, AVX512-BF16);
-  // elsewhere float32 is both exact and faster than the Gemm's emulated BF16.
-  const bool bf16 = w.expand_dtype == DType::BF16 && gemm.native_bf16();
-  const auto rows_in = [&](int64_t bytes) {
-    return std::max<int64_t>(64, bytes / (k * 4) / kExpandRowsPerTask * kExpandRowsPerTask);
-  };
-  const int64_t block = std::max(rows_in(kExpandBytes), std::min({n, rows_in(kExpandMaxBytes), kExpandRows}));
-  float* expanded_f32 = bf16 ? nullptr : tls_expanded_f32.reserve(static_cast<size_t>(std::min(block, n) * k));
-  uint16_t* expanded_bf16 = bf16 ? tls_expanded_bf16.reserve(static_cast<size_t>(std::min(block, n) * k)) : nullptr;
-  for (int64_t begin = 0; begin < n; begin += block) {
-    const int64_t width = std::min(block, n - begin);
-    const int64_t tasks = (width + kExpandRowsPerTask - 1) / kExpandRowsPerTask;
-#pragma omp parallel for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t first = begin + task * kExpandRowsPerTask;
-      const int64_t last = std::min(begin + width, first + kExpandRowsPerTask);
-      if (bf16)
-        kernels::dequantize_rows_bf16(view, k, first, last, expanded_bf16 + (first - begin) * k, k);
-      else
-        kernels::dequantize_rows(view, k, first, last, expanded_f32 + (first - begin) * k, k);
-    }
-    gemm({rows, width, k, x, ldx, bf16 ? static_cast<const void*>(expanded_bf16) : expanded_f32,
-          bf16 ? DType::BF16 : DType::F32, k, layer.bias ? layer.bias + begin : nullptr, y + begin, ldy, accumulate});
-  }
 }
 
 }  // namespace qwen2audio

@@ -81,19 +81,4 @@ struct QuantizedWeight {
 QuantizedWeight load_quantized_weight(const Checkpoint& checkpoint, const QuantizationConfig& config,
                                       const std::string& prefix, WeightQuantization quantization);
 
-// The kernels' view of a matrix of any storage.
-kernels::WeightMatrix weight_view(const Matrix& matrix);
-
-// Whether run_linear multiplies quantized weights by many rows on the integer units
-// (kernels/cpu/quantized_gemm.h, activations quantized to int8 per weight group): where the CPU has
-// AVX512-VNNI and no AMX, unless the Gemm's options turn it off.
-bool integer_prefill(const kernels::Gemm& gemm);
-
-// y = x W^T + b (or y += with `accumulate`) for rows of x, whatever W's storage: gemv for up to
-// kernels::kGemvMaxRows rows (decode steps), else for quantized weights the integer product when
-// integer_prefill(), else the Gemm (quantized weights expanded a block of rows at a time, to BF16
-// where the Gemm has native BF16, else to float32).
-void run_linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y,
-                int64_t ldy, bool accumulate = false);
-
 }  // namespace qwen2audio

@@ -209,9 +209,7 @@ std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, co
   }
   const int64_t hidden = config_.text.hidden_size;
   std::vector<float> embeddings(static_cast<size_t>(total * hidden));
-  if (total > 0)
-    gemm_->operator()({total, hidden, d, encoded.data(), d, projector_.weight.data, projector_.weight.dtype, d,
-                       projector_.bias, embeddings.data(), hidden, false});
+  if (total > 0) kernels::linear(*gemm_, projector_, encoded.data(), total, d, embeddings.data(), hidden);
   return embeddings;
 }
 

@@ -14,12 +14,7 @@
 namespace qwen2audio {
 namespace {
 
-// Decode steps (a few rows) stream each weight once through gemv, in any storage (quantized too);
-// prefill goes to the Gemm (model/quantization.h).
-void linear(kernels::Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-            bool accumulate = false) {
-  run_linear(gemm, layer, x, rows, ldx, y, ldy, accumulate);
-}
+using kernels::linear;
 
 }  // namespace
 
@@ -41,8 +36,8 @@ Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType
     layers_.push_back(layer);
   }
   norm_ = weights.norm("language_model.model.norm", false);
-  lm_head_.weight =
-      config.tie_word_embeddings ? embed_tokens_ : weights.linear("language_model.lm_head", /*has_bias=*/false).weight;
+  lm_head_ = config.tie_word_embeddings ? weights.linear_of(embed_tokens_)
+                                        : weights.linear("language_model.lm_head", /*has_bias=*/false);
 }
 
 KVCache Qwen2Decoder::make_cache(int64_t batch) const {

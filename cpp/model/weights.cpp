@@ -33,6 +33,34 @@ WeightStore::WeightStore(std::shared_ptr<const Checkpoint> checkpoint, DType mat
     throw InvalidArgument("weights can be computed in float32 or bfloat16 only");
 }
 
+kernels::WeightMatrix weight_view(const Matrix& matrix) {
+  kernels::WeightMatrix view;
+  view.data = matrix.data;
+  view.ld = matrix.cols;
+  switch (matrix.dtype) {
+    case DType::F32:
+      view.format = kernels::WeightFormat::F32;
+      break;
+    case DType::BF16:
+      view.format = kernels::WeightFormat::BF16;
+      break;
+    case DType::I8:
+      view.format = kernels::WeightFormat::Int8;
+      break;
+    case DType::U8:
+      view.format = kernels::WeightFormat::Int4;
+      break;
+    default:
+      throw InvalidArgument("no kernel reads weights stored as " + std::string(dtype_name(matrix.dtype)));
+  }
+  if (matrix.quantized()) {
+    view.scales = matrix.scales;
+    view.group_size = matrix.group_size;
+    view.scales_ld = kernels::scale_groups(matrix.cols, matrix.group_size);
+  }
+  return view;
+}
+
 Matrix WeightStore::matrix(const std::string& name) {
   const TensorView view = checkpoint_->tensor(name);
   if (view.rank() < 2)
@@ -72,21 +100,29 @@ const float* WeightStore::floats(const std::string& name) {
 }
 
 Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
-  Linear linear;
+  Matrix weight;
   const WeightQuantization quantization = quantization_of(*quantization_, prefix);
   if (quantization == WeightQuantization::None) {
-    linear.weight = matrix(prefix + ".weight");
+    weight = matrix(prefix + ".weight");
   } else {
     QuantizedWeight quantized = load_quantized_weight(*checkpoint_, *quantization_, prefix, quantization);
-    linear.weight = quantized.matrix;
-    linear.weight.expand_dtype = matrix_dtype_;
+    weight = quantized.matrix;
     if (quantized.codes.capacity() > 0) owned_.push_back(std::move(quantized.codes));
     if (quantized.scales.capacity() > 0) owned_.push_back(std::move(quantized.scales));
     copied_bytes_ += quantized.copied_bytes;
     mapped_bytes_ += quantized.mapped_bytes;
-    quantized_layers_.emplace_back(prefix, linear.weight);
+    quantized_layers_.emplace_back(prefix, weight);
   }
-  if (has_bias) linear.bias = floats(prefix + ".bias");
+  return linear_of(weight, has_bias ? floats(prefix + ".bias") : nullptr);
+}
+
+Linear WeightStore::linear_of(const Matrix& matrix, const float* bias) const {
+  Linear linear;
+  linear.weight = weight_view(matrix);
+  linear.out_features = matrix.rows;
+  linear.in_features = matrix.cols;
+  linear.bias = bias;
+  linear.widen_to_bf16 = matrix_dtype_ == DType::BF16;
   return linear;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "kernels/cpu/linear.h"
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
 
@@ -21,21 +22,17 @@ struct Matrix {
   DType dtype = DType::F32;  // F32, BF16; I8 (int8 codes) or U8 (packed int4 codes) when quantized
   int64_t rows = 0;
   int64_t cols = 0;
-  // Weight-only quantization (model/quantization.h): float32 scales [rows, groups of group_size],
-  // and the dtype prefill expands the codes to (the model's compute dtype).
+  // Weight-only quantization (model/quantization.h): float32 scales [rows, groups of group_size].
   const float* scales = nullptr;
   int64_t group_size = 0;
-  DType expand_dtype = DType::F32;
   bool quantized() const { return scales != nullptr; }
 };
 
-// nn.Linear: y = x W^T + b, with W [out_features, in_features].
-struct Linear {
-  Matrix weight;
-  const float* bias = nullptr;  // null when the layer has none
-  int64_t out_features() const { return weight.rows; }
-  int64_t in_features() const { return weight.cols; }
-};
+// The kernels' view of a matrix of any storage.
+kernels::WeightMatrix weight_view(const Matrix& matrix);
+
+// nn.Linear for the kernels (kernels/cpu/linear.h): every projection of the model is one.
+using Linear = kernels::Linear;
 
 struct Norm {
   const float* weight = nullptr;
@@ -55,6 +52,8 @@ class WeightStore {
   const float* floats(const std::string& name);
   // Quantized (model/quantization.h) when set_quantization() names the layer.
   Linear linear(const std::string& prefix, bool has_bias);
+  // A Linear over a matrix already handed out (the output head tied to the embedding).
+  Linear linear_of(const Matrix& matrix, const float* bias = nullptr) const;
   Norm norm(const std::string& prefix, bool has_bias);
 
   void set_quantization(const QuantizationConfig& config);
