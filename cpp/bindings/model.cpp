@@ -55,6 +55,14 @@ std::optional<AudioBatch> audio_batch(const std::optional<FloatArray>& features,
 
 const char* dtype_label(DType dtype) { return dtype == DType::BF16 ? "bfloat16" : "float32"; }
 
+// A NumPy array that owns `values` (moved, not copied): per-step scores of a long generation at a
+// 150k vocabulary run to hundreds of MiB.
+py::array owning_array(std::vector<float>&& values, std::vector<int64_t> shape) {
+  auto* owned = new std::vector<float>(std::move(values));
+  py::capsule release(owned, [](void* pointer) { delete static_cast<std::vector<float>*>(pointer); });
+  return py::array_t<float>(std::move(shape), owned->data(), release);
+}
+
 }  // namespace
 
 void register_model(py::module_& module) {
@@ -160,6 +168,28 @@ void register_model(py::module_& module) {
           },
           py::arg("input_features"), py::arg("feature_attention_mask") = std::nullopt)
       .def(
+          "embed_tokens",
+          [](const Qwen2AudioModel& self, const IntArray& ids) {
+            const int64_t vocab = self.config().text.vocab_size;
+            const int64_t hidden = self.config().text.hidden_size;
+            const int64_t count = ids.size();
+            const int64_t* data = ids.data();
+            for (int64_t i = 0; i < count; ++i)
+              if (data[i] < 0 || data[i] >= vocab)
+                throw InvalidArgument("input_ids holds " + std::to_string(data[i]) + ", outside the vocabulary [0, " +
+                                      std::to_string(vocab) + ")");
+            std::vector<py::ssize_t> shape(ids.shape(), ids.shape() + ids.ndim());
+            shape.push_back(hidden);
+            py::array_t<float> out(shape);
+            float* result = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.decoder().embed(data, count, result);
+            }
+            return out;
+          },
+          py::arg("input_ids"), "Rows of embed_tokens for ids of any shape: [*ids.shape, hidden] float32.")
+      .def(
           "forward",
           [](const Qwen2AudioModel& self, const IntArray& ids, const std::optional<IntArray>& mask,
              const std::optional<FloatArray>& features, const std::optional<IntArray>& feature_mask) {
@@ -199,40 +229,70 @@ void register_model(py::module_& module) {
           py::arg("feature_attention_mask") = std::nullopt)
       .def(
           "generate",
-          [](Session& self, int64_t max_new_tokens, bool do_sample, double temperature, int64_t top_k, double top_p,
-             double repetition_penalty, std::optional<uint64_t> seed, std::vector<int64_t> eos_token_ids,
-             int64_t pad_token_id, std::optional<py::function> on_tokens) {
+          [](Session& self, int64_t max_new_tokens, int64_t min_new_tokens, bool do_sample, double temperature,
+             int64_t top_k, double top_p, double repetition_penalty, std::optional<uint64_t> seed,
+             std::vector<int64_t> eos_token_ids, int64_t pad_token_id, std::optional<py::function> on_tokens,
+             bool output_scores, bool output_logits, bool output_logprobs) {
             GenerationOptions options;
             options.max_new_tokens = max_new_tokens;
+            options.min_new_tokens = min_new_tokens;
             options.sampling = {do_sample, temperature, top_k, top_p, repetition_penalty};
             options.eos_token_ids = std::move(eos_token_ids);
             options.pad_token_id = pad_token_id;
             options.seed = seed;
+            options.output_scores = output_scores;
+            options.output_logits = output_logits;
+            options.output_logprobs = output_logprobs;
             TokenCallback callback;
             if (on_tokens) {
-              callback = [&on_tokens](const int64_t* tokens, int64_t batch) {
+              // The callback may return row indices to finish (stop strings matched in Python).
+              callback = [&on_tokens](const int64_t* tokens, int64_t batch, uint8_t* finish) {
                 py::gil_scoped_acquire acquire;
                 py::array_t<int64_t> row(batch);
                 std::copy_n(tokens, batch, row.mutable_data());
-                (*on_tokens)(row);
+                const py::object rows = (*on_tokens)(row);
+                if (!rows.is_none()) {
+                  for (const py::handle item : rows) {
+                    const auto index = item.cast<int64_t>();
+                    if (index < 0 || index >= batch)
+                      throw InvalidArgument("the token callback asked to finish row " + std::to_string(index) +
+                                            " of a batch of " + std::to_string(batch));
+                    finish[index] = 1;
+                  }
+                }
                 if (PyErr_CheckSignals() != 0) throw py::error_already_set();
               };
             }
             std::vector<int64_t> generated;
+            GenerationRecord record;
+            const bool recording = output_scores || output_logits || output_logprobs;
             {
               py::gil_scoped_release release;
-              generated = self.generate(options, callback, python_interrupt());
+              generated = self.generate(options, callback, python_interrupt(), recording ? &record : nullptr);
             }
             const int64_t batch = self.batch();
             const int64_t steps = static_cast<int64_t>(generated.size()) / batch;
             py::array_t<int64_t> out({batch, steps});
             std::copy(generated.begin(), generated.end(), out.mutable_data());
-            return out;
+            if (!recording) return py::object(out);
+            const int64_t vocab = self.model().config().text.vocab_size;
+            auto per_step = [&](std::vector<float>& values, bool wanted) -> py::object {
+              if (!wanted) return py::none();
+              return owning_array(std::move(values), {steps, batch, vocab});
+            };
+            py::object logprobs = py::none();
+            if (output_logprobs) logprobs = owning_array(std::move(record.logprobs), {batch, steps});
+            return py::object(py::make_tuple(out, per_step(record.scores, output_scores),
+                                             per_step(record.logits, output_logits), logprobs));
           },
-          py::arg("max_new_tokens"), py::arg("do_sample") = false, py::arg("temperature") = 1.0, py::arg("top_k") = 0,
-          py::arg("top_p") = 1.0, py::arg("repetition_penalty") = 1.0, py::arg("seed") = std::nullopt,
+          py::arg("max_new_tokens"), py::arg("min_new_tokens") = 0, py::arg("do_sample") = false,
+          py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0,
+          py::arg("repetition_penalty") = 1.0, py::arg("seed") = std::nullopt,
           py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("pad_token_id") = 0,
-          py::arg("on_tokens") = std::nullopt)
+          py::arg("on_tokens") = std::nullopt, py::arg("output_scores") = false, py::arg("output_logits") = false,
+          py::arg("output_logprobs") = false,
+          "Returns the new tokens [batch, steps]; with any output_* flag, a tuple (tokens, scores [steps, batch, "
+          "vocab] or None, logits [steps, batch, vocab] or None, logprobs [batch, steps] or None).")
       .def("truncate", &Session::truncate, py::arg("length"))
       .def("reset", &Session::reset);
 }

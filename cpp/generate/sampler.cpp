@@ -32,7 +32,19 @@ Sampler::Sampler(int64_t vocab_size)
 
 double Sampler::uniform() { return static_cast<double>(random_() >> 11) * 0x1.0p-53; }
 
-int64_t Sampler::next_token(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options) {
+int64_t Sampler::next_token(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+                            const std::vector<int64_t>* suppressed, float* processed) {
+  return run(logits, history, options, suppressed, processed, true);
+}
+
+void Sampler::process(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+                      const std::vector<int64_t>* suppressed, float* processed) {
+  run(logits, history, options, suppressed, processed, false);
+}
+
+int64_t Sampler::run(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+                     const std::vector<int64_t>* suppressed, float* processed, bool draw) {
+  constexpr float kRemoved = -std::numeric_limits<float>::infinity();
   float* scores = scores_.reserve(static_cast<size_t>(vocab_size_));
   std::memcpy(scores, logits, sizeof(float) * vocab_size_);
 
@@ -46,13 +58,18 @@ int64_t Sampler::next_token(const float* logits, const std::vector<int64_t>& his
     }
     for (int64_t token : history) seen_[token] = 0;
   }
-  if (!options.do_sample) return kernels::argmax(scores, vocab_size_);
+  if (suppressed != nullptr)
+    for (int64_t token : *suppressed) scores[token] = kRemoved;
+  if (!options.do_sample) {
+    if (processed != nullptr) std::memcpy(processed, scores, sizeof(float) * vocab_size_);
+    return draw ? kernels::argmax(scores, vocab_size_) : -1;
+  }
 
-  constexpr float kRemoved = -std::numeric_limits<float>::infinity();
   if (options.temperature != 1.0) {
     const float temperature = static_cast<float>(options.temperature);
     for (int64_t i = 0; i < vocab_size_; ++i) scores[i] /= temperature;
   }
+  if (processed != nullptr) std::memcpy(processed, scores, sizeof(float) * vocab_size_);
   candidates_.clear();
   for (int64_t i = 0; i < vocab_size_; ++i)
     if (scores[i] != kRemoved) candidates_.emplace_back(scores[i], i);
@@ -64,8 +81,11 @@ int64_t Sampler::next_token(const float* logits, const std::vector<int64_t>& his
     candidates_.erase(std::remove_if(candidates_.begin(), candidates_.end(),
                                      [threshold](const auto& c) { return c.first < threshold; }),
                       candidates_.end());
+    if (processed != nullptr)
+      for (int64_t i = 0; i < vocab_size_; ++i)
+        if (processed[i] < threshold) processed[i] = kRemoved;
   }
-  if (candidates_.empty()) return kernels::argmax(scores, vocab_size_);
+  if (candidates_.empty()) return draw ? kernels::argmax(scores, vocab_size_) : -1;
 
   // Probabilities of the survivors (softmax over the filtered scores).
   std::sort(candidates_.begin(), candidates_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -85,7 +105,10 @@ int64_t Sampler::next_token(const float* logits, const std::vector<int64_t>& his
       if (cumulative > 1.0 - options.top_p) break;
       ++first_kept;
     }
+    if (processed != nullptr)
+      for (size_t i = 0; i < first_kept; ++i) processed[candidates_[i].second] = kRemoved;
   }
+  if (!draw) return -1;
   double kept_total = 0.0;
   for (size_t i = first_kept; i < candidates_.size(); ++i) kept_total += candidates_[i].first;
   double target = uniform() * kept_total;

@@ -30,11 +30,21 @@ class Sampler {
 
   void seed(uint64_t seed) { random_.seed(seed); }
   // `history`: every token of the row so far (prompt, padding, generated) for the repetition
-  // penalty. Returns the chosen token id.
-  int64_t next_token(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options);
+  // penalty. `suppressed` tokens get a score of -inf after the penalty (transformers' min-new-tokens
+  // processor keeps EOS out that way). `processed`, when given, receives the vocabulary's scores as
+  // transformers' output_scores reports them: after the penalty, suppression, temperature, and with
+  // what top-k / top-p removed at -inf. Returns the chosen token id.
+  int64_t next_token(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+                     const std::vector<int64_t>* suppressed = nullptr, float* processed = nullptr);
+  // Fills `processed` as next_token would without choosing a token, so the random sequence is the
+  // same whether or not finished rows have their scores recorded.
+  void process(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+               const std::vector<int64_t>* suppressed, float* processed);
 
  private:
   double uniform();
+  int64_t run(const float* logits, const std::vector<int64_t>& history, const SamplingOptions& options,
+              const std::vector<int64_t>* suppressed, float* processed, bool draw);
 
   int64_t vocab_size_;
   Buffer<float> scores_;

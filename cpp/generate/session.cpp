@@ -5,6 +5,7 @@
 #include <random>
 #include <string>
 
+#include "kernels/cpu/reduce.h"
 #include "runtime/errors.h"
 #include "runtime/threads.h"
 
@@ -116,15 +117,21 @@ void Session::append_locked(const std::vector<int64_t>& ids, const std::vector<u
 }
 
 std::vector<int64_t> Session::generate(const GenerationOptions& options, const TokenCallback& on_tokens,
-                                       const Interrupt& interrupt) {
+                                       const Interrupt& interrupt, GenerationRecord* record) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (options.max_new_tokens < 0)
     throw InvalidArgument("max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));
+  if (options.min_new_tokens < 0)
+    throw InvalidArgument("min_new_tokens must be >= 0, got " + std::to_string(options.min_new_tokens));
   check_sampling_options(options.sampling);
   const int64_t vocab = model_->config().text.vocab_size;
   if (options.pad_token_id < 0 || options.pad_token_id >= vocab)
     throw InvalidArgument("pad_token_id " + std::to_string(options.pad_token_id) + " is outside the vocabulary");
+  for (int64_t token : options.eos_token_ids)
+    if (token < 0 || token >= vocab)
+      throw InvalidArgument("eos_token_id " + std::to_string(token) + " is outside the vocabulary");
   if (history_[0].empty()) throw InvalidArgument("the session holds no tokens: append a prompt before generating");
+  if (record != nullptr) *record = GenerationRecord{};
   if (options.max_new_tokens == 0) return {};
   reserve(options.max_new_tokens);
 
@@ -142,19 +149,40 @@ std::vector<int64_t> Session::generate(const GenerationOptions& options, const T
     feed_pending();
   }
 
+  const bool scores = record != nullptr && options.output_scores;
+  const bool raw_logits = record != nullptr && options.output_logits;
+  const bool logprobs = record != nullptr && options.output_logprobs;
+  // Step-major while generating (the step count is unknown until the end); transposed at the end.
+  std::vector<float> step_logprobs;
+  if (logprobs) step_logprobs.reserve(static_cast<size_t>(batch_ * options.max_new_tokens));
   sampler_.seed(options.seed ? *options.seed : std::random_device{}());
   std::vector<int64_t> generated(static_cast<size_t>(batch_ * options.max_new_tokens));
   std::vector<int64_t> step_tokens(static_cast<size_t>(batch_));
   std::vector<uint8_t> finished(static_cast<size_t>(batch_), 0);
+  std::vector<uint8_t> finish_requests(static_cast<size_t>(batch_), 0);
   auto is_eos = [&](int64_t token) {
     return std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) != options.eos_token_ids.end();
   };
   int64_t steps = 0;
   while (steps < options.max_new_tokens) {
+    const std::vector<int64_t>* suppressed =
+        steps < options.min_new_tokens && !options.eos_token_ids.empty() ? &options.eos_token_ids : nullptr;
+    float* step_scores = nullptr;
+    if (scores) {
+      record->scores.resize(record->scores.size() + static_cast<size_t>(batch_ * vocab));
+      step_scores = record->scores.data() + record->scores.size() - static_cast<size_t>(batch_ * vocab);
+    }
+    if (raw_logits) record->logits.insert(record->logits.end(), logits_.data(), logits_.data() + batch_ * vocab);
     for (int64_t b = 0; b < batch_; ++b) {
-      const int64_t token = finished[b]
-                                ? options.pad_token_id
-                                : sampler_.next_token(logits_.data() + b * vocab, history_[b], options.sampling);
+      const float* row = logits_.data() + b * vocab;
+      float* processed = step_scores ? step_scores + b * vocab : nullptr;
+      int64_t token = options.pad_token_id;
+      if (!finished[b])
+        token = sampler_.next_token(row, history_[b], options.sampling, suppressed, processed);
+      else if (processed != nullptr)
+        sampler_.process(row, history_[b], options.sampling, suppressed, processed);
+      if (logprobs)
+        step_logprobs.push_back(finished[b] ? 0.0f : static_cast<float>(row[token] - kernels::log_sum_exp(row, vocab)));
       if (is_eos(token)) finished[b] = 1;
       step_tokens[b] = token;
       generated[b * options.max_new_tokens + steps] = token;
@@ -163,13 +191,22 @@ std::vector<int64_t> Session::generate(const GenerationOptions& options, const T
     }
     logits_ready_ = false;
     ++steps;
-    if (on_tokens) on_tokens(step_tokens.data(), batch_);
+    if (on_tokens) {
+      std::fill(finish_requests.begin(), finish_requests.end(), uint8_t{0});
+      on_tokens(step_tokens.data(), batch_, finish_requests.data());
+      for (int64_t b = 0; b < batch_; ++b) finished[b] |= finish_requests[b];
+    }
     if (std::all_of(finished.begin(), finished.end(), [](uint8_t done) { return done != 0; })) break;
     if (steps < options.max_new_tokens) feed_pending();
   }
   std::vector<int64_t> result(static_cast<size_t>(batch_ * steps));
   for (int64_t b = 0; b < batch_; ++b)
     std::copy_n(generated.begin() + b * options.max_new_tokens, steps, result.begin() + b * steps);
+  if (logprobs) {
+    record->logprobs.resize(static_cast<size_t>(batch_ * steps));
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t t = 0; t < steps; ++t) record->logprobs[b * steps + t] = step_logprobs[t * batch_ + b];
+  }
   return result;
 }
 

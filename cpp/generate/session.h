@@ -15,15 +15,30 @@ namespace qwen2audio {
 
 struct GenerationOptions {
   int64_t max_new_tokens = 0;
+  // EOS tokens are kept out until this many new tokens exist (transformers' min_new_tokens).
+  int64_t min_new_tokens = 0;
   SamplingOptions sampling;
   std::vector<int64_t> eos_token_ids;  // empty: never stop early
   int64_t pad_token_id = 0;            // what finished rows emit while others continue
   std::optional<uint64_t> seed;        // unset: a fresh random seed
+  // What GenerationRecord collects; each costs memory or time per step, so all are off by default.
+  bool output_scores = false;
+  bool output_logits = false;
+  bool output_logprobs = false;
 };
 
-// Receives each step's new tokens, one per row. It may throw to stop generation (the tokens of
-// that step stay in the session).
-using TokenCallback = std::function<void(const int64_t* tokens, int64_t batch)>;
+// Per-step data asked for by GenerationOptions; the vectors of unrequested outputs stay empty.
+struct GenerationRecord {
+  std::vector<float> scores;    // [steps, batch, vocab]: what the sampler chose from (Sampler::next_token)
+  std::vector<float> logits;    // [steps, batch, vocab]: the model's raw logits
+  std::vector<float> logprobs;  // [batch, steps]: log-softmax of the raw logits at the chosen token;
+                                // 0 where a finished row is padded (a forced token)
+};
+
+// Receives each step's new tokens, one per row. Setting finish[b] = 1 ends row b after this step's
+// token (stop strings are matched by the caller); it then emits pad_token_id like a row that reached
+// EOS. It may throw to stop generation (the tokens of that step stay in the session).
+using TokenCallback = std::function<void(const int64_t* tokens, int64_t batch, uint8_t* finish)>;
 
 // A conversation's state on one model: the KV cache of every token fed so far, for a batch of rows
 // that advance together. append() feeds tokens (prompt, next user turn) and generate() continues
@@ -50,9 +65,10 @@ class Session {
   void append(const TokenBatch& tokens, const AudioBatch* audio, const Interrupt& interrupt = {});
 
   // Generates up to max_new_tokens per row, stopping early once every row has produced an EOS
-  // token; finished rows emit pad_token_id meanwhile. Returns [batch, steps] row-major.
+  // token (or was finished by the callback); finished rows emit pad_token_id meanwhile. Returns
+  // [batch, steps] row-major. `record` receives the outputs the options ask for.
   std::vector<int64_t> generate(const GenerationOptions& options, const TokenCallback& on_tokens = {},
-                                const Interrupt& interrupt = {});
+                                const Interrupt& interrupt = {}, GenerationRecord* record = nullptr);
 
   // Keeps the first `length` tokens (a chat that edits its history rewinds to the shared prefix);
   // the last kept token is recomputed by the next call, so generate() may follow directly.

@@ -21,10 +21,24 @@ _LAZY = {
     "load_audio": "audio",
     "split_audio": "audio",
     "AudioTruncatedWarning": "audio",
+    "MissingSamplingRateWarning": "audio",
     "WhisperFeatureExtractor": "audio",
     "Qwen2Tokenizer": "tokenizer",
     "Qwen2AudioProcessor": "processor",
+    "BatchFeature": "processor",
     "Qwen2AudioForConditionalGeneration": "modeling",
+    "GenerateDecoderOnlyOutput": "modeling",
+    "TextStreamer": "streamers",
+    "TextIteratorStreamer": "streamers",
+    "BaseStreamer": "streamers",
+    # transformers' Auto classes, resolved from config.json's model_type
+    "AutoConfig": "auto",
+    "AutoFeatureExtractor": "auto",
+    "AutoModel": "auto",
+    "AutoModelForCausalLM": "auto",
+    "AutoModelForSeq2SeqLM": "auto",
+    "AutoProcessor": "auto",
+    "AutoTokenizer": "auto",
 }
 
 

@@ -36,3 +36,26 @@ def read_json(path: Path, error: type[ValueError] = ValueError, max_bytes: int =
         raise error(f"{path}: not valid JSON: {problem}") from None
     except RecursionError:
         raise error(f"{path}: not valid JSON: nested too deeply") from None
+
+
+
+def refuse_hub_id(name_or_path: Any, error: type[ValueError] = ValueError) -> None:
+    """A Hub id (``"Qwen/Qwen2-Audio-7B-Instruct"``) that is not a local path gets an error saying how to
+    fetch it: this package never downloads."""
+    text = str(name_or_path)
+    if not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/", "~")) \
+            and all(part for part in text.split("/")):
+        raise error(
+            f"{text!r} is not a local folder, and this package does not download from the Hugging Face Hub: "
+            f"download it with `huggingface-cli download {text} --local-dir DIR`, then pass the folder")
+
+
+def local_folder(name_or_path: Any, error: type[ValueError] = ValueError, what: str = "a checkpoint folder") -> Path:
+    """``name_or_path`` as an existing local folder, or an error naming what is wrong with it."""
+    refuse_hub_id(name_or_path, error)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise error(f"{path} is not a folder: from_pretrained takes {what}")
+    raise error(f"{path}: no such folder (from_pretrained takes {what})")

@@ -190,7 +190,8 @@ class Annotator:
             for (item, audio), prompt in zip(loaded, prompts)
         ]
         inputs = self.processor.apply_chat_template(
-            conversations, add_generation_prompt=True, tokenize=True, return_dict=True, padding=True
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True, padding=True,
+            sampling_rate=16000,
         )
         sequences = self.model.generate(**inputs, **self.generation_kwargs)
         prompt_length = inputs["input_ids"].shape[1]

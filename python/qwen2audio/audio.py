@@ -17,6 +17,7 @@ from . import _core, _files
 
 __all__ = [
     "AudioTruncatedWarning",
+    "MissingSamplingRateWarning",
     "WhisperFeatureExtractor",
     "load_audio",
     "num_audio_tokens",
@@ -35,14 +36,21 @@ class AudioTruncatedWarning(UserWarning):
     """A clip longer than the feature extractor's window (30 s for Qwen2-Audio) lost its end, as in transformers."""
 
 
+class MissingSamplingRateWarning(UserWarning):
+    """Audio arrays were given without ``sampling_rate=``, so nothing checks that they are at the rate the model
+    expects (transformers warns likewise); audio at another rate would be read as if it were 16 kHz."""
+
+
 # ----------------------------------------------------------------------------------------- files
 def load_audio(
     path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview, Any],
-    sampling_rate: int = 16000,
+    sampling_rate: int | None = None,
     *,
+    sr: int | None = None,
     max_seconds: float = _DEFAULT_MAX_SECONDS,
 ) -> np.ndarray:
-    """Decode an audio file to mono float32 at ``sampling_rate``.
+    """Decode an audio file to mono float32 at ``sampling_rate`` (default 16000; ``sr=`` is accepted as
+    an alias, librosa's name, but unlike ``librosa.load`` only the array is returned).
 
     ``path_or_bytes`` is a path, the encoded file's bytes (``bytes``/``bytearray``/``memoryview``), or a
     binary file object. libsndfile decodes it (WAV, FLAC, Ogg/Vorbis, Opus, MP3, ...): integer PCM
@@ -52,9 +60,15 @@ def load_audio(
 
     Raises ValueError naming the source for unreadable, corrupt, empty or over-long audio.
     """
-    rate = _positive_int(sampling_rate, "sampling_rate")
+    if sr is not None:
+        if sampling_rate is not None:
+            raise ValueError("load_audio: give the rate as sampling_rate= or as sr= (librosa's name), not both")
+        sampling_rate, name = sr, "sr"
+    else:
+        name = "sampling_rate"
+    rate = _positive_int(16000 if sampling_rate is None else sampling_rate, name)
     if rate > _MAX_SAMPLING_RATE:
-        raise ValueError(f"sampling_rate must be at most {_MAX_SAMPLING_RATE}, got {rate}")
+        raise ValueError(f"{name} must be at most {_MAX_SAMPLING_RATE}, got {rate}")
     if not isinstance(max_seconds, (int, float)) or not max_seconds > 0 or not np.isfinite(max_seconds):
         raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
     max_samples = min(max(1, int(max_seconds * rate)), _MAX_SAMPLES)

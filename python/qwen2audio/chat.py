@@ -71,7 +71,8 @@ def _reusable_prefix(cache: ChatCache, ids: np.ndarray, runs: list[_AudioRun]) -
 def _prepare(model: Any, processor: Any, conversation: Sequence[dict[str, Any]], long_audio: str
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     inputs = processor.apply_chat_template(list(conversation), add_generation_prompt=True, tokenize=True,
-                                           return_dict=True, return_tensors="np", long_audio=long_audio)
+                                           return_dict=True, return_tensors="np", long_audio=long_audio,
+                                           sampling_rate=processor.feature_extractor.sampling_rate)
     ids = np.asarray(inputs["input_ids"], dtype=np.int64)
     if ids.ndim != 2 or ids.shape[0] != 1:
         raise ValueError("chat takes one conversation (a list of messages), not a batch")

@@ -4,26 +4,147 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import _files
+from . import _files, _torch
 from . import chat_template as _chat_template
-from .audio import WhisperFeatureExtractor, load_audio, num_audio_tokens, split_audio
+from .audio import MissingSamplingRateWarning, WhisperFeatureExtractor, load_audio, num_audio_tokens, split_audio
 from .tokenizer import Qwen2Tokenizer
 
+_NUMPY_FLOATS = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "half": np.float16,
+                 "float": np.float32, "double": np.float64}
+
+
+def _stacklevel_outside_package() -> int:
+    """The ``warnings.warn`` stacklevel (for the calling function) of the first frame outside this package, so
+    a warning points at the user's line whichever processor method it came through."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _device_name(value: Any) -> str | None:
+    """A device argument's name ("cpu", "cuda:0"), or None when ``value`` is not a device."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return f"cuda:{int(value)}"  # torch's spelling of a GPU index
+    if _torch.is_device(value):
+        return str(value)
+    if isinstance(value, str) and (value in ("cpu", "cuda", "mps", "meta") or value.startswith(("cuda:", "cpu:"))):
+        return value
+    return None
 
 
 class BatchFeature(dict):
-    """A dict with attribute access, like transformers' BatchFeature; values are NumPy arrays."""
+    """Model inputs as a dict with attribute access (``inputs.input_ids``, ``inputs.input_ids = ...``), like
+    transformers' BatchFeature. Values are NumPy arrays, or torch tensors with ``return_tensors="pt"``.
+
+    ``.to(device)`` / ``.to(dtype)`` return this object, as transformers'. Torch tensors move or cast as
+    torch does, except that a move to CUDA without a usable CUDA torch leaves them on the CPU; NumPy
+    values ignore device moves (the engine reads host memory on every device) and cast floating fields
+    to a NumPy dtype. So ``inputs.to("cuda")`` from transformers code is harmless on a CPU-only machine.
+    """
+
+    def __init__(self, data: dict[str, Any] | None = None, tensor_type: str | None = None):
+        super().__init__(data or {})
+        if tensor_type is not None:
+            self.convert_to_tensors(tensor_type)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # copy/pickle probe dunders; never a field
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self)
+
+    def convert_to_tensors(self, tensor_type: str | None = None) -> "BatchFeature":
+        """Turns every field into ``"np"`` arrays or ``"pt"`` torch tensors (None: leave them)."""
+        if tensor_type is None:
+            return self
+        if tensor_type not in ("np", "pt"):
+            raise ValueError(f"return_tensors must be 'np', 'pt' or None, got {tensor_type!r}")
+        for key, value in self.items():
+            array = np.asarray(_torch.to_numpy(value))
+            self[key] = _torch.as_tensor(array) if tensor_type == "pt" else array
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "BatchFeature":
+        """Moves to a device and/or casts floating fields to a dtype; returns this object (see the class)."""
+        unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
+        if unknown:
+            raise TypeError(f"BatchFeature.to() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+        device, dtype = kwargs.get("device"), kwargs.get("dtype")
+        for arg in args:
+            if _device_name(arg) is not None and device is None:
+                device = arg
+            elif dtype is None and (_torch.is_dtype(arg) or isinstance(arg, (str, type, np.dtype))):
+                dtype = arg
+            else:
+                raise ValueError(f"BatchFeature.to() takes a device ('cpu', 'cuda', ...) and/or a dtype, got {arg!r}")
+        if device is not None and _device_name(device) is None:
+            raise ValueError(f"BatchFeature.to(): device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                             f"got {device!r}")
+        numpy_dtype = None
+        if dtype is not None and any(not _torch.is_tensor(value) for value in self.values()):
+            numpy_dtype = self._numpy_float(dtype)
+        torch = _torch.torch_module()
+        torch_dtype = dtype
+        if isinstance(dtype, str) and torch is not None:
+            torch_dtype = getattr(torch, dtype.replace("torch.", ""), None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise ValueError(f"BatchFeature.to(): {dtype!r} is not a torch dtype")
+        for key, value in list(self.items()):
+            if _torch.is_tensor(value):
+                # As a HostTensor, a field the caller put in as a plain tensor also survives .to("cuda")
+                # on a CPU-only torch.
+                value = value.as_subclass(_torch.host_tensor_class())
+                if torch.is_floating_point(value):
+                    moved = value.to(*([device] if device is not None else []),
+                                     **({"dtype": torch_dtype} if torch_dtype is not None else {}))
+                else:
+                    moved = value.to(device) if device is not None else value
+                self[key] = moved
+            elif numpy_dtype is not None:
+                array = np.asarray(value)
+                if array.dtype.kind == "f":
+                    self[key] = array.astype(numpy_dtype)
+        return self
+
+    @staticmethod
+    def _numpy_float(dtype: Any) -> Any:
+        name = str(dtype).replace("torch.", "")
+        if isinstance(dtype, (type, np.dtype)):
+            try:
+                name = np.dtype(dtype).name
+            except TypeError:
+                pass
+        if name not in _NUMPY_FLOATS:
+            hint = " (NumPy has no bfloat16: use return_tensors='pt')" if name == "bfloat16" else ""
+            raise ValueError(f"BatchFeature.to(): cannot cast NumPy fields to {dtype!r}{hint}; "
+                             "give float16, float32 or float64")
+        return _NUMPY_FLOATS[name]
 
 
 class Qwen2AudioProcessor:
@@ -63,9 +184,11 @@ class Qwen2AudioProcessor:
     # ----------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "Qwen2AudioProcessor":
-        path = Path(path)
-        if not path.is_dir():
-            raise ValueError(f"{path} is not a checkpoint folder (expected tokenizer and preprocessor files there)")
+        """Loads a local checkpoint folder's tokenizer, feature extractor and chat template. Loader options of
+        transformers that mean nothing here (``trust_remote_code``, ``revision``, ...) are accepted and ignored."""
+        for loader_only in ("trust_remote_code", "revision", "cache_dir", "local_files_only", "token", "use_fast"):
+            kwargs.pop(loader_only, None)
+        path = _files.local_folder(path, what="a checkpoint folder with the tokenizer and preprocessor files")
         tokenizer = Qwen2Tokenizer.from_pretrained(path)
         feature_extractor = WhisperFeatureExtractor.from_pretrained(path)
         chat_template = kwargs.pop("chat_template", None)
@@ -93,6 +216,15 @@ class Qwen2AudioProcessor:
         long_audio: str = "truncate",
         **kwargs: Any,
     ) -> BatchFeature:
+        """Model inputs for ``text`` (a string or a list) and its audio: ``input_ids``, ``attention_mask``, and
+        with audio ``input_features`` / ``feature_attention_mask``, as a :class:`BatchFeature` of NumPy arrays
+        (``return_tensors="pt"``: torch tensors; None: lists for the token fields).
+
+        ``audio`` (or ``audios``): one clip or a list, each a path, encoded bytes (decoded and resampled to the
+        feature extractor's rate) or a 1-D array. Arrays must already be at that rate (16 kHz): pass
+        ``sampling_rate=16000`` to say so; without it a :class:`MissingSamplingRateWarning` is given, as
+        transformers warns, and another rate is a ValueError. ``padding=True`` pads a batch (on the
+        tokenizer's side, left by default)."""
         if audios is not None:
             if audio is not None:
                 raise ValueError("give the audio as `audio=` or as `audios=` (the older name), not both")
@@ -107,6 +239,8 @@ class Qwen2AudioProcessor:
             raise ValueError(f"`text` must be a string or a list of strings, got {type(text).__name__}")
         if long_audio not in ("truncate", "chunk"):
             raise ValueError(f"long_audio must be 'truncate' or 'chunk', got {long_audio!r}")
+        if return_tensors not in ("np", "pt", None):
+            raise ValueError(f"return_tensors must be 'np', 'pt' or None, got {return_tensors!r}")
 
         clips = self._as_clip_list(audio, sampling_rate)
         placeholder_count = sum(sample.count(self.audio_token) for sample in texts)
@@ -129,7 +263,8 @@ class Qwen2AudioProcessor:
             texts = self._expand_placeholders(texts, [len(s) for s in segments_per_clip], token_counts)
             result["input_features"] = np.asarray(features["input_features"])
             result["feature_attention_mask"] = feature_mask
-        encoded = self.tokenizer(texts, padding=padding, return_tensors=return_tensors, **kwargs)
+        encoded = self.tokenizer(texts, padding=padding, return_tensors=None if return_tensors is None else "np",
+                                 **kwargs)
         result["input_ids"] = encoded["input_ids"]
         if "attention_mask" in encoded:
             result["attention_mask"] = encoded["attention_mask"]
@@ -138,11 +273,12 @@ class Qwen2AudioProcessor:
         for key in ("input_ids", "attention_mask", "input_features", "feature_attention_mask"):
             if key in result:
                 ordered[key] = result[key]
-        return ordered
+        return ordered.convert_to_tensors("pt") if return_tensors == "pt" else ordered
 
     def _as_clip_list(self, audio: Any, sampling_rate: int | None) -> list[np.ndarray]:
         if audio is None:
             return []
+        audio = _torch.to_numpy(audio)
         if isinstance(audio, np.ndarray) and audio.ndim != 1 and audio.dtype != object:
             raise ValueError(
                 f"audio array has shape {audio.shape}; give one 1-D mono array per clip, or a list of them "
@@ -158,9 +294,16 @@ class Qwen2AudioProcessor:
         clips = []
         for item in items:
             if isinstance(item, (str, bytes, os.PathLike)):
-                clips.append(load_audio(item, sampling_rate=expected_rate))
+                clips.append(load_audio(item, sampling_rate=expected_rate))  # decoded and resampled: no doubt
             else:
-                clips.append(item)
+                clips.append(_torch.to_numpy(item))
+        if sampling_rate is None and len(clips) > sum(isinstance(item, (str, bytes, os.PathLike)) for item in items):
+            warnings.warn(MissingSamplingRateWarning(
+                f"audio arrays were given without sampling_rate=, so they are taken to be {expected_rate} Hz "
+                f"unchecked; audio at another rate would give wrong features silently. Pass "
+                f"sampling_rate={expected_rate} to confirm the rate, or read files with "
+                f"qwen2audio.load_audio(path, sampling_rate={expected_rate}), which resamples."),
+                stacklevel=_stacklevel_outside_package())
         return clips
 
     def _segments(self, clip: np.ndarray, long_audio: str) -> list[np.ndarray]:

@@ -415,6 +415,78 @@ class Qwen2Tokenizer:
             return torch.from_numpy(array)
         return array
 
+    # -------------------------------------------------------------------------------- chat template
+    def _select_chat_template(self, chat_template: str | None, tools: Any) -> str:
+        templates = self.chat_template
+        if isinstance(templates, dict):
+            if chat_template is not None and chat_template in templates:
+                return templates[chat_template]
+            if chat_template is not None:
+                return chat_template
+            name = "tool_use" if tools is not None and "tool_use" in templates else "default"
+            if name not in templates:
+                raise ValueError(f"this tokenizer has named chat templates {sorted(templates)} and none is "
+                                 "'default': pass chat_template=<name>")
+            return templates[name]
+        template = chat_template if chat_template is not None else templates
+        if template is None:
+            raise ValueError("this tokenizer has no chat_template (none in the checkpoint); pass chat_template=")
+        return template
+
+    def apply_chat_template(self, conversation: Sequence[dict[str, Any]] | Sequence[Sequence[dict[str, Any]]],
+                            tools: list[Any] | None = None, documents: list[Any] | None = None,
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            continue_final_message: bool = False, tokenize: bool = True, padding: bool | str = False,
+                            truncation: bool = False, max_length: int | None = None,
+                            return_tensors: str | None = None, return_dict: bool = False,
+                            **template_variables: Any) -> Any:
+        """Renders a conversation (or a list of them) with the chat template, as transformers' tokenizer-level
+        ``apply_chat_template``: the prompt text with ``tokenize=False``, else its token ids (``return_dict=True``:
+        ``input_ids`` and ``attention_mask``). Audio items are rendered by the template as their placeholders
+        (``<|audio_bos|><|AUDIO|><|audio_eos|>``), one ``<|AUDIO|>`` each: the tokenizer has no audio. For model
+        inputs with the audio, use the processor's ``apply_chat_template``."""
+        from . import chat_template as _chat_template
+
+        if add_generation_prompt and continue_final_message:
+            raise ValueError("continue_final_message and add_generation_prompt are not compatible: the first "
+                             "continues the last message, the second starts a new one")
+        if not isinstance(conversation, (list, tuple)):
+            raise ValueError(f"conversation must be a list of messages (or a list of those), got "
+                             f"{type(conversation).__name__}")
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        conversations = list(conversation) if batched else [conversation]
+        template = self._select_chat_template(chat_template, tools)
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
+                     "tools": tools, "documents": documents, **template_variables}
+        prompts = []
+        for messages in conversations:
+            text = _chat_template.render(template, list(messages), add_generation_prompt=add_generation_prompt,
+                                         **variables)
+            if continue_final_message:
+                text = self._continue_final_message(text, messages)
+            prompts.append(text)
+        if not tokenize:
+            return prompts if batched else prompts[0]
+        encoded = self(prompts if batched else prompts[0], padding=padding, truncation=truncation,
+                       max_length=max_length, return_tensors=return_tensors)
+        return encoded if return_dict else encoded["input_ids"]
+
+    @staticmethod
+    def _continue_final_message(text: str, messages: Sequence[dict[str, Any]]) -> str:
+        # transformers: cut the render right after the final message's content, so generation continues it.
+        if not messages:
+            raise ValueError("continue_final_message needs at least one message")
+        content = messages[-1].get("content")
+        if isinstance(content, (list, tuple)):
+            texts = [item.get("text") for item in content if isinstance(item, dict) and item.get("type") == "text"]
+            if len(texts) != 1 or not isinstance(texts[0], str):
+                raise ValueError("continue_final_message needs the final message to hold one text item")
+            content = texts[0]
+        if not isinstance(content, str) or content.strip() not in text:
+            raise ValueError("continue_final_message: the final message's content is not in the rendered prompt")
+        final = content.strip()
+        return text[: text.rindex(final) + len(final)]
+
     # ------------------------------------------------------------------------------------- decoding
     @staticmethod
     def _id_array(token_ids: Any) -> np.ndarray | list | tuple:

@@ -478,5 +478,18 @@ TEST(Reduce, ArgmaxTakesTheFirstMaximum) {
   EXPECT_EQ(argmax(x.data(), 4), 1);
 }
 
+TEST(Reduce, LogSumExpIsStableAndExact) {
+  // Large values would overflow a naive sum of exponentials.
+  const std::vector<float> x = {1000.0f, 1000.0f, -INFINITY};
+  EXPECT_NEAR(log_sum_exp(x.data(), 3), 1000.0 + std::log(2.0), 1e-9);
+  const std::vector<float> small = {0.5f, -1.25f, 3.0f};
+  const double expected = std::log(std::exp(0.5) + std::exp(-1.25) + std::exp(3.0));
+  EXPECT_NEAR(log_sum_exp(small.data(), 3), expected, 1e-6);
+  const std::vector<float> removed = {-INFINITY, -INFINITY};
+  EXPECT_EQ(log_sum_exp(removed.data(), 2), -INFINITY);
+  const std::vector<float> nan = {0.0f, NAN};
+  EXPECT_TRUE(std::isnan(log_sum_exp(nan.data(), 2)));
+}
+
 }  // namespace
 }  // namespace qwen2audio::kernels
