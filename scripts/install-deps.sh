@@ -12,7 +12,7 @@ PACKAGES=(
   libdnnl-dev libeigen3-dev libsndfile1-dev libsoxr-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format clang-tidy libclang-rt-14-dev
-  espeak-ng sox
+  espeak-ng sox ffmpeg
 )
 
 missing=()
