@@ -243,12 +243,14 @@ def synthesize_speech(text: str, path: Path) -> Path:
 
 
 def run_demo(model: str | None = None, workdir: str | None = None) -> int:
-    """The main job end to end: load, chat (audio analysis and voice chat, streamed), annotate."""
-    import tempfile
+    """The main job end to end: load, chat (audio analysis and voice chat, streamed), annotate.
+
+    Clips and annotations go to ``workdir`` (kept), or to a temporary folder removed at the end."""
     import time
 
     from .annotate import Annotator, annotate, read_manifest
     from .chat import ChatSession
+    from .cli import turn_summary
     from .modeling import Qwen2AudioForConditionalGeneration
     from .processor import Qwen2AudioProcessor
 
@@ -257,41 +259,45 @@ def run_demo(model: str | None = None, workdir: str | None = None) -> int:
         print(f"No --model or QWEN2AUDIO_MODEL: using the built-in tiny random checkpoint at {model}")
         print("(its weights are random, so its answers are noise; give a real Qwen2-Audio-7B-Instruct folder for "
               "real answers)")
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qwen2audio-demo-"))
-    clips = work / "clips"
-    clips.mkdir(parents=True, exist_ok=True)
-    for index, sentence in enumerate(DEMO_SENTENCES):
-        synthesize_speech(sentence, clips / f"clip{index}.wav")
-    print(f"Synthesized {len(DEMO_SENTENCES)} spoken clips into {clips}")
+    temporary = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="qwen2audio-demo-")) if temporary else Path(workdir)
+    try:
+        clips = work / "clips"
+        clips.mkdir(parents=True, exist_ok=True)
+        for index, sentence in enumerate(DEMO_SENTENCES):
+            synthesize_speech(sentence, clips / f"clip{index}.wav")
+        print(f"Synthesized {len(DEMO_SENTENCES)} spoken clips into {clips}")
 
-    started = time.perf_counter()
-    loaded_model = Qwen2AudioForConditionalGeneration.from_pretrained(model)
-    processor = Qwen2AudioProcessor.from_pretrained(model)
-    print(f"Loaded {model} in {time.perf_counter() - started:.2f} s")
+        started = time.perf_counter()
+        loaded_model = Qwen2AudioForConditionalGeneration.from_pretrained(model)
+        processor = Qwen2AudioProcessor.from_pretrained(model)
+        print(f"Loaded {model} in {time.perf_counter() - started:.2f} s")
 
-    generation = {"max_new_tokens": 24}
-    session = ChatSession(loaded_model, processor, generation_kwargs=generation)
-    for title, text, audio in (
-        ("audio analysis", "What does the speaker say?", [str(clips / "clip0.wav")]),
-        ("follow-up turn (KV cache reused)", "Say it again, shorter.", []),
-        ("voice chat (audio only)", None, [str(clips / "clip1.wav")]),
-    ):
-        print(f"\n== chat: {title}")
-        print(f"user> {text or ''}{' [audio: ' + ', '.join(Path(a).name for a in audio) + ']' if audio else ''}")
-        print("assistant> ", end="", flush=True)
-        turn_started = time.perf_counter()
-        for piece in session.stream(text=text, audio=audio):
-            print(piece, end="", flush=True)
-        stats = session.last_stats
-        seconds = time.perf_counter() - turn_started
-        print(f"\n[{stats.get('prefill_tokens', 0)} prompt tokens prefilled, {stats.get('new_tokens', 0)} new tokens, "
-              f"{seconds:.2f} s]")
+        generation = {"max_new_tokens": 24}
+        session = ChatSession(loaded_model, processor, generation_kwargs=generation)
+        for title, text, audio in (
+            ("audio analysis", "What does the speaker say?", [str(clips / "clip0.wav")]),
+            ("follow-up turn (KV cache reused)", "Say it again, shorter.", []),
+            ("voice chat (audio only)", None, [str(clips / "clip1.wav")]),
+        ):
+            print(f"\n== chat: {title}")
+            print(f"user> {text or ''}{' [audio: ' + ', '.join(Path(a).name for a in audio) + ']' if audio else ''}")
+            print("assistant> ", end="", flush=True)
+            turn_started = time.perf_counter()
+            for piece in session.stream(text=text, audio=audio):
+                print(piece, end="", flush=True)
+            print(f"\n{turn_summary(session.last_stats, time.perf_counter() - turn_started)}")
 
-    print("\n== annotate")
-    output = work / "annotations.jsonl"
-    counts = annotate(Annotator(loaded_model, processor, generation), read_manifest(clips), "Transcribe the audio.",
-                      output, batch_size=2, progress=False)
-    for line in output.read_text().splitlines():
-        print(line)
-    print(f"{counts} -> {output}")
+        print("\n== annotate")
+        output = work / "annotations.jsonl"
+        counts = annotate(Annotator(loaded_model, processor, generation), read_manifest(clips),
+                          "Transcribe the audio.", output, batch_size=2, progress=False)
+        for line in output.read_text().splitlines():
+            print(line)
+        print(json.dumps({"output": str(output), **counts}))
+        if temporary:
+            print(f"(the temporary folder {work} is removed; --workdir DIR keeps the clips and annotations)")
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from qwen2audio import demo
+from qwen2audio import _core, demo
 from qwen2audio.demo import MARKER, demo_checkpoint, default_demo_dir
 from qwen2audio.tokenizer import Qwen2Tokenizer, bundled_tokenizer_dir
 
@@ -61,6 +62,58 @@ def _byte_level_stand_in(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({chr(0x100 + n): n for n in range(256)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def test_demo_runs_from_an_installed_copy_outside_the_project(tmp_path: Path) -> None:
+    """`pip install .` then `qwen2audio demo` in some other folder, no ../shared anywhere, and a stale
+    demo folder already in the cache under the current name."""
+    lib = _build_py(tmp_path / "site")
+    cache = tmp_path / "cache"
+    env = {key: value for key, value in os.environ.items() if key not in ("QWEN2AUDIO_REFERENCE_DIR",
+                                                                            "QWEN2AUDIO_MODEL")}
+    # The C++ extension is the one this test process uses (a wheel would carry it; build_py does not).
+    env.update(PYTHONPATH=str(lib), XDG_CACHE_HOME=str(cache), HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1",
+               TMPDIR=str(tmp_path / "tmp"), QWEN2AUDIO_CORE_DIR=str(Path(_core.__file__).parent))
+    (tmp_path / "tmp").mkdir()
+    stale = cache / "qwen2audio" / default_demo_dir().name  # the name depends only on what the folder holds
+    _byte_level_stand_in(stale)
+    (stale / MARKER).write_text(json.dumps({"fingerprint": "0" * 64, "files": {"vocab.json": "x"}}))
+    _byte_level_stand_in(cache / "qwen2audio" / "demo-tiny")  # the folder the old versions used
+    (cache / "qwen2audio" / "demo-tiny" / ".complete").write_text("byte-tokenizer")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+
+    result = subprocess.run([sys.executable, "-m", "qwen2audio", "demo"], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    import qwen2audio
+
+    loaded_from = subprocess.run([sys.executable, "-c", "import qwen2audio; print(qwen2audio.__file__)"], cwd=cwd,
+                                 env=env, capture_output=True, text=True).stdout.strip()
+    assert loaded_from.startswith(str(lib)) and not loaded_from.startswith(str(Path(qwen2audio.__file__).parent))
+    answers = [line[len("assistant> "):] for line in result.stdout.splitlines() if line.startswith("assistant> ")]
+    assert len(answers) == 3 and all(answer.strip() for answer in answers), result.stdout
+    assert "not in the vocabulary" not in result.stderr
+    # The stale folder was rebuilt with the real tokenizer, and the old cache folder is gone.
+    assert _sha256(stale / "vocab.json") == _sha256(bundled_tokenizer_dir() / "vocab.json")
+    assert not (cache / "qwen2audio" / "demo-tiny").exists()
+    # The annotation result is printed as JSON, and the temporary work folder is removed.
+    summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"output"')))
+    assert summary["written"] == 2 and summary["failed"] == 0
+    assert not Path(summary["output"]).parent.exists()
+    assert list((tmp_path / "tmp").glob("qwen2audio-demo-*")) == []
+
+
+def test_demo_keeps_workdir_when_given(tmp_path: Path) -> None:
+    model = demo_checkpoint(tmp_path / "model")
+    work = tmp_path / "work"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "qwen2audio", "demo", "--model", str(model), "--workdir",
+                             str(work)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = (work / "annotations.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and sorted(p.name for p in (work / "clips").iterdir()) == ["clip0.wav", "clip1.wav"]
+    assert "tokens/s" in result.stdout
 
 
 def test_demo_folder_is_rebuilt_when_stale_or_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
