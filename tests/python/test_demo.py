@@ -44,7 +44,10 @@ def test_bundled_tokenizer_is_the_real_one(reference_dir: Path) -> None:
 def _build_py(destination: Path) -> Path:
     """What a non-editable install (`pip install .`, a wheel) copies of the Python package: setuptools'
     build_py step with the project's own configuration (the C++ extension is not part of it)."""
-    result = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(destination)],
+    metadata = destination.parent / f"{destination.name}-egg-info"  # not in the source tree
+    metadata.mkdir()
+    result = subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(metadata), "build_py",
+                             "--build-lib", str(destination)],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return destination
