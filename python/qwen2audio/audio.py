@@ -80,6 +80,8 @@ def load_audio(
             raise ValueError(f"cannot load audio {text!r}: no such file")
         extension = os.path.splitext(text)[1].lower()
         if extension in FFMPEG_EXTENSIONS:
+            if not os.path.isfile(path):  # a FIFO or device would block the reader, as libsndfile refuses them
+                raise ValueError(f"cannot load audio {text!r}: not a regular file")
             return _ffmpeg_load(text, None, rate, max_samples, extension)
         try:
             return _core.load_audio_file(path, rate, max_samples)
@@ -121,6 +123,8 @@ def _load_bytes(data: bytes, rate: int, max_samples: int, name: str) -> np.ndarr
 
 
 def _read_head(path: str) -> bytes:
+    if not os.path.isfile(path):
+        return b""  # opening a FIFO would wait for a writer
     try:
         with open(path, "rb") as stream:
             return stream.read(16)

@@ -104,3 +104,22 @@ def test_urls_and_missing_files_are_named(tmp_path: Path) -> None:
         load_audio("https://example.com/clip.wav")
     with pytest.raises(ValueError, match=r"missing\.wav'?: no such file"):
         load_audio(tmp_path / "missing.wav")
+
+
+def test_fifo_with_an_ffmpeg_extension_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "clip.m4a")
+    outcome: list = []
+
+    def read() -> None:
+        try:
+            load_audio(tmp_path / "clip.m4a")
+        except ValueError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert outcome and "not a regular file" in str(outcome[0])
