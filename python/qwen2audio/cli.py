@@ -195,8 +195,7 @@ def _interactive(session: Any, processor: Any, args: argparse.Namespace, attache
         if text.startswith("//"):
             text = text[1:]  # a message that starts with '/'
         elif _COMMAND.match(text):
-            command, _, rest = text.partition(" ")
-            rest = rest.strip()
+            command, rest = (text.split(None, 1) + [""])[:2]
             if command in ("/quit", "/exit"):
                 return 0
             if command == "/help":
