@@ -1,14 +1,16 @@
 # The two commands of the README: `make demo` and `make test`. Both set up everything first
-# (system packages, a venv over Debian's Python packages, the build) and are quick once done.
+# (system packages, a venv over Debian's Python packages, the build, the notebook's Jupyter kernel)
+# and are quick once done.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 BUILD := build/release
 INSTALLED := $(VENV)/.qwen2audio-installed
+KERNEL := $(VENV)/share/jupyter/kernels/qwen2audio/kernel.json
 JOBS ?= $(shell nproc)
 
-.PHONY: setup deps venv build demo test test-cpp test-python debug asan lint format tidy bench clean fuzz sanitize
+.PHONY: setup deps venv build kernel notebook demo test test-cpp test-python debug asan lint format tidy bench clean fuzz sanitize
 
-setup: deps build
+setup: deps build kernel
 
 deps:
 	@bash scripts/install-deps.sh
@@ -24,6 +26,19 @@ $(INSTALLED): $(PYTHON) pyproject.toml setup.py
 build: deps $(INSTALLED)
 	cmake --build $(BUILD) -j $(JOBS)
 	@ln -sf $(BUILD)/compile_commands.json compile_commands.json
+
+# The Jupyter kernel "qwen2audio (.venv)": the venv's Python, which notebooks/quickstart.ipynb names as its
+# kernel (a plain `python3` kernel is the system interpreter, without the package).
+kernel: $(KERNEL)
+
+$(KERNEL): | deps $(PYTHON)
+	$(PYTHON) -m ipykernel install --sys-prefix --name qwen2audio --display-name "qwen2audio (.venv)"
+
+# Jupyter itself (Debian's jupyter-notebook, installed on first use), started with the venv's Python so it
+# finds the kernel above; NOTEBOOK_ARGS="--no-browser --port 8889" and the like pass through.
+notebook: setup
+	@bash scripts/install-deps.sh notebook
+	$(PYTHON) -m notebook $(NOTEBOOK_ARGS) notebooks/quickstart.ipynb
 
 demo: setup
 	$(PYTHON) -m qwen2audio demo $(if $(MODEL),--model $(MODEL),)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every system package the project needs, listed once. Idempotent: it returns at once
 # when all are present, so `make demo` / `make test` stay quick on a set-up machine.
+# `install-deps.sh notebook` adds Jupyter's notebook server (what `make notebook` runs).
 set -euo pipefail
 
 PACKAGES=(
@@ -12,8 +13,11 @@ PACKAGES=(
   libdnnl-dev libeigen3-dev libsndfile1-dev libsoxr-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format clang-tidy libclang-rt-14-dev
-  espeak-ng sox
+  espeak-ng sox ffmpeg
 )
+if [ "${1:-}" = "notebook" ]; then
+  PACKAGES+=(jupyter-notebook)
+fi
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -16,6 +21,7 @@ import numpy as np
 from . import _core, _files
 
 __all__ = [
+    "FFMPEG_EXTENSIONS",
     "AudioTruncatedWarning",
     "MissingSamplingRateWarning",
     "WhisperFeatureExtractor",
@@ -30,6 +36,10 @@ _MAX_SAMPLING_RATE = 1_000_000  # the C++ loader's limit
 _MAX_SAMPLES = 2**62  # max_seconds beyond this many samples means "no limit" (the core takes int64)
 
 AudioInput = Union[np.ndarray, Sequence[float]]
+
+# Formats libsndfile does not read; load_audio decodes them with the ffmpeg program when it is installed.
+FFMPEG_EXTENSIONS = (".m4a", ".aac", ".webm", ".mp4")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
 
 class AudioTruncatedWarning(UserWarning):
@@ -53,7 +63,10 @@ def load_audio(
     an alias, librosa's name, but unlike ``librosa.load`` only the array is returned).
 
     ``path_or_bytes`` is a path, the encoded file's bytes (``bytes``/``bytearray``/``memoryview``), or a
-    binary file object. libsndfile decodes it (WAV, FLAC, Ogg/Vorbis, Opus, MP3, ...): integer PCM
+    binary file object. libsndfile decodes it (WAV, FLAC, Ogg/Vorbis, Opus, MP3, ...); m4a/AAC/WebM/MP4 (by
+    extension, or bytes libsndfile cannot read) go through the ``ffmpeg`` program when it is installed
+    (``apt-get install ffmpeg``), which decodes the codec before the same channel mixing and resampling. URLs are
+    not fetched. Integer PCM
     comes back as int / 2**(bits-1), so 16-bit WAV gives exactly int16 / 32768. Channels are averaged;
     another rate is converted with libsoxr's high-quality resampler. Audio longer than ``max_seconds``
     is refused (a guard against absurd inputs; raise it to load longer files).
@@ -73,18 +86,170 @@ def load_audio(
         raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
     max_samples = min(max(1, int(max_seconds * rate)), _MAX_SAMPLES)
     if isinstance(path_or_bytes, (str, os.PathLike)):
-        return _core.load_audio_file(os.fspath(path_or_bytes), rate, max_samples)
+        path = os.fspath(path_or_bytes)
+        text = os.fsdecode(path)
+        if _URL.match(text):
+            raise ValueError(f"cannot load audio {text!r}: URLs are not fetched; download the file first")
+        if not os.path.exists(path):
+            raise ValueError(f"cannot load audio {text!r}: no such file")
+        extension = os.path.splitext(text)[1].lower()
+        if extension in FFMPEG_EXTENSIONS:
+            if not os.path.isfile(path):  # a FIFO or device would block the reader, as libsndfile refuses them
+                raise ValueError(f"cannot load audio {text!r}: not a regular file")
+            return _ffmpeg_load(text, None, rate, max_samples, extension)
+        try:
+            return _core.load_audio_file(path, rate, max_samples)
+        except ValueError:
+            kind = _sniff_ffmpeg_format(_read_head(text))
+            if kind is None:
+                raise
+            return _ffmpeg_load(text, None, rate, max_samples, kind)
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return _core.load_audio_bytes(bytes(path_or_bytes), rate, max_samples, "<bytes>")
+        return _load_bytes(bytes(path_or_bytes), rate, max_samples, "<bytes>")
     if hasattr(path_or_bytes, "read"):
         data = path_or_bytes.read()
         if not isinstance(data, (bytes, bytearray)):
             raise ValueError("the file object must be opened in binary mode ('rb')")
         name = getattr(path_or_bytes, "name", "<file object>")
-        return _core.load_audio_bytes(bytes(data), rate, max_samples, str(name))
+        return _load_bytes(bytes(data), rate, max_samples, str(name))
     raise ValueError(
         f"load_audio takes a path, bytes or a binary file object, got {type(path_or_bytes).__name__}"
     )
+
+
+def _load_bytes(data: bytes, rate: int, max_samples: int, name: str) -> np.ndarray:
+    """libsndfile first; bytes it cannot decode go to ffmpeg when installed (m4a, AAC, WebM, ...)."""
+    try:
+        return _core.load_audio_bytes(data, rate, max_samples, name)
+    except ValueError as error:
+        kind = _sniff_ffmpeg_format(data[:16])
+        if shutil.which("ffmpeg") is None:
+            if kind is None:
+                raise
+            raise ValueError(f"cannot load audio {name}: install ffmpeg (apt-get install ffmpeg) to read {kind} "
+                             "audio") from error
+        try:
+            return _ffmpeg_load(name, data, rate, max_samples, kind or "this")
+        except ValueError:
+            if kind is not None:
+                raise
+            raise error from None  # neither could read it: libsndfile's message names the problem
+
+
+def _read_head(path: str) -> bytes:
+    if not os.path.isfile(path):
+        return b""  # opening a FIFO would wait for a writer
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(16)
+    except OSError:
+        return b""
+
+
+def _sniff_ffmpeg_format(head: bytes) -> str | None:
+    """The extension of an ffmpeg-only format recognised from a file's first bytes, else None."""
+    if len(head) >= 8 and head[4:8] == b"ftyp":
+        return ".m4a"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return ".webm"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:  # ADTS sync word, layer 0
+        return ".aac"
+    return None
+
+
+def _ffmpeg_load(path: str, data: bytes | None, rate: int, max_samples: int, kind: str) -> np.ndarray:
+    """Decodes with the ffmpeg program (a subprocess) to float WAV at the source's rate and channels, then
+    reads that as every other file is read (channel average, libsoxr resampling, the same limits), so the
+    samples do not depend on which decoder read the container. Bytes go through a temporary file: MP4
+    keeps its index at the end, which ffmpeg cannot reach through a pipe."""
+    label = repr(path) if data is None else path
+    executable = shutil.which("ffmpeg")
+    if executable is None:
+        raise ValueError(f"cannot load audio {label}: install ffmpeg (apt-get install ffmpeg) to read {kind} files")
+    if data is not None:
+        with tempfile.NamedTemporaryFile(prefix="qwen2audio-", suffix=kind if kind.startswith(".") else "") as copy:
+            copy.write(data)
+            copy.flush()
+            return _run_ffmpeg(executable, copy.name, label, rate, max_samples)
+    return _run_ffmpeg(executable, path, label, rate, max_samples)
+
+
+def _run_ffmpeg(executable: str, path: str, label: str, rate: int, max_samples: int) -> np.ndarray:
+    command = [executable, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", "file:" + path,
+               "-map", "0:a:0", "-f", "wav", "-c:a", "pcm_f32le", "pipe:1"]
+    chunks: list[bytes] = []
+    too_long = False
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            total, limit = 0, None
+            while True:
+                chunk = process.stdout.read(1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if limit is None:
+                    limit = _wav_byte_limit(chunks[0], rate, max_samples)
+                if limit is not None and total > limit:
+                    too_long = True
+                    break
+        except BaseException:
+            process.kill()  # Ctrl-C or a read error: stop ffmpeg too
+            raise
+        finally:
+            if too_long:
+                process.kill()
+            process.stdout.close()
+            status = process.wait()
+        errors.seek(0)
+        message = [line for line in errors.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    if too_long:
+        raise ValueError(f"cannot load audio {label}: longer than the limit of {max_samples} samples at {rate} Hz "
+                         f"({max_samples / rate:.0f} s); raise max_seconds to load it")
+    if status != 0:
+        detail = message[-1] if message else f"exit status {status}"
+        raise ValueError(f"cannot load audio {label}: ffmpeg could not decode it ({detail})")
+    wav = _fix_wav_sizes(b"".join(chunks))
+    return _core.load_audio_bytes(wav, rate, max_samples, label)
+
+
+def _wav_chunks(wav: bytes) -> list[tuple[bytes, int, int]]:
+    """(id, data offset, declared size) of each chunk of a RIFF/WAVE header, up to the data chunk."""
+    found = []
+    if wav[:4] != b"RIFF" or wav[8:12] != b"WAVE":
+        return found
+    offset = 12
+    while offset + 8 <= len(wav):
+        chunk_id, size = wav[offset:offset + 4], struct.unpack_from("<I", wav, offset + 4)[0]
+        found.append((chunk_id, offset + 8, size))
+        if chunk_id == b"data":
+            break
+        offset += 8 + size + (size & 1)
+    return found
+
+
+def _wav_byte_limit(head: bytes, rate: int, max_samples: int) -> int | None:
+    """How many bytes of ffmpeg's WAV output hold ``max_samples`` at ``rate`` (plus a second of slack)."""
+    for chunk_id, start, _ in _wav_chunks(head):
+        if chunk_id == b"fmt " and start + 14 <= len(head):
+            source_rate = struct.unpack_from("<I", head, start + 4)[0]
+            block_align = struct.unpack_from("<H", head, start + 12)[0]
+            if source_rate and block_align:
+                frames = max_samples * source_rate // rate + source_rate
+                return 65536 + frames * block_align
+    return None
+
+
+def _fix_wav_sizes(wav: bytes) -> bytes:
+    """A piped WAV has no sizes in its header (ffmpeg cannot seek back): fill them in."""
+    data = next(((start, size) for chunk_id, start, size in _wav_chunks(wav) if chunk_id == b"data"), None)
+    if data is None:
+        return wav
+    fixed = bytearray(wav)
+    struct.pack_into("<I", fixed, 4, min(len(wav) - 8, 0xFFFFFFFF))
+    struct.pack_into("<I", fixed, data[0] - 4, min(len(wav) - data[0], 0xFFFFFFFF))
+    return bytes(fixed)
 
 
 def split_audio(audio: np.ndarray, sampling_rate: int = 16000, chunk_seconds: float = 30.0) -> list[np.ndarray]:

@@ -1,14 +1,18 @@
 """The built-in demo checkpoint: a deterministic tiny random Qwen2-Audio in exact HF layout.
 
 Real weights cannot be downloaded on every machine, yet the main job must run end to end; this
-gives it a model with the real architecture, names and tokenizer vocabulary size.
+gives it a model with the real architecture, names, vocabulary size and tokenizer (the real Qwen2
+tokenizer files ship with the package, so this works from any install, in any folder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +60,6 @@ DEMO_GENERATION_CONFIG = {
 }
 
 
-def default_demo_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "qwen2audio" / "demo-tiny"
-
-
 def write_random_checkpoint(directory: Path, config: dict, seed: int = 0, bf16: bool = True) -> Path:
     """Random weights for every tensor ``config`` implies, with HF's names and shapes."""
     from . import _core
@@ -86,67 +85,8 @@ def write_random_checkpoint(directory: Path, config: dict, seed: int = 0, bf16: 
     return directory
 
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json")
-
-
-def find_reference_tokenizer() -> Path | None:
-    """The real Qwen2 tokenizer files from the project's shared reference data, when reachable."""
-    candidates = []
-    if os.environ.get("QWEN2AUDIO_REFERENCE_DIR"):
-        candidates.append(Path(os.environ["QWEN2AUDIO_REFERENCE_DIR"]) / "tokenizer")
-    candidates.append(Path.cwd().parent / "shared" / "reference" / "tokenizer")
-    candidates.append(Path(__file__).resolve().parents[3] / "shared" / "reference" / "tokenizer")
-    for candidate in candidates:
-        if (candidate / "vocab.json").is_file() and (candidate / "merges.txt").is_file():
-            return candidate
-    return None
-
-
-def write_fallback_tokenizer(directory: Path) -> None:
-    """A byte-level tokenizer with Qwen2-Audio's special tokens at their real ids, for machines without
-    the real tokenizer files: every byte is a token, no merges."""
-    byte_tokens = _bytes_to_unicode()
-    vocab = {byte_tokens[byte]: byte for byte in range(256)}
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
-    added = {str(151643 + index): {"content": token, "lstrip": False, "rstrip": False, "normalized": False,
-                                   "single_word": False, "special": True} for index, token in enumerate(specials)}
-    config = {
-        "added_tokens_decoder": added,
-        "additional_special_tokens": specials[1:],
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "bos_token": None,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "chat_template": DEMO_CHAT_TEMPLATE,
-    }
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1))
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(
-        range(ord("\xae"), ord("\xff") + 1))
-    mapping, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            mapping[byte] = chr(byte)
-        else:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-# Qwen2AudioProcessor's default chat template (the one published checkpoints ship).
-DEMO_CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != "
-    "'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}"
-    "\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in "
-    "message['content'] %}{% if 'audio' in content or 'audio_url' in content %}{% set audio_count.value = "
-    "audio_count.value + 1 %}Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n{% elif 'text' in "
-    "content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if "
-    "add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# The tokenizer files the demo folder gets, from the package's own copy of the real Qwen2 tokenizer.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 PREPROCESSOR_CONFIG = {
     "chunk_length": 30, "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": 128,
@@ -155,25 +95,123 @@ PREPROCESSOR_CONFIG = {
     "sampling_rate": 16000,
 }
 
+# Bumped whenever write_random_checkpoint or demo_checkpoint writes something different for the same inputs.
+DEMO_WRITER_VERSION = 2
+DEMO_SEED = 0
+MARKER = ".qwen2audio-demo.json"
+_LEGACY_MARKER = ".complete"  # what versions before the fingerprint wrote (their folder: demo-tiny)
 
-def demo_checkpoint(directory: Path | None = None) -> Path:
-    """Create (once) and return the demo checkpoint folder: random weights, the real tokenizer when
-    the shared reference data is reachable, a byte-level stand-in otherwise."""
-    directory = Path(directory) if directory else default_demo_dir()
-    marker = directory / ".complete"
-    if not marker.exists():
-        write_random_checkpoint(directory, DEMO_CONFIG)
-        reference = find_reference_tokenizer()
-        if reference is not None:
-            for name in TOKENIZER_FILES:
-                if (reference / name).is_file():
-                    shutil.copy(reference / name, directory / name)
+
+def demo_fingerprint() -> str:
+    """A hash of everything the demo folder is made from: the writer's version, the seed, the configs and
+    the bytes of the bundled tokenizer files. A folder made from anything else is stale."""
+    from .tokenizer import bundled_tokenizer_dir
+
+    digest = hashlib.sha256()
+    recipe = {"writer": DEMO_WRITER_VERSION, "seed": DEMO_SEED, "config": DEMO_CONFIG,
+              "generation_config": DEMO_GENERATION_CONFIG, "preprocessor_config": PREPROCESSOR_CONFIG}
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    source = bundled_tokenizer_dir()
+    for name in TOKENIZER_FILES:
+        digest.update(name.encode() + b"\0")
+        digest.update(_file_sha256(source / name).encode())
+    return digest.hexdigest()
+
+
+def default_demo_dir() -> Path:
+    """``$XDG_CACHE_HOME/qwen2audio/demo-tiny-<fingerprint>`` (``~/.cache`` without XDG_CACHE_HOME): the
+    folder's name says what it holds, so a new version or new tokenizer files never reuse an old folder."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "qwen2audio" / f"demo-tiny-{demo_fingerprint()[:16]}"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_valid_demo_folder(directory: Path, fingerprint: str) -> bool:
+    """True when ``directory`` holds exactly what the demo writes for ``fingerprint``: its marker names that
+    fingerprint and every file it lists still has the recorded hash (a changed or missing file fails)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text())
+        files = marker["files"]
+        if marker.get("fingerprint") != fingerprint or not isinstance(files, dict) or not files:
+            return False
+        present = {item.name for item in directory.iterdir() if item.name != MARKER}
+        if present != set(files):
+            return False
+        return all(_file_sha256(directory / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _write_demo_folder(directory: Path, fingerprint: str) -> None:
+    from .tokenizer import bundled_tokenizer_dir
+
+    write_random_checkpoint(directory, DEMO_CONFIG, seed=DEMO_SEED)
+    source = bundled_tokenizer_dir()
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(source / name, directory / name)
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=1))
+    files = {item.name: _file_sha256(item) for item in sorted(directory.iterdir())}
+    (directory / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "writer": DEMO_WRITER_VERSION,
+                                                "files": files}, indent=1))
+
+
+def demo_checkpoint(directory: Path | str | None = None) -> Path:
+    """Create (when needed) and return the demo checkpoint folder: random weights and the real Qwen2
+    tokenizer shipped with the package.
+
+    Without ``directory`` it lives in the user's cache, in a folder named after :func:`demo_fingerprint`.
+    A folder is used only when its marker matches the fingerprint and every file still has its recorded
+    hash; a stale or damaged one is rebuilt (in a temporary sibling, then swapped in, so concurrent callers
+    never see half a folder). An explicit ``directory`` that exists with other content and no demo marker
+    is refused rather than overwritten."""
+    explicit = directory is not None
+    directory = Path(directory) if explicit else default_demo_dir()
+    fingerprint = demo_fingerprint()
+    if not explicit:
+        _remove_legacy_cache(directory.parent)
+    if _is_valid_demo_folder(directory, fingerprint):
+        return directory
+    if explicit and directory.is_dir() and any(directory.iterdir()) and not (directory / MARKER).exists():
+        raise ValueError(f"{directory} exists and is not a qwen2audio demo checkpoint folder (no {MARKER}); "
+                         "refusing to overwrite it: pass an empty or new folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        _write_demo_folder(staging, fingerprint)
+        for _ in range(3):
+            try:
+                os.rename(staging, directory)  # fails when the target exists and is not empty
+                break
+            except OSError:
+                if _is_valid_demo_folder(directory, fingerprint):
+                    break  # another process finished first
+                stale = Path(tempfile.mkdtemp(prefix=f".{directory.name}.stale-", dir=directory.parent))  # removed below
+                try:
+                    os.rename(directory, stale / "old")
+                except FileNotFoundError:
+                    pass
+                shutil.rmtree(stale, ignore_errors=True)
         else:
-            write_fallback_tokenizer(directory)
-        if not (directory / "preprocessor_config.json").is_file():
-            (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=1))
-        marker.write_text("real-tokenizer" if reference is not None else "byte-tokenizer")
+            raise OSError(f"could not put the demo checkpoint in place at {directory}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _remove_legacy_cache(cache: Path) -> None:
+    """Earlier versions cached the demo in ``demo-tiny``, possibly with a byte-level stand-in tokenizer that
+    breaks generation; nothing reads that folder any more."""
+    legacy = cache / "demo-tiny"
+    if (legacy / _LEGACY_MARKER).is_file() and not (legacy / MARKER).exists():
+        shutil.rmtree(legacy, ignore_errors=True)
 
 
 DEMO_SENTENCES = (
@@ -205,12 +243,14 @@ def synthesize_speech(text: str, path: Path) -> Path:
 
 
 def run_demo(model: str | None = None, workdir: str | None = None) -> int:
-    """The main job end to end: load, chat (audio analysis and voice chat, streamed), annotate."""
-    import tempfile
+    """The main job end to end: load, chat (audio analysis and voice chat, streamed), annotate.
+
+    Clips and annotations go to ``workdir`` (kept), or to a temporary folder removed at the end."""
     import time
 
     from .annotate import Annotator, annotate, read_manifest
     from .chat import ChatSession
+    from .cli import turn_summary
     from .modeling import Qwen2AudioForConditionalGeneration
     from .processor import Qwen2AudioProcessor
 
@@ -219,41 +259,45 @@ def run_demo(model: str | None = None, workdir: str | None = None) -> int:
         print(f"No --model or QWEN2AUDIO_MODEL: using the built-in tiny random checkpoint at {model}")
         print("(its weights are random, so its answers are noise; give a real Qwen2-Audio-7B-Instruct folder for "
               "real answers)")
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qwen2audio-demo-"))
-    clips = work / "clips"
-    clips.mkdir(parents=True, exist_ok=True)
-    for index, sentence in enumerate(DEMO_SENTENCES):
-        synthesize_speech(sentence, clips / f"clip{index}.wav")
-    print(f"Synthesized {len(DEMO_SENTENCES)} spoken clips into {clips}")
+    temporary = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="qwen2audio-demo-")) if temporary else Path(workdir)
+    try:
+        clips = work / "clips"
+        clips.mkdir(parents=True, exist_ok=True)
+        for index, sentence in enumerate(DEMO_SENTENCES):
+            synthesize_speech(sentence, clips / f"clip{index}.wav")
+        print(f"Synthesized {len(DEMO_SENTENCES)} spoken clips into {clips}")
 
-    started = time.perf_counter()
-    loaded_model = Qwen2AudioForConditionalGeneration.from_pretrained(model)
-    processor = Qwen2AudioProcessor.from_pretrained(model)
-    print(f"Loaded {model} in {time.perf_counter() - started:.2f} s")
+        started = time.perf_counter()
+        loaded_model = Qwen2AudioForConditionalGeneration.from_pretrained(model)
+        processor = Qwen2AudioProcessor.from_pretrained(model)
+        print(f"Loaded {model} in {time.perf_counter() - started:.2f} s")
 
-    generation = {"max_new_tokens": 24}
-    session = ChatSession(loaded_model, processor, generation_kwargs=generation)
-    for title, text, audio in (
-        ("audio analysis", "What does the speaker say?", [str(clips / "clip0.wav")]),
-        ("follow-up turn (KV cache reused)", "Say it again, shorter.", []),
-        ("voice chat (audio only)", None, [str(clips / "clip1.wav")]),
-    ):
-        print(f"\n== chat: {title}")
-        print(f"user> {text or ''}{' [audio: ' + ', '.join(Path(a).name for a in audio) + ']' if audio else ''}")
-        print("assistant> ", end="", flush=True)
-        turn_started = time.perf_counter()
-        for piece in session.stream(text=text, audio=audio):
-            print(piece, end="", flush=True)
-        stats = session.last_stats
-        seconds = time.perf_counter() - turn_started
-        print(f"\n[{stats.get('prefill_tokens', 0)} prompt tokens prefilled, {stats.get('new_tokens', 0)} new tokens, "
-              f"{seconds:.2f} s]")
+        generation = {"max_new_tokens": 24}
+        session = ChatSession(loaded_model, processor, generation_kwargs=generation)
+        for title, text, audio in (
+            ("audio analysis", "What does the speaker say?", [str(clips / "clip0.wav")]),
+            ("follow-up turn (KV cache reused)", "Say it again, shorter.", []),
+            ("voice chat (audio only)", None, [str(clips / "clip1.wav")]),
+        ):
+            print(f"\n== chat: {title}")
+            print(f"user> {text or ''}{' [audio: ' + ', '.join(Path(a).name for a in audio) + ']' if audio else ''}")
+            print("assistant> ", end="", flush=True)
+            turn_started = time.perf_counter()
+            for piece in session.stream(text=text, audio=audio):
+                print(piece, end="", flush=True)
+            print(f"\n{turn_summary(session.last_stats, time.perf_counter() - turn_started)}")
 
-    print("\n== annotate")
-    output = work / "annotations.jsonl"
-    counts = annotate(Annotator(loaded_model, processor, generation), read_manifest(clips), "Transcribe the audio.",
-                      output, batch_size=2, progress=False)
-    for line in output.read_text().splitlines():
-        print(line)
-    print(f"{counts} -> {output}")
+        print("\n== annotate")
+        output = work / "annotations.jsonl"
+        counts = annotate(Annotator(loaded_model, processor, generation), read_manifest(clips),
+                          "Transcribe the audio.", output, batch_size=2, progress=False)
+        for line in output.read_text().splitlines():
+            print(line)
+        print(json.dumps({"output": str(output), **counts}))
+        if temporary:
+            print(f"(the temporary folder {work} is removed; --workdir DIR keeps the clips and annotations)")
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
     return 0

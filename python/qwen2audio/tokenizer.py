@@ -605,3 +605,11 @@ class Qwen2Tokenizer:
     def __repr__(self) -> str:
         return (f"Qwen2Tokenizer(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, len={len(self)}, "
                 f"padding_side={self.padding_side!r}, special_tokens={self.all_special_tokens})")
+
+
+def bundled_tokenizer_dir() -> Path:
+    """The folder of the Qwen2 tokenizer shipped inside this package (vocab.json, merges.txt and a
+    tokenizer_config.json with Qwen2-Audio's special tokens and chat template; Apache-2.0, see the NOTICE
+    there). It is in every install, so ``Qwen2Tokenizer.from_pretrained(bundled_tokenizer_dir())``
+    tokenizes without a checkpoint folder."""
+    return Path(__file__).resolve().parent / "tokenizer_files"

@@ -11,7 +11,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from qwen2audio.annotate import read_manifest  # noqa: E402
+from qwen2audio.annotate import SettingsChangedError, read_manifest  # noqa: E402
 from qwen2audio.demo import demo_checkpoint  # noqa: E402
 from qwen2audio.distributed import annotate_distributed  # noqa: E402
 
@@ -47,8 +47,12 @@ def test_worker_killed_mid_run_loses_no_file(tmp_path: Path, sine_wav) -> None:
     assert all("answer" in record for record in records), [r for r in records if "error" in r]
     assert counts["written"] == 12
 
-    # A rerun finds everything done.
+    # A rerun with the same settings finds everything done; with other generation settings it refuses
+    # rather than skip lines made differently.
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        again = annotate_distributed(client, model, items, "Describe the sound.", output, progress=False)
-    assert again == {"written": 0, "failed": 0, "skipped": 12}
+        again = annotate_distributed(client, model, items, "Describe the sound.", output,
+                                     generation_kwargs={"max_new_tokens": 3}, progress=False)
+        assert again == {"written": 0, "failed": 0, "skipped": 12}
+        with pytest.raises(SettingsChangedError, match="generation settings"):
+            annotate_distributed(client, model, items, "Describe the sound.", output, progress=False)
