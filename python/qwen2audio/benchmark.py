@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["run_model_benchmark", "measure_model", "decode_weight_bytes", "read_bandwidth"]
+__all__ = ["run_model_benchmark", "measure_model", "decode_weight_bytes", "read_bandwidth", "measure_annotation",
+           "run_annotation_benchmark", "synthetic_clips"]
 
 # Token ids drawn for synthetic prompts: ordinary text ids, below the special tokens.
 _MAX_TEXT_ID = 150000
@@ -87,13 +88,15 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
     rng = np.random.default_rng(seed)
     result: dict[str, Any] = {}
     if encoder:
-        features = (rng.standard_normal((1, 128, 3000)) * 0.5).astype(np.float32)
-        times = []
-        for _ in range(encoder_repeats):
-            started = time.perf_counter()
-            model.audio_encoder(features)
-            times.append(time.perf_counter() - started)
-        result["encoder_s"] = min(times)
+        # What generation runs (each clip's attended positions), for 5, 10 and 30 s clips, and the
+        # whole 30 s window every clip costs in the reference implementation.
+        for seconds in (5, 10, 30):
+            features, mask = synthetic_clips(1, seconds, rng)
+            result[f"encoder_{seconds}s_s"] = _best_time(lambda: model.encode_audio(features, mask), encoder_repeats)
+        features, mask = synthetic_clips(1, 5, rng)
+        result["encoder_window_s"] = _best_time(
+            lambda: model._core.audio_embeddings(features, mask, full_window=True), encoder_repeats)
+        result["encoder_s"] = result["encoder_30s_s"]
     session = model.start_session()
     session.append(rng.integers(0, _MAX_TEXT_ID, size=(1, 16)))  # threads and caches warm
     session.reset()
@@ -119,6 +122,113 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
     result["decode_tokens_per_s"] = (new_tokens - 1) / decode_s
     result["decode_context"] = context
     result["peak_rss_bytes"] = peak_rss
+    return result
+
+
+def _best_time(work: Any, repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def synthetic_clips(count: int, seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel features of ``count`` clips of ``seconds`` (100 frames a second, the rest of the 30 s
+    window padding, as the feature extractor leaves it) and their feature_attention_mask."""
+    frames = int(round(seconds * 100))
+    if not 1 <= frames <= 3000:
+        raise ValueError(f"clip length must be within (0, 30] s, got {seconds}")
+    features = np.full((count, 128, 3000), -0.75, dtype=np.float32)  # the padding's log-mel value
+    features[:, :, :frames] = (rng.standard_normal((count, 128, frames)) * 0.5).astype(np.float32)
+    mask = np.zeros((count, 3000), dtype=np.int64)
+    mask[:, :frames] = 1
+    return features, mask
+
+
+# Text tokens around a clip's audio tokens in an annotation prompt: the chat template's system turn and
+# roles, "Audio 1:", the audio markers and a one-sentence instruction.
+ANNOTATION_TEXT_TOKENS = 40
+
+
+def measure_annotation(model: Any, clip_seconds: float, batch_size: int = 1, new_tokens: int = 32,
+                       encoder_window: bool = False, repeats: int = 1, seed: int = 0) -> dict:
+    """One annotation batch, timed part by part on the loaded model: the encoder for ``batch_size``
+    clips of ``clip_seconds`` (packed, or each clip's whole 30 s window with ``encoder_window``), the
+    decoder prefill of their prompts (audio tokens plus ANNOTATION_TEXT_TOKENS), and ``new_tokens``
+    decode steps of the batch. ``clips_per_hour`` follows from their sum."""
+    rng = np.random.default_rng(seed)
+    features, mask = synthetic_clips(batch_size, clip_seconds, rng)
+    if encoder_window:
+        encode = lambda: model._core.audio_embeddings(features, mask, full_window=True)  # noqa: E731
+    else:
+        encode = lambda: model.encode_audio(features, mask)  # noqa: E731
+    encoder_s = _best_time(encode, repeats)
+    prompt_tokens = int(model.audio_token_counts(mask)[0]) + ANNOTATION_TEXT_TOKENS
+    prompt = rng.integers(0, _MAX_TEXT_ID, size=(batch_size, prompt_tokens))
+    warm = model.start_session(batch_size)
+    warm.append(prompt[:, :8])  # thread team and per-shape primitives
+    warm.generate(max_new_tokens=2, eos_token_id=[])
+    prefill_s, decode_s = float("inf"), float("inf")
+    for _ in range(max(1, repeats)):
+        session = model.start_session(batch_size)
+        started = time.perf_counter()
+        session.append(prompt)
+        prefill_s = min(prefill_s, time.perf_counter() - started)
+        started = time.perf_counter()
+        session.generate(max_new_tokens=new_tokens, eos_token_id=[])
+        decode_s = min(decode_s, time.perf_counter() - started)
+    total = encoder_s + prefill_s + decode_s
+    return {"clip_seconds": clip_seconds, "batch_size": batch_size, "new_tokens": new_tokens,
+            "prompt_tokens": prompt_tokens, "encoder_window": encoder_window, "encoder_s": encoder_s,
+            "prefill_s": prefill_s, "decode_s": decode_s, "seconds_per_clip": total / batch_size,
+            "clips_per_hour": 3600.0 * batch_size / total,
+            "decode_tokens_per_s": batch_size * new_tokens / decode_s}
+
+
+def run_annotation_benchmark(model_dir: str, dtype: str = "auto", quantization: Optional[str] = None,
+                             threads: Optional[int] = None, clip_seconds: tuple = (5, 10, 30), batch_size: int = 4,
+                             new_tokens: int = 32, baseline: bool = True, repeats: int = 1,
+                             print_results: bool = True) -> dict:
+    """Clips per hour of annotation (``clip_seconds`` clips, ``new_tokens``-token answers) at
+    ``batch_size``, with the time split into encoder, prefill and decode; with ``baseline``, in the same
+    process the behaviour before packed encoding and batching: each clip's whole 30 s window through
+    the encoder, batch 1, and for a quantized model the prefill on weights widened to floats."""
+    from . import _core
+    from .modeling import Qwen2AudioForConditionalGeneration
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
+                                                               quantization=quantization)
+    rows = []
+    for seconds in clip_seconds:
+        rows.append({"run": "batched", **measure_annotation(model, seconds, batch_size, new_tokens, repeats=repeats)})
+    result = {"model": str(model_dir), "dtype": model.dtype, "quantization": quantization, "threads": model.num_threads,
+              "integer_prefill": bool(model._core.integer_prefill), "rows": rows}
+    if baseline:
+        reference = model
+        if model._core.integer_prefill:
+            del model, reference  # one quantized copy of the weights at a time
+            core = _core.Model.load(str(model_dir), dtype, int(threads or 0), quantization=quantization or "none",
+                                    quantized_prefill=False)
+            reference = Qwen2AudioForConditionalGeneration(core, str(model_dir))
+        for seconds in clip_seconds:
+            rows.append({"run": "baseline", **measure_annotation(reference, seconds, 1, new_tokens, encoder_window=True,
+                                                                 repeats=repeats)})
+    if print_results:
+        print(f"annotation of clips with {new_tokens}-token answers, model {model_dir} "
+              f"({quantization or result['dtype']}, {result['threads']} threads)")
+        print(f"{'run':9} {'clip':>5} {'batch':>5} {'encoder s':>10} {'prefill s':>10} {'decode s':>9} "
+              f"{'s/clip':>7} {'clips/hour':>11}")
+        for row in rows:
+            print(f"{row['run']:9} {row['clip_seconds']:>4}s {row['batch_size']:>5} {row['encoder_s']:>10.2f} "
+                  f"{row['prefill_s']:>10.2f} {row['decode_s']:>9.2f} {row['seconds_per_clip']:>7.2f} "
+                  f"{row['clips_per_hour']:>11.0f}")
+        if baseline:
+            for seconds in clip_seconds:
+                new, old = (next(r for r in rows if r["run"] == run and r["clip_seconds"] == seconds)
+                            for run in ("batched", "baseline"))
+                print(f"  {seconds} s clips: {new['clips_per_hour'] / old['clips_per_hour']:.2f}x the baseline")
     return result
 
 
@@ -152,7 +262,9 @@ def _print(result: dict) -> None:
     label = result["quantization"] or result["dtype"]
     print(f"model {result['model']} ({label}, {result['threads']} threads), loaded in {result['load_s']:.1f} s")
     if "encoder_s" in result:
-        print(f"  encoder, one 30 s clip:     {result['encoder_s']:.2f} s")
+        print(f"  encoder, one clip of 5 / 10 / 30 s: {result['encoder_5s_s']:.2f} / {result['encoder_10s_s']:.2f} / "
+              f"{result['encoder_30s_s']:.2f} s (the whole 30 s window, as the reference runs every clip: "
+              f"{result['encoder_window_s']:.2f} s)")
     print(f"  prefill:                    {result['prefill_tokens_per_s']:.1f} tokens/s")
     print(f"  decode at {result['decode_context']} tokens:       {result['decode_tokens_per_s']:.2f} tokens/s "
           f"({result['decode_s_per_token'] * 1e3:.0f} ms/token)")

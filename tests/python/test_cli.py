@@ -254,7 +254,7 @@ def test_version_and_defaults_in_help() -> None:
     chat_help = _run(["chat", "--help"]).stdout
     assert "(default: 256)" in chat_help and "(default: truncate)" in chat_help and "(default: cpu)" in chat_help
     annotate_help = _run(["annotate", "--help"]).stdout
-    assert "(default: 4)" in annotate_help
+    assert "(default: the fastest of 1, 2, 4, 8 per file" in " ".join(annotate_help.split())
     for column in ("path", "id", "prompt", "finish_reason", "duration_s", "truncated", "--retry-errors"):
         assert column in annotate_help
 
@@ -453,3 +453,72 @@ def test_annotate_logprobs_are_the_model_probabilities_of_the_answer(demo_model:
     np.testing.assert_allclose(record["logprobs"], expected, atol=2e-3)
     assert record["mean_logprob"] == pytest.approx(np.mean(record["logprobs"]), abs=1e-4)
     assert all(value <= 0 for value in record["logprobs"])
+
+
+def test_batches_group_files_of_similar_length(tmp_path: Path, sine_wav) -> None:
+    from qwen2audio.annotate import GROUPING_WINDOW_BATCHES, grouped
+
+    lengths = [0.2, 2.0, 0.3, 1.9, 0.25, 2.1, 0.35, 1.8]
+    items = read_manifest_of(tmp_path, sine_wav, lengths)
+    batches = list(grouped(items, 4))
+    assert sorted(item.id for batch in batches for item in batch) == sorted(item.id for item in items)
+    assert [max(_seconds(item) for item in batch) < 1 for batch in batches] == [True, False]
+    # Windows keep the run moving through the manifest: nothing from a later window comes earlier.
+    many = items * (GROUPING_WINDOW_BATCHES + 1)
+    first_window = {id(item) for item in many[: 4 * GROUPING_WINDOW_BATCHES]}
+    first_batches = list(grouped(many, 4))[:GROUPING_WINDOW_BATCHES]
+    assert all(id(item) in first_window for batch in first_batches for item in batch)
+
+
+def read_manifest_of(folder: Path, sine_wav, lengths: list[float]) -> list:
+    for index, seconds in enumerate(lengths):
+        sine_wav(folder / f"clip{index}.wav", seconds, 440)
+    return read_manifest(folder)
+
+
+def _seconds(item) -> float:
+    return (os.path.getsize(item.path) - 44) / 32000
+
+
+class _FakeSession:
+    def __init__(self, model, size):
+        self.model, self.size = model, size
+
+    def append(self, ids):
+        assert ids.shape[0] == self.size
+
+    def generate(self, max_new_tokens, eos_token_id):
+        self.model.now += max_new_tokens * self.model.step_seconds(self.size)
+
+
+class _FakeModel:
+    """A model whose decode step takes step_seconds(batch) on a fake clock."""
+
+    def __init__(self, step_seconds):
+        self.step_seconds, self.now = step_seconds, 0.0
+        self.config = type("Config", (), {"text_config": type("Text", (), {"vocab_size": 1000})()})()
+
+    def start_session(self, size):
+        return _FakeSession(self, size)
+
+
+@pytest.mark.parametrize("step_seconds, limit, expected", [
+    (lambda size: 0.5, None, 8),                    # memory-bound: a step costs the same for 8 rows
+    (lambda size: 0.5 * size, None, 1),             # compute-bound: nothing gained per file
+    (lambda size: 0.3 + 0.5 * size, None, 4),       # 8 rows are only 1.07x faster per file than 4
+    (lambda size: 0.5, 3, 2),                       # never more rows than files
+])
+def test_batch_size_is_chosen_by_the_decode_step_per_file(step_seconds, limit, expected) -> None:
+    from qwen2audio.annotate import choose_batch_size
+
+    model = _FakeModel(step_seconds)
+    assert choose_batch_size(model, limit=limit, clock=lambda: model.now) == expected
+
+
+def test_annotate_picks_a_batch_size_when_none_is_given(demo_model: Path, clips: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    result = _run([*ANNOTATE, "--model", str(demo_model), "--input", str(clips), "--output", str(output)])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert summary["batch_size"] in (1, 2, 4, 8) and summary["written"] == 6
+    assert len(_lines(output)) == 6
