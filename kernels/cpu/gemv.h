@@ -79,10 +79,12 @@ struct GemvOptions {
 };
 
 // Chosen with bench/bench_gemv.cpp (bench/README.md). The AVX-512 tiers prefetch kAvx512Prefetch
-// bytes ahead in each row (measured on Sapphire Rapids). The AVX2 tier prefetches the same place of
-// the weight rows its next column tile will read (4 rows further), which on Zen 3 kept the
-// prefetchers ahead of rows as short as int4's 2 KiB where a fixed 1 KiB did not.
-constexpr int64_t kAvx512Prefetch = 1024;
+// bytes ahead in each row stream: on a Zen 5 EPYC (2 threads, ~50-60 GB/s) 32 KiB read 10-20 points
+// of the bandwidth bound more than the 1 KiB measured on Sapphire Rapids (bf16 75 -> 81-86 %, int8
+// 64-67 -> 71-76 %, int4 41-43 -> 59-64 %; 8 KiB and no prefetch were worse). The AVX2 tier
+// prefetches the same place of the weight rows its next column tile will read (4 rows further),
+// which on Zen 3 kept the prefetchers ahead of rows as short as int4's 2 KiB where 1 KiB did not.
+constexpr int64_t kAvx512Prefetch = 32768;
 int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld);
 
 // Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread
