@@ -133,7 +133,7 @@ def main() -> int:
         if None in formats and "int8" in formats:
             ratio = get(None, "batched", seconds)["prefill_s"] / get("int8", "batched", seconds)["prefill_s"]
             print(f"- int8 prefill speed / bf16 prefill speed, {seconds:g} s clips: {ratio:.2f}x (target >= 1.6x on "
-                  f"VNNI/AMX CPUs; integer prefill: {results['int8']['integer_prefill']})")
+                  f"VNNI/AMX CPUs; integer kernels: {results['int8']['integer_kernels']})")
     for fmt in formats:
         batched, baseline = get(fmt, "batched", clips[0]), get(fmt, "baseline", clips[0])
         print(f"- {label(fmt)} decode tokens/s, batch {args.batch_size} / batch 1: "

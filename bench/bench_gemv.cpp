@@ -2,7 +2,7 @@
 // memory read bandwidth of this machine, at the Qwen2-Audio-7B decoder shapes, on every kernel tier
 // the CPU has. Standalone (no oneDNN, no Python), so it also runs on machines without the build
 // dependencies:
-//   g++ -std=c++20 -O3 -march=x86-64-v2 -fopenmp -I. -Icpp bench/bench_gemv.cpp kernels/cpu/gemv*.cpp \
+//   g++ -std=c++20 -O3 -march=x86-64-v2 -fopenmp -I. -Icpp bench/bench_gemv.cpp kernels/cpu/gemv*.cpp kernels/cpu/quantized_gemm*.cpp \
 //       kernels/cpu/cpu_features.cpp kernels/cpu/memory_bandwidth.cpp cpp/runtime/dtype.cpp -o bench_gemv &&
 //       ./bench_gemv --threads 2
 // Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
@@ -25,6 +25,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/memory_bandwidth.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "runtime/buffer.h"
 
 using namespace qwen2audio;
@@ -119,9 +120,17 @@ int main(int argc, char** argv) {
         bytes += matrix_bytes(matrices.back());
       }
     std::vector<float> x(8 * intermediate, 0.01f), y(8 * intermediate);
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
+    // The integer kernels' panel layout (quantized_gemm.h), where the model packs quantized weights.
+    std::vector<PackedPanels> panels;
+    const bool with_panels = format != WeightFormat::BF16 && panels_supported(best_isa());
+    if (with_panels)
+      for (const Matrix& m : matrices) panels.push_back(pack_panels(m.view, m.n, m.k));
+    for (int variant = 0; variant < 5; ++variant) {
+      const bool panel_variant = variant == 4;
+      const Isa isa = panel_variant ? best_isa() : static_cast<Isa>(variant);
+      if (panel_variant && !with_panels) continue;
       GemvOptions options{true, isa};
-      if (!isa_supported(isa) || gemv_isa(options, format) != isa) continue;
+      if (!panel_variant && (!isa_supported(isa) || gemv_isa(options, format) != isa)) continue;
       if (isa == Isa::Scalar && !with_scalar) continue;
       for (int64_t rows : {1, 4}) {
         for (int64_t prefetch : prefetches) {
@@ -129,8 +138,12 @@ int main(int argc, char** argv) {
           if (isa == Isa::Scalar && rows > 1) continue;
           options.prefetch_distance = prefetch;
           auto token = [&] {
-            for (const Matrix& m : matrices)
-              gemv({rows, m.n, m.k, x.data(), m.k, m.view, nullptr, y.data(), m.n, false}, options);
+            for (size_t i = 0; i < matrices.size(); ++i) {
+              const Matrix& m = matrices[i];
+              gemv({rows, m.n, m.k, x.data(), m.k, panel_variant ? panels[i].view : m.view, nullptr, y.data(), m.n,
+                    false},
+                   options);
+            }
           };
           token();  // warm-up: page faults, thread team
           const int count = isa == Isa::Scalar ? 2 : tokens;
@@ -150,7 +163,7 @@ int main(int argc, char** argv) {
           };
           const double time = median(times);
           std::printf("%-9s %-12s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
-                      isa_name(isa), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
+                      panel_variant ? "panels" : isa_name(isa), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
                       time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));
           std::fflush(stdout);
         }

@@ -6,6 +6,7 @@
 
 #include "bindings/bindings.h"
 #include "generate/session.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "model/audio_encoder.h"
 #include "model/quantization.h"
 #include "model/qwen2_audio.h"
@@ -75,7 +76,7 @@ void register_model(py::module_& module) {
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
              bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
              const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype,
-             const std::string& device, bool quantized_prefill) {
+             const std::string& device, bool integer_kernels) {
             QuantizationRequest request;
             request.decoder = parse_quantization(quantization);
             request.group_size = quantization_group_size;
@@ -84,13 +85,13 @@ void register_model(py::module_& module) {
             kernels::GemmOptions options;
             options.round_bf16_inputs = round_bf16_inputs;
             options.allow_native_bf16 = allow_native_bf16;
-            options.quantized_prefill = quantized_prefill;
+            options.integer_kernels = integer_kernels;
             return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
           py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
           py::arg("quantization_group_size") = 128, py::arg("lm_head_quantization") = std::nullopt,
-          py::arg("kv_cache_dtype") = "auto", py::arg("device") = "cpu", py::arg("quantized_prefill") = true)
+          py::arg("kv_cache_dtype") = "auto", py::arg("device") = "cpu", py::arg("integer_kernels") = true)
       .def_property_readonly("device", &Qwen2AudioModel::device)
       .def_property_readonly("device_description", &Qwen2AudioModel::device_description)
       .def_property_readonly("device_weight_bytes", &Qwen2AudioModel::device_weight_bytes)
@@ -102,17 +103,32 @@ void register_model(py::module_& module) {
       .def_property_readonly(
           "quantized_layers",
           [](py::object self_object) {
-            // Views of the packed codes and scales (kept alive by the model), for save_pretrained.
+            // The codes and scales as a checkpoint stores them, for save_pretrained: views of the
+            // model's own (kept alive by it), or copies unpacked from the integer kernels' panels.
             const auto& self = self_object.cast<const Qwen2AudioModel&>();
             py::list layers;
-            for (const auto& [prefix, matrix] : self.weights().quantized_layers()) {
-              const bool int8 = matrix.dtype == DType::I8;
-              const int64_t code_cols = int8 ? matrix.cols : matrix.cols / 2;
-              const int64_t groups = kernels::scale_groups(matrix.cols, matrix.group_size);
-              TensorView codes{matrix.data, matrix.dtype, {matrix.rows, code_cols}};
-              TensorView scales{matrix.scales, DType::F32, {matrix.rows, groups}};
-              layers.append(py::make_tuple(prefix, int8 ? "int8" : "int4", numpy_view(codes, self_object),
-                                           numpy_view(scales, self_object)));
+            for (const WeightStore::QuantizedLayer& layer : self.weights().quantized_layers()) {
+              const kernels::WeightMatrix& w = layer.weight;
+              const bool int8 = w.format == kernels::WeightFormat::Int8;
+              const int64_t code_cols = int8 ? layer.cols : layer.cols / 2;
+              const int64_t groups = kernels::scale_groups(layer.cols, w.group_size);
+              py::array codes, scales;
+              if (w.layout == kernels::WeightLayout::Panels) {
+                py::array_t<uint8_t> unpacked_codes({layer.rows, code_cols});
+                py::array_t<float> unpacked_scales({layer.rows, groups});
+                {
+                  py::gil_scoped_release release;
+                  kernels::unpack_panels(w, layer.rows, layer.cols, unpacked_codes.mutable_data(),
+                                         unpacked_scales.mutable_data());
+                }
+                codes = int8 ? py::array(unpacked_codes.attr("view")("int8")) : py::array(unpacked_codes);
+                scales = unpacked_scales;
+              } else {
+                codes =
+                    numpy_view(TensorView{w.data, int8 ? DType::I8 : DType::U8, {layer.rows, code_cols}}, self_object);
+                scales = numpy_view(TensorView{w.scales, DType::F32, {layer.rows, groups}}, self_object);
+              }
+              layers.append(py::make_tuple(layer.prefix, int8 ? "int8" : "int4", codes, scales));
             }
             return layers;
           })
@@ -125,9 +141,9 @@ void register_model(py::module_& module) {
                              [](const Qwen2AudioModel& self) { return dtype_label(self.kv_cache_dtype()); })
       .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
       .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
-      .def_property_readonly("integer_prefill",
+      .def_property_readonly("integer_kernels",
                              [](const Qwen2AudioModel& self) {
-                               return self.quantization().enabled() && kernels::integer_prefill(self.gemm());
+                               return self.quantization().enabled() && kernels::integer_kernels(self.gemm());
                              })
       .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)
       .def_property_readonly("mapped_weight_bytes", &Qwen2AudioModel::mapped_weight_bytes)

@@ -53,16 +53,6 @@ DType codes_dtype(WeightQuantization quantization) {
   return quantization == WeightQuantization::Int8 ? DType::I8 : DType::U8;
 }
 
-// The source pages of a matrix quantized at load are not read again: dropping them from this
-// process's mapping (they stay in the page cache, and would fault back in if touched) keeps the
-// resident size at the quantized model's, not bf16 + quantized.
-void release_mapped_pages(const void* data, size_t bytes) {
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -79,6 +69,13 @@ WeightQuantization lm_head_default(WeightQuantization decoder) {
 }
 
 }  // namespace
+
+void release_mapped_pages(const void* data, size_t bytes) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 const char* quantization_name(WeightQuantization quantization) {
   switch (quantization) {

@@ -78,6 +78,11 @@ struct QuantizedWeight {
   size_t mapped_bytes = 0;
   size_t copied_bytes = 0;
 };
+// Drops the pages of a memory-mapped source from this process (they stay in the page cache and would
+// fault back in if touched): a matrix quantized or repacked at load is not read again, so the
+// resident size stays at the quantized model's, not bf16 + quantized.
+void release_mapped_pages(const void* data, size_t bytes);
+
 QuantizedWeight load_quantized_weight(const Checkpoint& checkpoint, const QuantizationConfig& config,
                                       const std::string& prefix, WeightQuantization quantization);
 

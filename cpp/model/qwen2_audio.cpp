@@ -65,9 +65,10 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   const DType kv_dtype = choose_kv_cache_dtype(kv_cache_dtype, compute);
 
   ScopedNumThreads threads(model->num_threads_);
-  model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
-  model->weights_->set_quantization(resolve_quantization(*checkpoint, quantization));
   model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
+  model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
+  model->weights_->set_quantization(resolve_quantization(*checkpoint, quantization),
+                                    kernels::integer_kernels(*model->gemm_));
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
   model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_, kv_dtype);

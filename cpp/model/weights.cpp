@@ -107,11 +107,25 @@ Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
   } else {
     QuantizedWeight quantized = load_quantized_weight(*checkpoint_, *quantization_, prefix, quantization);
     weight = quantized.matrix;
+    if (panels_) {
+      // The codes as stored (or as just quantized) are read once more, into panels; a stored
+      // checkpoint's pages are then dropped from this process like a quantized-at-load source's.
+      kernels::PackedPanels& packed =
+          packed_.emplace_back(kernels::pack_panels(weight_view(weight), weight.rows, weight.cols));
+      copied_bytes_ += packed.bytes();
+      if (quantized.mapped_bytes > 0)
+        release_mapped_pages(weight.data, static_cast<size_t>(weight.rows) *
+                                              kernels::weight_row_bytes(weight_view(weight).format, weight.cols));
+      Linear linear = linear_of(weight, has_bias ? floats(prefix + ".bias") : nullptr);
+      linear.weight = packed.view;
+      quantized_layers_.push_back({prefix, packed.view, weight.rows, weight.cols});
+      return linear;
+    }
     if (quantized.codes.capacity() > 0) owned_.push_back(std::move(quantized.codes));
     if (quantized.scales.capacity() > 0) owned_.push_back(std::move(quantized.scales));
     copied_bytes_ += quantized.copied_bytes;
     mapped_bytes_ += quantized.mapped_bytes;
-    quantized_layers_.emplace_back(prefix, weight);
+    quantized_layers_.push_back({prefix, weight_view(weight), weight.rows, weight.cols});
   }
   return linear_of(weight, has_bias ? floats(prefix + ".bias") : nullptr);
 }
@@ -133,8 +147,9 @@ Norm WeightStore::norm(const std::string& prefix, bool has_bias) {
   return norm;
 }
 
-void WeightStore::set_quantization(const QuantizationConfig& config) {
+void WeightStore::set_quantization(const QuantizationConfig& config, bool panels) {
   quantization_ = std::make_shared<QuantizationConfig>(config);
+  panels_ = panels;
 }
 
 }  // namespace qwen2audio

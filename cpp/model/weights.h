@@ -8,6 +8,7 @@
 
 #include "io/checkpoint.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
 
@@ -56,10 +57,19 @@ class WeightStore {
   Linear linear_of(const Matrix& matrix, const float* bias = nullptr) const;
   Norm norm(const std::string& prefix, bool has_bias);
 
-  void set_quantization(const QuantizationConfig& config);
+  // `panels`: quantized layers are repacked into the panel layout of the integer kernels
+  // (kernels/cpu/quantized_gemm.h) once loaded.
+  void set_quantization(const QuantizationConfig& config, bool panels = false);
   const QuantizationConfig& quantization() const { return *quantization_; }
-  // Every quantized layer handed out so far, by prefix (save_pretrained writes them).
-  const std::vector<std::pair<std::string, Matrix>>& quantized_layers() const { return quantized_layers_; }
+  // Every quantized layer handed out so far, by prefix, as the kernels read it (save_pretrained
+  // writes them, in the Rows layout a checkpoint stores).
+  struct QuantizedLayer {
+    std::string prefix;
+    kernels::WeightMatrix weight;
+    int64_t rows = 0;
+    int64_t cols = 0;
+  };
+  const std::vector<QuantizedLayer>& quantized_layers() const { return quantized_layers_; }
 
   size_t copied_bytes() const { return copied_bytes_; }
   size_t mapped_bytes() const { return mapped_bytes_; }
@@ -71,7 +81,9 @@ class WeightStore {
   size_t copied_bytes_ = 0;
   size_t mapped_bytes_ = 0;
   std::shared_ptr<const QuantizationConfig> quantization_;
-  std::vector<std::pair<std::string, Matrix>> quantized_layers_;
+  std::vector<QuantizedLayer> quantized_layers_;
+  bool panels_ = false;
+  std::vector<kernels::PackedPanels> packed_;
 };
 
 }  // namespace qwen2audio

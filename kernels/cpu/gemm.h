@@ -33,10 +33,11 @@ struct GemmOptions {
   bool round_bf16_inputs = true;
   // Off forces the portable BF16 path even where oneDNN has a native one (tests compare the two).
   bool allow_native_bf16 = true;
-  // Prefill of weight-only quantized layers with activations quantized to int8 on the integer
-  // dot-product units (quantized_gemm.h) where the CPU has them; off widens the weights to floats
-  // instead (tests and benchmarks compare the two).
-  bool quantized_prefill = true;
+  // Weight-only quantized layers in the panel layout on the integer dot-product units
+  // (quantized_gemm.h: activations quantized to int8, decode and prefill) where the CPU has them;
+  // off keeps the rows as stored, the gemv kernels of gemv.h for decode and weights widened to
+  // floats for prefill (tests and benchmarks compare the two).
+  bool integer_kernels = true;
 };
 
 // One per model: oneDNN primitives are created once per problem shape and cached here. Safe to

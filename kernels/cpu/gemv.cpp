@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemv_internal.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "runtime/buffer.h"
 #include "runtime/errors.h"
 
@@ -110,7 +111,9 @@ void check_args(const GemvArgs& args) {
   if (args.m > 0 && args.n > 0 && (args.x == nullptr || args.y == nullptr || args.w.data == nullptr))
     throw InvalidArgument("gemv: null operand");
   check_quantized_layout(args.w.format, args.k, args.w.group_size, "gemv");
-  if (quantized(args.w.format)) {
+  if (args.w.layout == WeightLayout::Panels && !quantized(args.w.format))
+    throw InvalidArgument("gemv: only int8 and int4 weights come in panels");
+  if (quantized(args.w.format) && args.w.layout == WeightLayout::Rows) {
     if (args.w.scales == nullptr) throw InvalidArgument("gemv: quantized weights without scales");
     if (args.w.scales_ld < scale_groups(args.k, args.w.group_size))
       throw InvalidArgument("gemv: scale row stride too small");
@@ -268,6 +271,14 @@ int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld) {
 void gemv(const GemvArgs& args, const GemvOptions& options) {
   check_args(args);
   if (args.m == 0 || args.n == 0) return;
+  if (args.w.layout == WeightLayout::Panels) {
+    // Quantized panels have one product for every row count (quantized_gemm.h).
+    const Isa isa =
+        std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
+    quantized_gemm({args.m, args.n, args.k, args.x, args.ldx, args.w, args.bias, args.y, args.ldy, args.accumulate},
+                   isa);
+    return;
+  }
   Problem problem;
   problem.m = args.m;
   problem.k = args.k;
@@ -384,8 +395,36 @@ void quantize_rows(const void* source, DType source_dtype, int64_t ld_source, in
 namespace {
 
 template <typename Store>
+void dequantize_rows_layout(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, Store store);
+
+template <typename Store>
 void dequantize_with(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, Store store) {
   check_quantized_layout(w.format, k, w.group_size, "dequantize_rows");
+  if (w.layout == WeightLayout::Panels) {
+    // Unpacked panel by panel into the Rows layout, then read as such (tests; the model widens only
+    // rows, see linear.h).
+    const int64_t groups = scale_groups(k, w.group_size);
+    for (int64_t first = row_begin / 16 * 16; first < row_end; first += 16) {
+      WeightMatrix panel = w;
+      const int64_t panel_index = first / 16;
+      panel.data = static_cast<const uint8_t*>(w.data) + panel_index * 16 * weight_row_bytes(w.format, k);
+      panel.scales = w.scales + panel_index * groups * 16;
+      panel.code_sums = w.code_sums ? w.code_sums + panel_index * groups * 16 : nullptr;
+      std::vector<uint8_t> codes(static_cast<size_t>(16 * weight_row_bytes(w.format, k)));
+      std::vector<float> scales(static_cast<size_t>(16 * groups));
+      unpack_panels(panel, 16, k, codes.data(), scales.data());
+      const WeightMatrix rows{w.format, codes.data(), k, scales.data(), groups, w.group_size};
+      const int64_t begin = std::max(row_begin, first), end = std::min(row_end, first + 16);
+      dequantize_rows_layout(rows, k, begin - first, end - first,
+                             [&](int64_t row, int64_t i, float value) { store(row + begin - row_begin, i, value); });
+    }
+    return;
+  }
+  dequantize_rows_layout(w, k, row_begin, row_end, store);
+}
+
+template <typename Store>
+void dequantize_rows_layout(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_t row_end, Store store) {
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t out_row = row - row_begin;
     switch (w.format) {

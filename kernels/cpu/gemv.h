@@ -35,6 +35,18 @@ enum class WeightFormat : uint8_t { F32, BF16, Int8, Int4 };
 
 const char* weight_format_name(WeightFormat format);
 
+// How a quantized matrix is laid out: Rows as above, or Panels (made by pack_panels, read by the
+// integer dot-product kernels of quantized_gemm.h): the rows in panels of 16 (the last panel padded
+// with zero rows), each panel a run of 64-byte steps in which the 16 rows sit side by side, so one
+// vector load holds a step of 16 output columns and the products add into 16 int32 lanes, one per
+// column:
+//   Int8: k / 4 steps; byte 4 c + j of step s is code (4 s + j) of the panel's row c.
+//   Int4: k / 8 steps; byte 4 c + j of step s holds code (8 s + j) of row c in its low nibble and
+//         code (8 s + 4 + j) in its high nibble.
+// Panels take their scales as [panel][group][16] (scales_ld unused) and, for Int8, code_sums
+// [panel][group][16]: the sum of each row's codes over the group.
+enum class WeightLayout : uint8_t { Rows, Panels };
+
 struct WeightMatrix {
   WeightFormat format = WeightFormat::F32;
   const void* data = nullptr;
@@ -42,6 +54,8 @@ struct WeightMatrix {
   const float* scales = nullptr;
   int64_t scales_ld = 0;
   int64_t group_size = 0;
+  WeightLayout layout = WeightLayout::Rows;
+  const int32_t* code_sums = nullptr;  // Int8 panels
 };
 
 // Bytes of one row of k elements, and the scale entries per row.

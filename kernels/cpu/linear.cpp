@@ -61,8 +61,8 @@ void widened_gemm(Gemm& gemm, const Linear& layer, const float* x, int64_t rows,
 
 }  // namespace
 
-bool integer_prefill(const Gemm& gemm) {
-  return gemm.options().quantized_prefill && quantized_gemm_supported(best_isa()) && !cpu_features().amx_bf16;
+bool integer_kernels(const Gemm& gemm) {
+  return gemm.options().integer_kernels && panels_supported(best_isa()) && !cpu_features().amx_bf16;
 }
 
 void linear(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
@@ -75,7 +75,7 @@ void linear(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64
   } else if (!layer.quantized()) {
     gemm({rows, n, k, x, ldx, layer.weight.data, plain_dtype(layer.weight.format), layer.weight.ld, layer.bias, y, ldy,
           accumulate});
-  } else if (integer_prefill(gemm)) {
+  } else if (layer.weight.layout == WeightLayout::Panels) {
     quantized_gemm({rows, n, k, x, ldx, layer.weight, layer.bias, y, ldy, accumulate});
   } else {
     widened_gemm(gemm, layer, x, rows, ldx, y, ldy, accumulate);

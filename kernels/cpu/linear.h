@@ -24,11 +24,11 @@ struct Linear {
   bool quantized() const { return weight.format == WeightFormat::Int8 || weight.format == WeightFormat::Int4; }
 };
 
-// Whether linear() multiplies quantized weights by many rows on the integer units (activations
-// quantized to int8 per weight group): where the CPU has AVX512-VNNI and no AMX (AMX multiplies
-// BF16 several times faster than AVX512-VNNI multiplies int8, so there widening to its BF16
-// product wins), unless the Gemm's options turn it off.
-bool integer_prefill(const Gemm& gemm);
+// Whether quantized layers should be packed into panels for the integer kernels (quantized_gemm.h):
+// where the CPU has AVX512-VNNI and no AMX (AMX multiplies BF16 several times faster than
+// AVX512-VNNI multiplies int8, so there widening to its BF16 product wins for prefill), unless the
+// Gemm's options turn it off. linear() runs whatever layout its weight has.
+bool integer_kernels(const Gemm& gemm);
 
 // y = x W^T + b (y += with `accumulate`) for `rows` rows of x (row stride ldx) into y (row stride
 // ldy). The Gemm carries the precision options and oneDNN's primitives.

@@ -1,8 +1,7 @@
-// The quantized matrix multiply on AVX512-VNNI (quantized_gemm.h): vpdpbusd adds four products of
-// unsigned and signed bytes into each int32 lane. Compiled for that target whatever the build's
-// -march, and only called after cpuid says the CPU has it.
+// The panel kernels of quantized_gemm.h on AVX512-VNNI: vpdpbusd adds four products of unsigned and
+// signed bytes into each int32 lane, a lane per output column of the panel. Compiled for that target
+// whatever the build's -march, and only called after cpuid says the CPU has it.
 #include <immintrin.h>
-#include <omp.h>
 
 // GCC 12 flags the deliberately undefined pass-through operands inside its own AVX-512 intrinsics
 // (GCC bug 105593).
@@ -13,7 +12,6 @@
 #include <cstring>
 
 #include "kernels/cpu/quantized_gemm_internal.h"
-#include "runtime/buffer.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), \
@@ -26,184 +24,176 @@
 namespace qwen2audio::kernels::quantized_gemm_detail {
 namespace {
 
-// A panel is 32 output columns (two vectors of 16 int32 lanes); a tile multiplies up to kRows
-// activation rows with it, 2 * kRows integer and as many float accumulators in registers.
-constexpr int64_t kPanel = 32;
-constexpr int kRows = 6;
+// Each panel stream is prefetched this far ahead (a few steps of the next groups): the kernels read
+// several panels at once, farther apart than the hardware prefetchers follow.
+constexpr int64_t kPrefetchBytes = 1024;
 
-// vpdpbusd takes its unsigned operand from the activations: levels in [-127, 127] are stored as
-// level + 128, and each group's total gives back 128 * (the sum of its codes), precomputed per
-// panel column.
-constexpr int kLevelOffset = 128;
-
-thread_local Buffer<uint8_t> tls_levels;
-thread_local Buffer<float> tls_scales;
-
-// Per worker: one panel of packed codes, its per-group code sums and weight scales.
-thread_local Buffer<int32_t> tls_panel;
-thread_local Buffer<int32_t> tls_code_sums;
-thread_local Buffer<float> tls_weight_scales;
-
-float horizontal_max(__m512 value) { return _mm512_reduce_max_ps(value); }
-
-// Levels + 128 and group scales of every row; the same formula as gemv's (scalar) int8 levels, so
-// nearbyint here is the vector conversion in the default round-to-nearest-even mode.
-void quantize_activations(const Problem& p, uint8_t* levels, float* scales) {
-  const int64_t groups = p.groups;
-#pragma omp parallel for schedule(static) if (p.m * p.k > (1 << 16))
-  for (int64_t row = 0; row < p.m; ++row) {
-    const float* values = p.x + row * p.ldx;
-    uint8_t* out = levels + row * p.k;
-    for (int64_t group = 0; group < groups; ++group) {
-      const int64_t start = group * p.group_size;
-      const int64_t length = std::min(p.group_size, p.k - start);  // a multiple of 32
-      const __m512 sign_off = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-      __m512 largest0 = _mm512_setzero_ps(), largest1 = _mm512_setzero_ps();
-      for (int64_t i = 0; i < length; i += 32) {
-        largest0 = _mm512_max_ps(largest0, _mm512_and_ps(_mm512_loadu_ps(values + start + i), sign_off));
-        largest1 = _mm512_max_ps(largest1, _mm512_and_ps(_mm512_loadu_ps(values + start + i + 16), sign_off));
-      }
-      const float peak = horizontal_max(_mm512_max_ps(largest0, largest1));
-      const float inverse = peak > 0.0f ? 127.0f / peak : 0.0f;
-      const __m512 factor = _mm512_set1_ps(inverse);
-      const __m512i offset = _mm512_set1_epi32(kLevelOffset);
-      for (int64_t i = 0; i < length; i += 16) {
-        // |x * 127 / peak| <= 127 up to rounding, which the clamp of vpmovusdb cannot exceed.
-        const __m512i level = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(values + start + i), factor));
-        const __m512i clamped =
-            _mm512_min_epi32(_mm512_max_epi32(level, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + start + i),
-                         _mm512_cvtusepi32_epi8(_mm512_add_epi32(clamped, offset)));
-      }
-      scales[row * groups + group] = peak / 127.0f;
-    }
-  }
+int32_t word_at(const int8_t* bytes) {
+  int32_t word;
+  std::memcpy(&word, bytes, sizeof word);
+  return word;
 }
 
-// Codes of columns [column, column + width) as int8 levels, laid out for vpdpbusd: for each step of
-// four elements, 32 int32 words (one per column, its four levels), columns past `width` zero.
-// Also each column's sum of levels and weight scale per group.
-void pack_panel(const Problem& p, int64_t column, int64_t width, int32_t* panel, int32_t* code_sums,
-                float* weight_scales) {
-  const int64_t steps = p.k / 4;
-  const int64_t groups = p.groups;
-  std::memset(panel, 0, sizeof(int32_t) * steps * kPanel);
-  std::memset(code_sums, 0, sizeof(int32_t) * groups * kPanel);
-  std::memset(weight_scales, 0, sizeof(float) * groups * kPanel);
-  alignas(64) int8_t row_levels[32];
-  for (int64_t c = 0; c < width; ++c) {
-    const int64_t n = column + c;
-    if (p.w.format == WeightFormat::Int8) {
-      const auto* codes = static_cast<const int8_t*>(p.w.data) + n * p.w.ld;
-      for (int64_t step = 0; step < steps; ++step) std::memcpy(&panel[step * kPanel + c], codes + 4 * step, 4);
-      for (int64_t group = 0; group < groups; ++group) {
-        const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
-        int32_t sum = 0;
-        for (int64_t i = start; i < end; ++i) sum += codes[i];
-        code_sums[group * kPanel + c] = sum;
-      }
-    } else {
-      // Int4: each 32-element block is 16 bytes, element j in byte j's low nibble, element j + 16 in
-      // its high nibble, level = code - 8.
-      const auto* codes = static_cast<const uint8_t*>(p.w.data) + n * (p.w.ld / 2);
-      for (int64_t block = 0; block < p.k / 32; ++block) {
-        for (int j = 0; j < 16; ++j) {
-          const uint8_t byte = codes[block * 16 + j];
-          row_levels[j] = static_cast<int8_t>((byte & 0x0f) - 8);
-          row_levels[j + 16] = static_cast<int8_t>((byte >> 4) - 8);
-        }
-        for (int s = 0; s < 8; ++s) std::memcpy(&panel[(block * 8 + s) * kPanel + c], row_levels + 4 * s, 4);
-        int32_t sum = 0;
-        for (int8_t level : row_levels) sum += level;
-        code_sums[(block * 32 / p.group_size) * kPanel + c] += sum;
-      }
-    }
-    for (int64_t group = 0; group < groups; ++group)
-      weight_scales[group * kPanel + c] = p.w.scales[n * p.w.scales_ld + group];
-  }
-}
-
-// Rows [row, row + R) against one packed panel; writes columns [column, column + width).
-template <int R>
-void tile(const Problem& p, const uint8_t* levels, const float* scales, const int32_t* panel, const int32_t* code_sums,
-          const float* weight_scales, int64_t row, int64_t column, int64_t width) {
-  __m512 total[R][2];
-  for (int r = 0; r < R; ++r) total[r][0] = total[r][1] = _mm512_setzero_ps();
-  const uint8_t* a = levels + row * p.k;
+// Rows [row0, row0 + R) against panels [panel0, panel0 + T).
+//  - int8: the activations are the unsigned operand, as level + 128 (flipping the sign bit of each
+//    byte of the broadcast word), and a group's total gives back 128 x the sum of its codes
+//    (Problem::w.code_sums, shifted left by 7).
+//  - int4: the codes 0..15 are the unsigned operand and the levels the signed one; the codes' offset
+//    of 8 comes back as 8 x the sum of the group's levels.
+template <bool Int4, int R, int T>
+void tile(const Problem& p, int64_t row0, int64_t panel0) {
+  const int64_t panel_bytes = p.panel_bytes();
+  const auto* base = static_cast<const uint8_t*>(p.w.data) + panel0 * panel_bytes;
+  const __m512i nibble = _mm512_set1_epi8(15);
+  __m512 total[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) total[r][t] = _mm512_setzero_ps();
   for (int64_t group = 0; group < p.groups; ++group) {
     const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
-    __m512i sum[R][2];
-    for (int r = 0; r < R; ++r) sum[r][0] = sum[r][1] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-    for (int64_t i = start; i < end; i += 4) {
-      const __m512i low = _mm512_load_si512(panel + i / 4 * kPanel);
-      const __m512i high = _mm512_load_si512(panel + i / 4 * kPanel + 16);
-      for (int r = 0; r < R; ++r) {
-        int32_t word;
-        std::memcpy(&word, a + r * p.k + i, sizeof word);
-        const __m512i broadcast = _mm512_set1_epi32(word);
-        sum[r][0] = _mm512_dpbusd_epi32(sum[r][0], broadcast, low);
-        sum[r][1] = _mm512_dpbusd_epi32(sum[r][1], broadcast, high);
+    __m512i sum[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_si512();
+    if constexpr (Int4) {
+      for (int64_t i = start; i < end; i += 8) {
+        __m512i low[T], high[T];
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* step = base + t * panel_bytes + i * 8;
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+          const __m512i codes = _mm512_load_si512(step);
+          low[t] = _mm512_and_si512(codes, nibble);
+          high[t] = _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int8_t* x = p.levels + (row0 + r) * p.k + i;
+          const __m512i first = _mm512_set1_epi32(word_at(x)), second = _mm512_set1_epi32(word_at(x + 4));
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t)
+            sum[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[r][t], low[t], first), high[t], second);
+        }
+      }
+    } else {
+      for (int64_t i = start; i < end; i += 4) {
+        __m512i codes[T];
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* step = base + t * panel_bytes + i * 16;
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+          codes[t] = _mm512_load_si512(step);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const uint32_t word = static_cast<uint32_t>(word_at(p.levels + (row0 + r) * p.k + i)) ^ 0x80808080u;
+          const __m512i activations = _mm512_set1_epi32(static_cast<int32_t>(word));
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) sum[r][t] = _mm512_dpbusd_epi32(sum[r][t], activations, codes[t]);
+        }
       }
     }
-    const __m512i correction_low = _mm512_slli_epi32(_mm512_load_si512(code_sums + group * kPanel), 7);
-    const __m512i correction_high = _mm512_slli_epi32(_mm512_load_si512(code_sums + group * kPanel + 16), 7);
-    const __m512 scale_low = _mm512_load_ps(weight_scales + group * kPanel);
-    const __m512 scale_high = _mm512_load_ps(weight_scales + group * kPanel + 16);
+    __m512 weight_scale[T];
+    __m512i correction[T];
+    for (int t = 0; t < T; ++t) {
+      const int64_t at = ((panel0 + t) * p.groups + group) * kPanel;
+      weight_scale[t] = _mm512_loadu_ps(p.w.scales + at);
+      if constexpr (!Int4) correction[t] = _mm512_slli_epi32(_mm512_loadu_si512(p.w.code_sums + at), 7);
+    }
     for (int r = 0; r < R; ++r) {
-      const __m512 activation_scale = _mm512_set1_ps(scales[(row + r) * p.groups + group]);
-      total[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][0], correction_low)),
-                                    _mm512_mul_ps(activation_scale, scale_low), total[r][0]);
-      total[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][1], correction_high)),
-                                    _mm512_mul_ps(activation_scale, scale_high), total[r][1]);
+      const int64_t at = (row0 + r) * p.groups + group;
+      const __m512 activation_scale = _mm512_set1_ps(p.x_scales[at]);
+      if constexpr (Int4) {
+        const __m512i offset = _mm512_set1_epi32(8 * p.level_sums[at]);
+        for (int t = 0; t < T; ++t) correction[t] = offset;
+      }
+      for (int t = 0; t < T; ++t)
+        total[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][t], correction[t])),
+                                      _mm512_mul_ps(activation_scale, weight_scale[t]), total[r][t]);
     }
   }
-  const __mmask16 mask_low = static_cast<__mmask16>(width >= 16 ? 0xffff : (1u << width) - 1);
-  const __mmask16 mask_high = static_cast<__mmask16>(width >= 32 ? 0xffff : width <= 16 ? 0 : (1u << (width - 16)) - 1);
-  __m512 bias_low = _mm512_setzero_ps(), bias_high = _mm512_setzero_ps();
-  if (p.bias != nullptr) {
-    bias_low = _mm512_maskz_loadu_ps(mask_low, p.bias + column);
-    bias_high = _mm512_maskz_loadu_ps(mask_high, p.bias + column + 16);
-  }
-  for (int r = 0; r < R; ++r) {
-    float* out = p.y + (row + r) * p.ldy + column;
-    __m512 low = _mm512_add_ps(total[r][0], bias_low), high = _mm512_add_ps(total[r][1], bias_high);
-    if (p.accumulate) {
-      low = _mm512_add_ps(low, _mm512_maskz_loadu_ps(mask_low, out));
-      high = _mm512_add_ps(high, _mm512_maskz_loadu_ps(mask_high, out + 16));
+  for (int t = 0; t < T; ++t) {
+    const int64_t column = (panel0 + t) * kPanel;
+    const int64_t width = std::min<int64_t>(kPanel, p.n - column);
+    if (width <= 0) break;
+    const __mmask16 mask = static_cast<__mmask16>(width == kPanel ? 0xffff : (1u << width) - 1);
+    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + column) : _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      float* out = p.y + (row0 + r) * p.ldy + column;
+      __m512 value = _mm512_add_ps(total[r][t], bias);
+      if (p.accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out));
+      _mm512_mask_storeu_ps(out, mask, value);
     }
-    _mm512_mask_storeu_ps(out, mask_low, low);
-    _mm512_mask_storeu_ps(out + 16, mask_high, high);
   }
 }
 
-using TileFn = void (*)(const Problem&, const uint8_t*, const float*, const int32_t*, const int32_t*, const float*,
-                        int64_t, int64_t, int64_t);
-constexpr TileFn kTiles[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
+// Tiles by row count: decode steps (up to a few rows) take many panels at once, so many weight
+// streams are in flight; longer inputs take six rows against two panels (12 integer and 12 float
+// accumulators in the 32 vector registers).
+template <bool Int4>
+void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
+  auto columns = [&]<int R, int T>(int64_t row) {
+    int64_t panel = panel_begin;
+    for (; panel + T <= panel_end; panel += T) tile<Int4, R, T>(p, row, panel);
+    for (; panel < panel_end; ++panel) tile<Int4, R, 1>(p, row, panel);
+  };
+  if (p.m == 1) return columns.template operator()<1, 8>(0);
+  if (p.m == 2) return columns.template operator()<2, 4>(0);
+  int64_t row = 0;
+  if (p.m > 8) {
+    for (; row + 6 <= p.m; row += 6) columns.template operator()<6, 2>(row);
+  } else {
+    for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 2>(row);
+  }
+  switch (p.m - row) {
+    case 5:
+      return columns.template operator()<5, 2>(row);
+    case 4:
+      return columns.template operator()<4, 2>(row);
+    case 3:
+      return columns.template operator()<3, 2>(row);
+    case 2:
+      return columns.template operator()<2, 4>(row);
+    case 1:
+      return columns.template operator()<1, 8>(row);
+    default:
+      return;
+  }
+}
 
 }  // namespace
 
-void run_avx512_vnni(const Problem& p) {
-  uint8_t* levels = tls_levels.reserve(static_cast<size_t>(p.m * p.k));
-  float* scales = tls_scales.reserve(static_cast<size_t>(p.m * p.groups));
-  quantize_activations(p, levels, scales);
-  const int64_t panels = (p.n + kPanel - 1) / kPanel;
-#pragma omp parallel
-  {
-    int32_t* panel = tls_panel.reserve(static_cast<size_t>(p.k / 4 * kPanel));
-    int32_t* code_sums = tls_code_sums.reserve(static_cast<size_t>(p.groups * kPanel));
-    float* weight_scales = tls_weight_scales.reserve(static_cast<size_t>(p.groups * kPanel));
-#pragma omp for schedule(dynamic)
-    for (int64_t index = 0; index < panels; ++index) {
-      const int64_t column = index * kPanel;
-      const int64_t width = std::min(kPanel, p.n - column);
-      pack_panel(p, column, width, panel, code_sums, weight_scales);
-      for (int64_t row = 0; row < p.m; row += kRows) {
-        const int rows = static_cast<int>(std::min<int64_t>(kRows, p.m - row));
-        kTiles[rows](p, levels, scales, panel, code_sums, weight_scales, row, column, width);
+void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
+                                 int32_t* level_sums) {
+  const __m512 magnitude_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+#pragma omp parallel for schedule(static) if (p.m * p.k > (1 << 16))
+  for (int64_t row = 0; row < p.m; ++row) {
+    const float* values = x + row * ldx;
+    for (int64_t group = 0; group < p.groups; ++group) {
+      const int64_t start = group * p.group_size;
+      const int64_t length = std::min(p.group_size, p.k - start);  // a multiple of 32
+      __m512 largest0 = _mm512_setzero_ps(), largest1 = _mm512_setzero_ps();
+      for (int64_t i = 0; i < length; i += 32) {
+        largest0 = _mm512_max_ps(largest0, _mm512_and_ps(_mm512_loadu_ps(values + start + i), magnitude_mask));
+        largest1 = _mm512_max_ps(largest1, _mm512_and_ps(_mm512_loadu_ps(values + start + i + 16), magnitude_mask));
       }
+      const float peak = _mm512_reduce_max_ps(_mm512_max_ps(largest0, largest1));
+      const __m512 factor = _mm512_set1_ps(peak > 0.0f ? 127.0f / peak : 0.0f);
+      __m512i sum = _mm512_setzero_si512();
+      for (int64_t i = 0; i < length; i += 16) {
+        // The default rounding mode is round-to-nearest-even: nearbyint, as the scalar formula.
+        __m512i level = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(values + start + i), factor));
+        level = _mm512_min_epi32(_mm512_max_epi32(level, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+        sum = _mm512_add_epi32(sum, level);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + start + i), _mm512_cvtepi32_epi8(level));
+      }
+      scales[row * p.groups + group] = peak / 127.0f;
+      level_sums[row * p.groups + group] = _mm512_reduce_add_epi32(sum);
     }
   }
+}
+
+void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end) {
+  if (p.w.format == WeightFormat::Int4)
+    run_panels<true>(p, panel_begin, panel_end);
+  else
+    run_panels<false>(p, panel_begin, panel_end);
 }
 
 }  // namespace qwen2audio::kernels::quantized_gemm_detail

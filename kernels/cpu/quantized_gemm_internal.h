@@ -1,29 +1,47 @@
 #pragma once
 
-// Shared by quantized_gemm.cpp (checks, dispatch) and the per-instruction-set file. Not a public
-// interface.
+// Shared by quantized_gemm.cpp (checks, activation levels, the scalar implementation, dispatch) and
+// the per-instruction-set file. Not a public interface.
 #include <cstdint>
 
 #include "kernels/cpu/quantized_gemm.h"
 
 namespace qwen2audio::kernels::quantized_gemm_detail {
 
-// One call after checks: quantized_gemm's arguments and the weight groups per row.
+constexpr int64_t kPanel = 16;
+
+// One call after checks, with the activations already quantized: levels [m, k] (row stride k), and
+// per row and group their scale and the sum of their levels (row stride `groups`).
 struct Problem {
   int64_t m = 0;
   int64_t n = 0;
   int64_t k = 0;
-  const float* x = nullptr;
-  int64_t ldx = 0;
-  WeightMatrix w;
   int64_t group_size = 0;
   int64_t groups = 0;
+  const int8_t* levels = nullptr;
+  const float* x_scales = nullptr;
+  const int32_t* level_sums = nullptr;
+  WeightMatrix w;
   const float* bias = nullptr;
   float* y = nullptr;
   int64_t ldy = 0;
   bool accumulate = false;
+
+  int64_t panels() const { return (n + kPanel - 1) / kPanel; }
+  // Bytes of one panel's codes.
+  int64_t panel_bytes() const { return w.format == WeightFormat::Int8 ? k * kPanel : k * kPanel / 2; }
+  void store(int64_t row, int64_t column, float dot) const {
+    float* out = y + row * ldy + column;
+    const float value = dot + (bias ? bias[column] : 0.0f);
+    *out = accumulate ? *out + value : value;
+  }
 };
 
-void run_avx512_vnni(const Problem& problem);
+// Levels, scales and level sums of rows [0, m) of x (row stride ldx), by the formula of
+// quantized_gemm.h; the vector version gives the same numbers.
+void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
+                                 int32_t* level_sums);
+// Panels [panel_begin, panel_end) of every row.
+void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
 }  // namespace qwen2audio::kernels::quantized_gemm_detail

@@ -204,13 +204,13 @@ def run_annotation_benchmark(model_dir: str, dtype: str = "auto", quantization: 
     for seconds in clip_seconds:
         rows.append({"run": "batched", **measure_annotation(model, seconds, batch_size, new_tokens, repeats=repeats)})
     result = {"model": str(model_dir), "dtype": model.dtype, "quantization": quantization, "threads": model.num_threads,
-              "integer_prefill": bool(model._core.integer_prefill), "rows": rows}
+              "integer_kernels": bool(model._core.integer_kernels), "rows": rows}
     if baseline:
         reference = model
-        if model._core.integer_prefill:
+        if model._core.integer_kernels:
             del model, reference  # one quantized copy of the weights at a time
             core = _core.Model.load(str(model_dir), dtype, int(threads or 0), quantization=quantization or "none",
-                                    quantized_prefill=False)
+                                    integer_kernels=False)
             reference = Qwen2AudioForConditionalGeneration(core, str(model_dir))
         for seconds in clip_seconds:
             rows.append({"run": "baseline", **measure_annotation(reference, seconds, 1, new_tokens, encoder_window=True,

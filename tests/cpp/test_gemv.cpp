@@ -487,56 +487,94 @@ TEST(MemoryBandwidth, StreamingReadSumsEveryWord) {
   EXPECT_THROW(streaming_read(unaligned.data(), 100), InvalidArgument);
 }
 
-// The prefill product of quantized weights (quantized_gemm.h) against its definition: activations
-// quantized per row and weight group to int8 levels (the same levels as gemv's for int4 weights),
-// summed exactly per group, then scaled. Shapes cover row tails of every tile height (1-13 rows),
-// column panels cut short (n not a multiple of 32), a last group shorter than the others, strides,
-// bias and accumulation.
-TEST(QuantizedGemm, MatchesItsDefinitionOnEveryShape) {
-  if (!quantized_gemm_supported(best_isa())) GTEST_SKIP() << "no AVX512-VNNI on this CPU (or capped below it)";
-  const std::vector<Case> cases = {{1, 7, 64, false, false, false},    {5, 33, 96, true, false, true},
-                                   {6, 64, 128, false, true, false},   {7, 70, 352, true, true, true},
-                                   {13, 130, 288, true, false, false}, {12, 32, 4096, false, false, false}};
+// The integer products of quantized weights in panels (quantized_gemm.h) against their definition:
+// activations quantized per row and weight group to int8 levels (the same levels as gemv's for int4
+// weights), summed exactly per group, then scaled. Shapes cover row tails of every tile (1-13 rows),
+// panels cut short (n not a multiple of 16), a last group shorter than the others, strides, bias and
+// accumulation; the vector kernel where the CPU has it and the scalar one everywhere; through
+// quantized_gemm and through gemv, which forwards panels.
+TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
+  const std::vector<Case> cases = {
+      {1, 7, 64, false, false, false},  {2, 33, 96, true, false, true},    {3, 48, 128, false, true, false},
+      {4, 70, 352, true, true, true},   {5, 17, 64, false, false, false},  {7, 130, 288, true, false, false},
+      {9, 40, 256, false, true, false}, {13, 130, 288, true, false, true}, {12, 32, 4096, false, false, false}};
+  std::vector<Isa> isas = {Isa::Scalar};
+  if (panels_supported(best_isa())) isas.push_back(best_isa());
   uint32_t seed = 300;
   for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {
     for (int64_t group_size : {int64_t{32}, int64_t{128}}) {
       for (const Case& c : cases) {
-        SCOPED_TRACE(std::string(weight_format_name(format)) + " " + case_name(c) + " group " +
-                     std::to_string(group_size));
         const int64_t ldx = c.k + (c.strided ? 3 : 0), ldw = c.k + (c.strided ? 32 : 0),
                       ldy = c.n + (c.strided ? 5 : 0);
         const TestWeights w = make_weights(format, c.n, c.k, ldw, group_size, ++seed);
+        const PackedPanels packed = pack_panels(w.view(), c.n, c.k);
         const std::vector<float> x = random_values(static_cast<size_t>(c.m * ldx), seed + 7);
         const std::vector<float> bias = random_values(static_cast<size_t>(c.n), seed + 8);
-        std::vector<float> y = random_values(static_cast<size_t>(c.m * ldy), seed + 9);
-        const std::vector<float> y0 = y;
-        quantized_gemm(
-            {c.m, c.n, c.k, x.data(), ldx, w.view(), c.bias ? bias.data() : nullptr, y.data(), ldy, c.accumulate});
+        const std::vector<float> y0 = random_values(static_cast<size_t>(c.m * ldy), seed + 9);
         const std::vector<float> levels = quantized_activations(x, c.m, c.k, ldx, group_size, 127.0f);
-        for (int64_t r = 0; r < c.m; ++r) {
-          for (int64_t j = 0; j < c.n; ++j) {
-            double sum = 0.0, magnitude = 0.0;
-            for (int64_t i = 0; i < c.k; ++i) {
-              sum += static_cast<double>(levels[r * c.k + i]) * w.values[j * c.k + i];
-              magnitude += std::abs(static_cast<double>(levels[r * c.k + i]) * w.values[j * c.k + i]);
+        for (Isa isa : isas) {
+          for (bool through_gemv : {false, true}) {
+            SCOPED_TRACE(std::string(weight_format_name(format)) + " " + case_name(c) + " group " +
+                         std::to_string(group_size) + " isa " + isa_name(isa) + (through_gemv ? " gemv" : ""));
+            std::vector<float> y = y0;
+            if (through_gemv)
+              gemv({c.m, c.n, c.k, x.data(), ldx, packed.view, c.bias ? bias.data() : nullptr, y.data(), ldy,
+                    c.accumulate},
+                   GemvOptions{true, isa});
+            else
+              quantized_gemm({c.m, c.n, c.k, x.data(), ldx, packed.view, c.bias ? bias.data() : nullptr, y.data(), ldy,
+                              c.accumulate},
+                             isa);
+            for (int64_t r = 0; r < c.m; ++r) {
+              for (int64_t j = 0; j < c.n; ++j) {
+                double sum = 0.0, magnitude = 0.0;
+                for (int64_t i = 0; i < c.k; ++i) {
+                  sum += static_cast<double>(levels[r * c.k + i]) * w.values[j * c.k + i];
+                  magnitude += std::abs(static_cast<double>(levels[r * c.k + i]) * w.values[j * c.k + i]);
+                }
+                const double expected = sum + (c.bias ? bias[j] : 0.0) + (c.accumulate ? y0[r * ldy + j] : 0.0);
+                // Group totals are exact; what remains is float32 rounding of one product and sum per group.
+                const double bound = 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(c.k / 32)));
+                ASSERT_LE(std::abs(y[r * ldy + j] - expected), bound) << "row " << r << " column " << j;
+              }
+              for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[r * ldy + j], y0[r * ldy + j]);
             }
-            const double expected = sum + (c.bias ? bias[j] : 0.0) + (c.accumulate ? y0[r * ldy + j] : 0.0);
-            // Group totals are exact; what remains is float32 rounding of one product and sum per group.
-            const double bound = 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(c.k / 32)));
-            ASSERT_LE(std::abs(y[r * ldy + j] - expected), bound) << "row " << r << " column " << j;
           }
-          for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[r * ldy + j], y0[r * ldy + j]);
         }
       }
     }
   }
 }
 
-TEST(QuantizedGemm, RefusesWhatItCannotDo) {
+TEST(QuantizedPanels, UnpackAndDequantizeGiveTheRowsBack) {
+  for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {
+    const int64_t n = 37, k = 352, group = 128;
+    const TestWeights w = make_weights(format, n, k, k, group, 77);
+    const PackedPanels packed = pack_panels(w.view(), n, k);
+    EXPECT_EQ(packed.view.layout, WeightLayout::Panels);
+    const int64_t groups = scale_groups(k, group);
+    std::vector<uint8_t> codes(static_cast<size_t>(n * weight_row_bytes(format, k)));
+    std::vector<float> scales(static_cast<size_t>(n * groups));
+    unpack_panels(packed.view, n, k, codes.data(), scales.data());
+    EXPECT_EQ(codes, w.storage);
+    for (int64_t row = 0; row < n; ++row)
+      for (int64_t g = 0; g < groups; ++g) ASSERT_EQ(scales[row * groups + g], w.scales[row * w.scales_ld + g]);
+    std::vector<float> values(static_cast<size_t>(n * k));
+    dequantize_rows(packed.view, k, 3, n, values.data(), k);  // from the middle of a panel
+    for (int64_t row = 3; row < n; ++row)
+      for (int64_t i = 0; i < k; ++i)
+        ASSERT_EQ(values[(row - 3) * k + i], static_cast<float>(w.values[row * k + i])) << row << " " << i;
+  }
+}
+
+TEST(QuantizedPanels, RefusesWhatItCannotDo) {
   const TestWeights w = make_weights(WeightFormat::Int8, 4, 64, 64, 32, 1);
   std::vector<float> x(64 * 4), y(16);
   QuantizedGemmArgs args{4, 4, 64, x.data(), 64, w.view(), nullptr, y.data(), 4, false};
-  EXPECT_THROW(quantized_gemm(args, Isa::Avx2), InvalidArgument);
+  EXPECT_THROW(quantized_gemm(args), InvalidArgument);  // rows, not panels
+  const PackedPanels packed = pack_panels(w.view(), 4, 64);
+  EXPECT_THROW(pack_panels(packed.view, 4, 64), InvalidArgument);
+  args.w = packed.view;
   args.k = 48;
   EXPECT_THROW(quantized_gemm(args), InvalidArgument);
   const TestWeights plain = make_weights(WeightFormat::BF16, 4, 64, 64, 32, 1);

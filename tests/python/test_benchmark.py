@@ -14,7 +14,8 @@ import pytest
 from qwen2audio.benchmark import decode_weight_bytes, run_model_benchmark
 from qwen2audio.demo import demo_checkpoint
 
-FIELDS = {"model", "dtype", "quantization", "threads", "load_s", "encoder_s", "prefill_s", "prefill_tokens_per_s",
+FIELDS = {"model", "dtype", "quantization", "threads", "load_s", "encoder_s", "encoder_5s_s", "encoder_10s_s",
+          "encoder_30s_s", "encoder_window_s", "prefill_s", "prefill_tokens_per_s",
           "decode_s_per_token", "decode_tokens_per_s", "decode_context", "peak_rss_bytes", "read_bandwidth_gbs",
           "decode_weight_bytes", "decode_bound_s_per_token", "decode_fraction_of_bound"}
 
@@ -45,10 +46,12 @@ def _weight_bytes_by_hand(config: dict, bytes_per_weight: float, head_bytes_per_
 
 def _check_consistent(report: dict, context: int) -> None:
     assert FIELDS <= set(report)
-    for key in ("load_s", "encoder_s", "prefill_s", "prefill_tokens_per_s", "decode_s_per_token",
+    for key in ("load_s", "encoder_s", "encoder_5s_s", "encoder_window_s", "prefill_s", "prefill_tokens_per_s",
+                "decode_s_per_token",
                 "decode_tokens_per_s", "read_bandwidth_gbs", "decode_bound_s_per_token", "decode_fraction_of_bound"):
         assert report[key] > 0, key
     assert report["threads"] >= 1
+    assert report["encoder_s"] == report["encoder_30s_s"]
     assert report["decode_context"] == context
     assert report["decode_tokens_per_s"] == pytest.approx(1 / report["decode_s_per_token"])
     assert report["decode_bound_s_per_token"] == pytest.approx(
@@ -77,7 +80,8 @@ def test_cli_bench_prints_summary(demo_model: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "int8, 1 threads" in out
-    for label in ("encoder, one 30 s clip:", "prefill:", "decode at 32 tokens:", "bandwidth bound:", "peak RSS:"):
+    for label in ("encoder, one clip of 5 / 10 / 30 s:", "the whole 30 s window", "prefill:", "decode at 32 tokens:",
+                  "bandwidth bound:", "peak RSS:"):
         assert label in out, out
     assert "% reached" in out
 
@@ -125,3 +129,25 @@ def test_decode_weight_bytes_at_the_real_shapes() -> None:
     assert decode_weight_bytes(Config, "int4")["total"] == pytest.approx(weights * (0.5 + 4 / 128)
                                                                          + head * (1 + 4 / 128))
     assert decode_weight_bytes(Config, None, float_bytes=4)["total"] == 4 * (weights + head)
+
+
+def test_cli_bench_annotate_reports_each_clip_length_beside_the_baseline(demo_model: Path) -> None:
+    result = _bench("--model", str(demo_model), "--annotate", "--clip-seconds", "5", "30", "--batch-size", "2",
+                    "--new-tokens", "3", "--quantization", "int8", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = {(row["run"], row["clip_seconds"]): row for row in report["rows"]}
+    assert set(rows) == {("batched", 5.0), ("batched", 30.0), ("baseline", 5.0), ("baseline", 30.0)}
+    for (run, seconds), row in rows.items():
+        assert row["batch_size"] == (2 if run == "batched" else 1)
+        assert row["encoder_window"] == (run == "baseline")
+        # prompt: the clip's audio tokens (25 a second) plus the template's text
+        assert row["prompt_tokens"] == int(25 * seconds) + 40
+        for key in ("encoder_s", "prefill_s", "decode_s"):
+            assert row[key] > 0
+        assert row["clips_per_hour"] == pytest.approx(
+            3600 * row["batch_size"] / (row["encoder_s"] + row["prefill_s"] + row["decode_s"]))
+        assert row["decode_tokens_per_s"] == pytest.approx(row["batch_size"] * 3 / row["decode_s"])
+    printed = _bench("--model", str(demo_model), "--annotate", "--clip-seconds", "10", "--new-tokens", "2")
+    assert printed.returncode == 0, printed.stderr
+    assert "clips/hour" in printed.stdout and "x the baseline" in printed.stdout
