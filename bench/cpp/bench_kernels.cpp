@@ -11,10 +11,12 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -22,7 +24,10 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemv.h"
+#include "kernels/cpu/linear.h"
 #include "kernels/cpu/norm.h"
+#include "kernels/cpu/quantized_gemm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/vector_math.h"
 #include "runtime/dtype.h"
@@ -295,34 +300,57 @@ BENCHMARK(BM_Gemm)->Apply(gemm_arguments)->Unit(benchmark::kMillisecond)->UseRea
 // outside the timing): the throughput our layers are measured against.
 class OnednnProducts {
  public:
-  // Each (m, n, k): y[m, n] = x[m, k] w^T + bias.
-  explicit OnednnProducts(const std::vector<std::array<int64_t, 3>>& shapes) : engine_(dnnl::engine::kind::cpu, 0) {
+  // Each (m, n, k): y[m, n] = x[m, k] w^T + bias, in float32; with `type` bf16 the inputs and
+  // weights are BF16 (f32 out), with s8 the inputs are u8 and the weights s8 (s32 out, no bias): the
+  // precisions of the engine's BF16 and integer products. Inputs are given in the type, so only
+  // the product is timed.
+  explicit OnednnProducts(const std::vector<std::array<int64_t, 3>>& shapes,
+                          dnnl::memory::data_type type = dnnl::memory::data_type::f32)
+      : engine_(dnnl::engine::kind::cpu, 0) {
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
     dnnl::stream stream(engine_);
+    const bool integer = type == dt::s8;
+    const dt src_type = integer ? dt::u8 : type, dst_type = integer ? dt::s32 : dt::f32;
+    const size_t element = type == dt::f32 ? 4 : type == dt::bf16 ? 2 : 1;
     for (const auto& [m, n, k] : shapes) {
       Product product;
-      product.x = random_values(m * k, 1);
+      product.x.assign(static_cast<size_t>(m * k) * element, 0x3c);  // valid in every type (bf16 0.0115)
       product.w = random_values(n * k, 2, 0.05f);
+      product.w_typed.resize(static_cast<size_t>(n * k) * element);
+      for (int64_t i = 0; i < n * k; ++i) {
+        if (type == dt::f32) std::memcpy(&product.w_typed[4 * i], &product.w[i], 4);
+        if (type == dt::bf16) {
+          const uint16_t bits = float_to_bf16(product.w[i]);
+          std::memcpy(&product.w_typed[2 * i], &bits, 2);
+        }
+        if (integer)
+          product.w_typed[i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(product.w[i] * 1000) % 127));
+      }
       product.bias = random_values(n, 3);
-      product.y.assign(m * n, 0.0f);
-      const dnnl::memory::desc src({m, k}, dt::f32, tag::ab), bias({1, n}, dt::f32, tag::ab),
-          dst({m, n}, dt::f32, tag::ab);
-      dnnl::matmul::primitive_desc descriptor(
-          dnnl::matmul::desc(src, dnnl::memory::desc({k, n}, dt::f32, tag::any), bias, dst), engine_);
-      dnnl::memory plain(dnnl::memory::desc({k, n}, dt::f32, tag::ba), engine_, product.w.data());
+      product.y.assign(static_cast<size_t>(m * n), 0.0f);
+      const dnnl::memory::desc src({m, k}, src_type, tag::ab), bias({1, n}, dt::f32, tag::ab),
+          dst({m, n}, dst_type, tag::ab);
+      const dnnl::memory::desc weights({k, n}, type, tag::any);
+      dnnl::matmul::primitive_desc descriptor =
+          integer ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine_)
+                  : dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), engine_);
+      dnnl::memory plain(dnnl::memory::desc({k, n}, type, tag::ba), engine_, product.w_typed.data());
       dnnl::memory blocked(descriptor.weights_desc(), engine_);
       dnnl::reorder(plain, blocked).execute(stream, plain, blocked);
       product.matmul = dnnl::matmul(descriptor);
+      product.implementation = descriptor.impl_info_str();
       product.arguments = {{DNNL_ARG_SRC, dnnl::memory(src, engine_, product.x.data())},
                            {DNNL_ARG_WEIGHTS, blocked},
-                           {DNNL_ARG_BIAS, dnnl::memory(bias, engine_, product.bias.data())},
                            {DNNL_ARG_DST, dnnl::memory(dst, engine_, product.y.data())}};
+      if (!integer) product.arguments.emplace(DNNL_ARG_BIAS, dnnl::memory(bias, engine_, product.bias.data()));
       flops_ += 2.0 * m * n * k;
       products_.push_back(std::move(product));
     }
     stream.wait();
   }
+  // oneDNN's implementation of the first product (e.g. "brg:avx512_core_bf16"): reference ones are slow.
+  const std::string& implementation() const { return products_.front().implementation; }
   void run() {
     dnnl::stream stream(engine_);
     for (Product& product : products_) product.matmul.execute(stream, product.arguments);
@@ -332,7 +360,9 @@ class OnednnProducts {
 
  private:
   struct Product {
-    std::vector<float> x, w, bias, y;
+    std::vector<uint8_t> x, w_typed;
+    std::vector<float> w, bias, y;
+    std::string implementation;
     dnnl::matmul matmul;
     std::unordered_map<int, dnnl::memory> arguments;
   };
@@ -350,6 +380,102 @@ void time_onednn_products(benchmark::State& state, const std::vector<std::array<
       benchmark::Counter(products.flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
   state.SetLabel("oneDNN products only");
 }
+
+// The products of one layer, as the engine runs them (kernels::linear: BF16 weights through the Gemm,
+// int8/int4 weights in the integer kernels' panels) and as oneDNN's own matmuls in the same
+// precision (BF16, or u8 x s8 for the integer products), weights in its preferred layout. Shape sets:
+// 0 the encoder layer for a 5 s clip (250 positions), 1 for 30 s (1500), 2 a decoder layer's prefill
+// of a 10 s clip's prompt (290 tokens). Variants: 0 oneDNN f32, 1 oneDNN bf16, 2 oneDNN u8 x s8,
+// 3 engine bf16, 4 engine int8, 5 engine int4.
+std::vector<std::array<int64_t, 3>> product_shapes(int set) {
+  if (set == 2) {
+    constexpr int64_t t = 290, h = 4096, inter = 11008;
+    return {{t, h, h}, {t, h, h}, {t, h, h}, {t, h, h}, {t, inter, h}, {t, inter, h}, {t, h, inter}};
+  }
+  const int64_t rows = set == 0 ? 250 : 1500, d = 1280, ffn = 5120;
+  return {{rows, d, d}, {rows, d, d}, {rows, d, d}, {rows, d, d}, {rows, ffn, d}, {rows, d, ffn}};
+}
+
+void BM_Products(benchmark::State& state) {
+  const auto shapes = product_shapes(static_cast<int>(state.range(0)));
+  const int variant = static_cast<int>(state.range(1));
+  static const char* kSets[] = {"encoder 5 s", "encoder 30 s", "prefill 290"};
+  const std::string set = kSets[state.range(0)];
+  double flops = 0;
+  for (const auto& [m, n, k] : shapes) flops += 2.0 * m * n * k;
+  if (variant <= 2) {
+    using dt = dnnl::memory::data_type;
+    const dt type = variant == 0 ? dt::f32 : variant == 1 ? dt::bf16 : dt::s8;
+    try {
+      OnednnProducts products(shapes, type);
+      products.run();
+      for (auto _ : state) products.run();
+      state.SetLabel(set + ", oneDNN " +
+                     (variant == 0   ? "f32"
+                      : variant == 1 ? "bf16"
+                                     : "u8 x s8") +
+                     " (" + products.implementation() + ")");
+    } catch (const dnnl::error&) {
+      state.SkipWithError("oneDNN has no such matmul on this CPU");
+      return;
+    }
+  } else {
+    struct Layer {
+      std::vector<uint16_t> bf16;
+      std::vector<uint8_t> codes;
+      std::vector<float> scales, bias;
+      PackedPanels panels;
+      Linear linear;
+    };
+    std::vector<Layer> layers(shapes.size());
+    const WeightFormat format = variant == 3   ? WeightFormat::BF16
+                                : variant == 4 ? WeightFormat::Int8
+                                               : WeightFormat::Int4;
+    if (format != WeightFormat::BF16 && !panels_supported(best_isa())) {
+      state.SkipWithError("no integer kernels on this CPU");
+      return;
+    }
+    int64_t largest = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const auto [m, n, k] = shapes[i];
+      largest = std::max(largest, std::max(m * k, m * n));
+      Layer& layer = layers[i];
+      const std::vector<float> w = random_values(n * k, 2, 0.05f);
+      layer.bias = random_values(n, 3);
+      layer.linear.out_features = n;
+      layer.linear.in_features = k;
+      layer.linear.bias = layer.bias.data();
+      if (format == WeightFormat::BF16) {
+        for (float value : w) layer.bf16.push_back(float_to_bf16(value));
+        layer.linear.weight = WeightMatrix{format, layer.bf16.data(), k};
+      } else {
+        layer.codes.resize(static_cast<size_t>(n * weight_row_bytes(format, k)));
+        layer.scales.resize(static_cast<size_t>(n * scale_groups(k, 128)));
+        quantize_rows(w.data(), DType::F32, k, n, k, format, 128, layer.codes.data(), layer.scales.data());
+        layer.panels = pack_panels(
+            WeightMatrix{format, layer.codes.data(), k, layer.scales.data(), scale_groups(k, 128), 128}, n, k);
+        layer.linear.weight = layer.panels.view;
+      }
+    }
+    const std::vector<float> x = random_values(largest, 4);
+    std::vector<float> y(largest);
+    Gemm gemm;
+    auto run = [&] {
+      for (size_t i = 0; i < shapes.size(); ++i)
+        linear(gemm, layers[i].linear, x.data(), std::get<0>(shapes[i]), std::get<2>(shapes[i]), y.data(),
+               std::get<1>(shapes[i]));
+    };
+    run();
+    for (auto _ : state) run();
+    state.SetLabel(set + ", engine " + weight_format_name(format));
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Products)
+    ->ArgNames({"set", "variant"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3, 4, 5}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // Times one run of `layer` per iteration after an untimed one; `flops` is one run's work.
 template <typename Layer>

@@ -133,6 +133,8 @@ namespace without_vnni {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni")
 #endif
 
+#include "kernels/cpu/dot_instructions.h"  // in the target region: its functions take 512-bit vectors
+
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
 
@@ -144,7 +146,10 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  auto step = [&](int64_t i, __mmask32 mask) {
+  // Whole steps of 32 elements, then the tail under a mask (a loop rather than a lambda shared by
+  // both: GCC kept a lambda's captured accumulators on the stack).
+  for (int64_t i = 0; i < p.k; i += 32) {
+    const __mmask32 mask = i + 32 <= p.k ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1);
     __m512bh x[R];
     for (int r = 0; r < R; ++r)
       x[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + (row0 + r) * p.ldx_bf16 + i));
@@ -154,12 +159,9 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
       if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row) + p.prefetch, _MM_HINT_T0);
       const __m512bh weights = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row));
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
+      for (int r = 0; r < R; ++r) dpbf16(acc[r][c], x[r], weights);
     }
-  };
-  int64_t i = 0;
-  for (; i + 32 <= p.k; i += 32) step(i, ~__mmask32{0});
-  if (i < p.k) step(i, static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1));
+  }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
 }
@@ -226,7 +228,7 @@ void int4_tile_512(const Problem& p, int64_t row0, int64_t column) {
         const __m512i both =
             _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), mask);
 #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) sum[r][c] = _mm512_dpbusd_epi32(sum[r][c], both, activations[r]);
+        for (int r = 0; r < R; ++r) dpbusd(sum[r][c], both, activations[r]);
       }
     }
     if (i < end) {
@@ -293,7 +295,7 @@ void int8_tile_512(const Problem& p, int64_t row0, int64_t column) {
           if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(codes) + p.prefetch, _MM_HINT_T0);
           const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
 #pragma GCC unroll 4
-          for (int r = 0; r < R; ++r) sum[r][c] = _mm512_dpwssd_epi32(sum[r][c], w, x[r]);
+          for (int r = 0; r < R; ++r) dpwssd(sum[r][c], w, x[r]);
         }
       }
       for (int r = 0; r < R; ++r) {

@@ -21,6 +21,8 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 #endif
 
+#include "kernels/cpu/dot_instructions.h"  // in the target region: its functions take 512-bit vectors
+
 namespace qwen2audio::kernels::quantized_gemm_detail {
 namespace {
 
@@ -35,9 +37,9 @@ int32_t word_at(const int8_t* bytes) {
 }
 
 // Rows [row0, row0 + R) against panels [panel0, panel0 + T).
-//  - int8: the activations are the unsigned operand, as level + 128 (flipping the sign bit of each
-//    byte of the broadcast word), and a group's total gives back 128 x the sum of its codes
-//    (Problem::w.code_sums, shifted left by 7).
+//  - int8: the activations are the unsigned operand, as level + 128 (quantize_activations_avx512
+//    stores them so, and each step's word is broadcast straight from memory), and a group's total
+//    gives back 128 x the sum of its codes (Problem::w.code_sums, shifted left by 7).
 //  - int4: the codes 0..15 are the unsigned operand and the levels the signed one; the codes' offset
 //    of 8 comes back as 8 x the sum of the group's levels.
 template <bool Int4, int R, int T>
@@ -45,12 +47,12 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
   const int64_t panel_bytes = p.panel_bytes();
   const auto* base = static_cast<const uint8_t*>(p.w.data) + panel0 * panel_bytes;
   const __m512i nibble = _mm512_set1_epi8(15);
-  __m512 total[R][T];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) total[r][t] = _mm512_setzero_ps();
+  // The float totals live in memory (L1): in registers beside the integer sums they pushed GCC into
+  // copying the sums on every step.
+  alignas(64) float total[R][T][kPanel] = {};
+  __m512i sum[R][T];
   for (int64_t group = 0; group < p.groups; ++group) {
     const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
-    __m512i sum[R][T];
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_si512();
     if constexpr (Int4) {
@@ -68,8 +70,10 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
           const int8_t* x = p.levels + (row0 + r) * p.k + i;
           const __m512i first = _mm512_set1_epi32(word_at(x)), second = _mm512_set1_epi32(word_at(x + 4));
 #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t)
-            sum[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum[r][t], low[t], first), high[t], second);
+          for (int t = 0; t < T; ++t) {
+            dpbusd(sum[r][t], low[t], first);
+            dpbusd(sum[r][t], high[t], second);
+          }
         }
       }
     } else {
@@ -82,10 +86,9 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const uint32_t word = static_cast<uint32_t>(word_at(p.levels + (row0 + r) * p.k + i)) ^ 0x80808080u;
-          const __m512i activations = _mm512_set1_epi32(static_cast<int32_t>(word));
+          const __m512i activations = _mm512_set1_epi32(word_at(p.levels + (row0 + r) * p.k + i));
 #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) sum[r][t] = _mm512_dpbusd_epi32(sum[r][t], activations, codes[t]);
+          for (int t = 0; t < T; ++t) dpbusd(sum[r][t], activations, codes[t]);
         }
       }
     }
@@ -104,8 +107,9 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
         for (int t = 0; t < T; ++t) correction[t] = offset;
       }
       for (int t = 0; t < T; ++t)
-        total[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][t], correction[t])),
-                                      _mm512_mul_ps(activation_scale, weight_scale[t]), total[r][t]);
+        _mm512_store_ps(total[r][t],
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][t], correction[t])),
+                                        _mm512_mul_ps(activation_scale, weight_scale[t]), _mm512_load_ps(total[r][t])));
     }
   }
   for (int t = 0; t < T; ++t) {
@@ -116,7 +120,7 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
     const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + column) : _mm512_setzero_ps();
     for (int r = 0; r < R; ++r) {
       float* out = p.y + (row0 + r) * p.ldy + column;
-      __m512 value = _mm512_add_ps(total[r][t], bias);
+      __m512 value = _mm512_add_ps(_mm512_load_ps(total[r][t]), bias);
       if (p.accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out));
       _mm512_mask_storeu_ps(out, mask, value);
     }
@@ -162,6 +166,7 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
                                  int32_t* level_sums) {
   const __m512 magnitude_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const bool biased = p.w.format == WeightFormat::Int8;
 #pragma omp parallel for schedule(static) if (p.m * p.k > (1 << 16))
   for (int64_t row = 0; row < p.m; ++row) {
     const float* values = x + row * ldx;
@@ -181,7 +186,9 @@ void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, 
         __m512i level = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(values + start + i), factor));
         level = _mm512_min_epi32(_mm512_max_epi32(level, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
         sum = _mm512_add_epi32(sum, level);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + start + i), _mm512_cvtepi32_epi8(level));
+        // int8 weights take the levels as the unsigned operand: level + 128.
+        const __m512i stored = biased ? _mm512_add_epi32(level, _mm512_set1_epi32(128)) : level;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + start + i), _mm512_cvtepi32_epi8(stored));
       }
       scales[row * p.groups + group] = peak / 127.0f;
       level_sums[row * p.groups + group] = _mm512_reduce_add_epi32(sum);

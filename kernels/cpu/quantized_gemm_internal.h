@@ -38,7 +38,8 @@ struct Problem {
 };
 
 // Levels, scales and level sums of rows [0, m) of x (row stride ldx), by the formula of
-// quantized_gemm.h; the vector version gives the same numbers.
+// quantized_gemm.h; the vector version gives the same numbers, its levels for int8 weights stored
+// as level + 128 (the unsigned operand of its kernel).
 void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
                                  int32_t* level_sums);
 // Panels [panel_begin, panel_end) of every row.
