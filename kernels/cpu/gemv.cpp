@@ -263,9 +263,8 @@ Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
   return isa;
 }
 
-int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld) {
-  if (isa >= Isa::Avx512) return kAvx512Prefetch;
-  return gemv_detail::kAvx2Columns * weight_row_bytes(format, ld);
+int64_t default_prefetch_distance(Isa /*isa*/, WeightFormat format, int64_t ld) {
+  return gemv_detail::kColumnTile * weight_row_bytes(format, ld);
 }
 
 void gemv(const GemvArgs& args, const GemvOptions& options) {

@@ -92,13 +92,11 @@ struct GemvOptions {
   int64_t prefetch_distance = -1;
 };
 
-// Chosen with bench/bench_gemv.cpp (bench/README.md). The AVX-512 tiers prefetch kAvx512Prefetch
-// bytes ahead in each row stream: on a Zen 5 EPYC (2 threads, ~50-60 GB/s) 32 KiB read 10-20 points
-// of the bandwidth bound more than the 1 KiB measured on Sapphire Rapids (bf16 75 -> 81-86 %, int8
-// 64-67 -> 71-76 %, int4 41-43 -> 59-64 %; 8 KiB and no prefetch were worse). The AVX2 tier
-// prefetches the same place of the weight rows its next column tile will read (4 rows further),
-// which on Zen 3 kept the prefetchers ahead of rows as short as int4's 2 KiB where 1 KiB did not.
-constexpr int64_t kAvx512Prefetch = 32768;
+// Chosen with bench/bench_gemv.cpp (bench/README.md): every tier prefetches the same place of the
+// weight rows its next column tile will read (4 rows further). On Zen 3 (AVX2) that kept the
+// prefetchers ahead of rows as short as int4's 2 KiB where a fixed 1 KiB did not; on a Zen 5 EPYC
+// (AVX-512, 2 threads) the BF16 tier read 4096 x 11008 rows at 44 GB/s with it, 35 GB/s with a fixed
+// 32 KiB and 24-38 GB/s with 1 KiB or half a tile (the 4096-long rows the same 46-48 GB/s).
 int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld);
 
 // Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread

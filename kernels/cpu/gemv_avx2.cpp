@@ -13,7 +13,7 @@ namespace qwen2audio::kernels::gemv_detail {
 namespace {
 
 // Weight rows per tile: four independent row streams, and as many accumulators per activation row.
-constexpr int kColumns = kAvx2Columns;
+constexpr int kColumns = kColumnTile;
 // Activation rows per tile; more rows run as further passes over the same weight rows, which are
 // in L1/L2 by then, so the weights still come from memory once.
 constexpr int kRows = 2;

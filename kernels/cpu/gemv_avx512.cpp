@@ -26,7 +26,7 @@ namespace {
 
 // Four weight-row streams per tile; up to four activation rows share each weight load (32 vector
 // registers hold the 16 accumulators).
-constexpr int kColumns = 4;
+constexpr int kColumns = kColumnTile;
 constexpr int kRows = 4;
 
 struct F32Weights {

@@ -49,9 +49,10 @@ struct Problem {
   }
 };
 
-// Weight rows per column tile of the AVX2 kernels (four independent row streams); the AVX2 tier's
-// default prefetch distance is one such tile of rows (gemv.h).
-constexpr int kAvx2Columns = 4;
+// Weight rows per column tile of the kernels of one activation row (four independent row streams;
+// the AVX-512 int8 kernel takes two tiles at once); every tier's default prefetch distance is one
+// such tile of rows (gemv.h).
+constexpr int kColumnTile = 4;
 
 // The most elements of one weight group an int8 kernel may sum in int32 before scaling: every
 // product is at most 128 * 32767 in magnitude (codes in [-128, 127], activation levels in

@@ -127,9 +127,34 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
   }
 }
 
-// Tiles by row count: decode steps (up to a few rows) take many panels at once, so many weight
-// streams are in flight; longer inputs take six rows against two panels (12 integer and 12 float
-// accumulators in the 32 vector registers).
+// Rows [first, last) against panels [panel, panel + T): tiles of six rows, then the remainder.
+template <bool Int4, int T>
+void row_tiles(const Problem& p, int64_t first, int64_t last, int64_t panel) {
+  int64_t row = first;
+  for (; row + 6 <= last; row += 6) tile<Int4, 6, T>(p, row, panel);
+  switch (last - row) {
+    case 5:
+      return tile<Int4, 5, T>(p, row, panel);
+    case 4:
+      return tile<Int4, 4, T>(p, row, panel);
+    case 3:
+      return tile<Int4, 3, T>(p, row, panel);
+    case 2:
+      return tile<Int4, 2, T>(p, row, panel);
+    case 1:
+      return tile<Int4, 1, T>(p, row, panel);
+    default:
+      return;
+  }
+}
+
+// Activation rows per block of a long product: their levels (rows x k bytes) stay in L2 while every
+// panel pair of the task serves them, and each panel pair stays in L1/L2 while it serves the block.
+constexpr int64_t kRowBlockBytes = 256 << 10;
+
+// Decode steps (up to a few rows) take many panels at once, so many weight streams are in flight;
+// longer inputs take blocks of rows against two panels at a time, six rows per tile (12 integer
+// accumulators in registers, the float totals in L1).
 template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   auto columns = [&]<int R, int T>(int64_t row) {
@@ -139,25 +164,26 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   };
   if (p.m == 1) return columns.template operator()<1, 8>(0);
   if (p.m == 2) return columns.template operator()<2, 4>(0);
-  int64_t row = 0;
-  if (p.m > 8) {
-    for (; row + 6 <= p.m; row += 6) columns.template operator()<6, 2>(row);
-  } else {
+  if (p.m <= 8) {
+    int64_t row = 0;
     for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 2>(row);
+    switch (p.m - row) {
+      case 3:
+        return columns.template operator()<3, 2>(row);
+      case 2:
+        return columns.template operator()<2, 4>(row);
+      case 1:
+        return columns.template operator()<1, 8>(row);
+      default:
+        return;
+    }
   }
-  switch (p.m - row) {
-    case 5:
-      return columns.template operator()<5, 2>(row);
-    case 4:
-      return columns.template operator()<4, 2>(row);
-    case 3:
-      return columns.template operator()<3, 2>(row);
-    case 2:
-      return columns.template operator()<2, 4>(row);
-    case 1:
-      return columns.template operator()<1, 8>(row);
-    default:
-      return;
+  const int64_t block = std::max<int64_t>(6, kRowBlockBytes / p.k / 6 * 6);
+  for (int64_t first = 0; first < p.m; first += block) {
+    const int64_t last = std::min(p.m, first + block);
+    int64_t panel = panel_begin;
+    for (; panel + 2 <= panel_end; panel += 2) row_tiles<Int4, 2>(p, first, last, panel);
+    for (; panel < panel_end; ++panel) row_tiles<Int4, 1>(p, first, last, panel);
   }
 }
 
