@@ -25,15 +25,6 @@ namespace qwen2audio::kernels {
 #endif
 }
 
-// acc += two products of signed 16-bit values of `a` and `b` per int32 lane.
-[[gnu::always_inline]] inline void dpwssd(__m512i& acc, __m512i a, __m512i b) {
-#if defined(__clang__)
-  acc = _mm512_dpwssd_epi32(acc, a, b);
-#else
-  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-#endif
-}
-
 // acc += two products of BF16 pairs of `a` and `b` per float32 lane.
 [[gnu::always_inline]] inline void dpbf16(__m512& acc, __m512bh a, __m512bh b) {
 #if defined(__clang__)

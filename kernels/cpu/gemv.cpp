@@ -253,13 +253,12 @@ int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k
 Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
   Isa isa = std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
   while (!isa_supported(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  // The BF16 tier adds the BF16 dot product and VNNI (int8, int4); every other case runs the AVX-512
-  // kernels, except int8 without VNNI, whose 256-bit integer kernel needs fewer instructions per
-  // weight than a 512-bit one without vpdpwssd.
-  const bool uses_tier = (format == WeightFormat::BF16 && options.round_bf16_inputs) || format == WeightFormat::Int4 ||
-                         format == WeightFormat::Int8;
+  // The BF16 tier adds the BF16 dot product and VNNI (int4); every other case runs the AVX-512
+  // kernels, except int8 rows, whose 256-bit integer kernel measured faster than 512-bit ones (with
+  // vpdpwssd too; VNNI CPUs run int8 in panels, quantized_gemm.h).
+  const bool uses_tier = (format == WeightFormat::BF16 && options.round_bf16_inputs) || format == WeightFormat::Int4;
   if (isa == Isa::Avx512Bf16 && !uses_tier) isa = Isa::Avx512;
-  if (format == WeightFormat::Int8 && isa == Isa::Avx512) isa = Isa::Avx2;
+  if (format == WeightFormat::Int8 && isa > Isa::Avx2) isa = Isa::Avx2;
   return isa;
 }
 

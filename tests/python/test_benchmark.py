@@ -137,7 +137,7 @@ def test_cli_bench_annotate_reports_each_clip_length_beside_the_baseline(demo_mo
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     rows = {(row["run"], row["clip_seconds"]): row for row in report["rows"]}
-    assert set(rows) == {("batched", 5.0), ("batched", 30.0), ("baseline", 5.0), ("baseline", 30.0)}
+    assert set(rows) == {(run, seconds) for run in ("batched", "batch 1", "baseline") for seconds in (5.0, 30.0)}
     for (run, seconds), row in rows.items():
         assert row["batch_size"] == (2 if run == "batched" else 1)
         assert row["encoder_window"] == (run == "baseline")
