@@ -21,13 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_model import (decode_weight_bytes_from, label, machine, model_config,  # noqa: E402
-                         norm_or_weight, write_checkpoint)
+from bench_model import (decode_weight_bytes_from, label, model_config, print_machine,  # noqa: E402
+                         synthetic_checkpoint)
 
 REAL_LAYERS = 32
 
@@ -77,17 +76,8 @@ def main() -> int:
 
     from qwen2audio import _core
 
-    print("## Machine\n")
-    print(machine())
-    bandwidth = _core.read_bandwidth(1 << 30, 5, args.threads)
-    print(f"- streaming read bandwidth, {args.threads} threads, 1 GiB: {bandwidth:.1f} GB/s\n")
-
-    folder = workdir / f"synthetic_e{args.encoder_layers}_d{args.decoder_layers}"
-    config = model_config(args.encoder_layers, args.decoder_layers)
-    if not (folder / "model.safetensors").exists():
-        print(f"writing the synthetic checkpoint ({args.encoder_layers} + {args.decoder_layers} layers) ...",
-              file=sys.stderr)
-        write_checkpoint(folder, config, norm_or_weight(np.random.default_rng(0), fast=True))
+    bandwidth = print_machine(args.threads)
+    folder, config = synthetic_checkpoint(workdir, args.encoder_layers, args.decoder_layers)
     results = {}
     for fmt in formats:
         print(f"measuring {label(fmt)} ...", file=sys.stderr)

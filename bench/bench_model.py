@@ -382,6 +382,28 @@ def machine() -> str:
     return "\n".join(lines)
 
 
+def print_machine(threads: int) -> float:
+    """Prints the machine section of a report; returns the streaming read bandwidth (GB/s) it measured."""
+    from qwen2audio import _core
+
+    print("## Machine\n")
+    print(machine())
+    bandwidth = _core.read_bandwidth(1 << 30, 5, threads)
+    print(f"- streaming read bandwidth, {threads} threads, 1 GiB: {bandwidth:.1f} GB/s\n")
+    return bandwidth
+
+
+def synthetic_checkpoint(workdir: Path, encoder_layers: int, decoder_layers: int) -> tuple[Path, dict]:
+    """The folder (written once) and config of a synthetic checkpoint at the 7B widths with these layers."""
+    folder = workdir / f"synthetic_e{encoder_layers}_d{decoder_layers}"
+    config = model_config(encoder_layers, decoder_layers)
+    if not (folder / "model.safetensors").exists():
+        print(f"writing the synthetic checkpoint ({encoder_layers} encoder + {decoder_layers} decoder layers) ...",
+              file=sys.stderr)
+        write_checkpoint(folder, config, norm_or_weight(np.random.default_rng(0), fast=True))
+    return folder, config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1+1 layers, short prompt, no torch encoder layer")
@@ -401,19 +423,8 @@ def main() -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qwen2audio_bench_"))
     started = time.perf_counter()
 
-    from qwen2audio import _core
-
-    print("## Machine\n")
-    print(machine())
-    bandwidth = _core.read_bandwidth(1 << 30, 5, args.threads)
-    print(f"- streaming read bandwidth, {args.threads} threads, 1 GiB: {bandwidth:.1f} GB/s\n")
-
-    folder = workdir / f"synthetic_e{encoder_layers}_d{decoder_layers}"
-    config = model_config(encoder_layers, decoder_layers)
-    if not (folder / "model.safetensors").exists():
-        print(f"writing the synthetic checkpoint ({encoder_layers} encoder + {decoder_layers} decoder layers) ...",
-              file=sys.stderr)
-        write_checkpoint(folder, config, norm_or_weight(np.random.default_rng(0), fast=True))
+    print_machine(args.threads)
+    folder, config = synthetic_checkpoint(workdir, encoder_layers, decoder_layers)
     ours = {}
     for fmt in FORMATS:
         print(f"measuring ours, {label(fmt)} ...", file=sys.stderr)

@@ -273,8 +273,7 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
     // Quantized panels have one product for every row count (quantized_gemm.h).
     const Isa isa =
         std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
-    quantized_gemm({args.m, args.n, args.k, args.x, args.ldx, args.w, args.bias, args.y, args.ldy, args.accumulate},
-                   isa);
+    quantized_gemm(args, isa);
     return;
   }
   Problem problem;

@@ -172,7 +172,7 @@ void unpack_panels(const WeightMatrix& panels, int64_t n, int64_t k, uint8_t* co
   }
 }
 
-void quantized_gemm(const QuantizedGemmArgs& args, Isa isa) {
+void quantized_gemm(const GemvArgs& args, Isa isa) {
   if (args.m < 0 || args.n < 0 || args.k < 0) throw InvalidArgument("quantized_gemm: negative dimension");
   check_layout(args.w, args.k, "quantized_gemm");
   if (args.w.layout != WeightLayout::Panels)

@@ -42,22 +42,10 @@ PackedPanels pack_panels(const WeightMatrix& rows, int64_t n, int64_t k);
 // n rows of scale_groups(k, group_size)), e.g. to save it as a checkpoint stores it.
 void unpack_panels(const WeightMatrix& panels, int64_t n, int64_t k, uint8_t* codes, float* scales);
 
-struct QuantizedGemmArgs {
-  int64_t m = 0;
-  int64_t n = 0;
-  int64_t k = 0;
-  const float* x = nullptr;
-  int64_t ldx = 0;
-  WeightMatrix w;               // Int8 or Int4, Panels layout
-  const float* bias = nullptr;  // [n] or null
-  float* y = nullptr;
-  int64_t ldy = 0;
-  bool accumulate = false;
-};
-
-// Throws InvalidArgument on inconsistent arguments. Any m: tiles of up to 4 rows for decode steps,
-// 6 for prefill. Runs on the calling thread's OpenMP thread count, splitting the panels; allocates
+// gemv's arguments (gemv.h), with weights (Int8 or Int4) in the Panels layout. Throws
+// InvalidArgument on inconsistent arguments. Any m: tiles of up to 4 rows for decode steps, 6 for
+// prefill. Runs on the calling thread's OpenMP thread count, splitting the panels; allocates
 // nothing once the calling thread has seen a call of this size.
-void quantized_gemm(const QuantizedGemmArgs& args, Isa isa = best_isa());
+void quantized_gemm(const GemvArgs& args, Isa isa = best_isa());
 
 }  // namespace qwen2audio::kernels

@@ -568,7 +568,7 @@ TEST(QuantizedPanels, UnpackAndDequantizeGiveTheRowsBack) {
 TEST(QuantizedPanels, RefusesWhatItCannotDo) {
   const TestWeights w = make_weights(WeightFormat::Int8, 4, 64, 64, 32, 1);
   std::vector<float> x(64 * 4), y(16);
-  QuantizedGemmArgs args{4, 4, 64, x.data(), 64, w.view(), nullptr, y.data(), 4, false};
+  GemvArgs args{4, 4, 64, x.data(), 64, w.view(), nullptr, y.data(), 4, false};
   EXPECT_THROW(quantized_gemm(args), InvalidArgument);  // rows, not panels
   const PackedPanels packed = pack_panels(w.view(), 4, 64);
   EXPECT_THROW(pack_panels(packed.view, 4, 64), InvalidArgument);
