@@ -21,6 +21,10 @@ from qwen2audio import Checkpoint, CheckpointError, ConfigError, Qwen2Tokenizer,
 from qwen2audio import _core
 from qwen2audio.chat_template import TemplateError
 
+# These tests hand 16 kHz arrays without sampling_rate= on purpose (the transformers habit); the
+# warning that habit gets is tested in test_hf_compat.py.
+pytestmark = pytest.mark.filterwarnings("ignore::qwen2audio.processor.MissingSamplingRateWarning")
+
 # Deep enough that recursive code over the parsed value overflowed an 8 MB stack before the fix,
 # small enough (800 KB) to pass every file-size limit.
 DEEP = 400_000

@@ -12,6 +12,10 @@ import pytest
 
 from qwen2audio import Qwen2AudioProcessor
 
+# These tests hand 16 kHz arrays without sampling_rate= on purpose (the transformers habit); the
+# warning that habit gets is tested in test_hf_compat.py.
+pytestmark = pytest.mark.filterwarnings("ignore::qwen2audio.processor.MissingSamplingRateWarning")
+
 
 @pytest.fixture(scope="module")
 def processor(tiny_f32: Path) -> Qwen2AudioProcessor:
