@@ -134,10 +134,12 @@ def load_quantized(path: Path, fmt: str, integer: bool) -> Qwen2AudioForConditio
 
 
 def prefill_paths() -> list:
-    """Both prefill paths where this CPU has the integer one, else the float one alone (named)."""
+    """Both kernel sets where the kernels' tier (QWEN2AUDIO_MAX_ISA honoured) has the integer one, else
+    the rows alone (named)."""
     from qwen2audio import _core as core
 
-    integer = core.cpu_info()["avx512_vnni"] and not core.cpu_info()["amx_bf16"]
+    info = core.cpu_info()
+    integer = info["isa"] == "avx512_bf16" and not info["amx_bf16"]
     return ["float"] + (["integer"] if integer else [])
 
 
