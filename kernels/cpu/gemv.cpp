@@ -401,17 +401,17 @@ void dequantize_with(const WeightMatrix& w, int64_t k, int64_t row_begin, int64_
     // Unpacked panel by panel into the Rows layout, then read as such (tests; the model widens only
     // rows, see linear.h).
     const int64_t groups = scale_groups(k, w.group_size);
-    for (int64_t first = row_begin / 16 * 16; first < row_end; first += 16) {
+    for (int64_t first = row_begin / kPanelRows * kPanelRows; first < row_end; first += kPanelRows) {
       WeightMatrix panel = w;
-      const int64_t panel_index = first / 16;
-      panel.data = static_cast<const uint8_t*>(w.data) + panel_index * 16 * weight_row_bytes(w.format, k);
-      panel.scales = w.scales + panel_index * groups * 16;
-      panel.code_sums = w.code_sums ? w.code_sums + panel_index * groups * 16 : nullptr;
-      std::vector<uint8_t> codes(static_cast<size_t>(16 * weight_row_bytes(w.format, k)));
-      std::vector<float> scales(static_cast<size_t>(16 * groups));
-      unpack_panels(panel, 16, k, codes.data(), scales.data());
+      const int64_t panel_index = first / kPanelRows;
+      panel.data = static_cast<const uint8_t*>(w.data) + panel_index * panel_bytes(w.format, k);
+      panel.scales = w.scales + panel_index * groups * kPanelRows;
+      panel.code_sums = w.code_sums ? w.code_sums + panel_index * groups * kPanelRows : nullptr;
+      std::vector<uint8_t> codes(static_cast<size_t>(panel_bytes(w.format, k)));
+      std::vector<float> scales(static_cast<size_t>(kPanelRows * groups));
+      unpack_panels(panel, kPanelRows, k, codes.data(), scales.data());
       const WeightMatrix rows{w.format, codes.data(), k, scales.data(), groups, w.group_size};
-      const int64_t begin = std::max(row_begin, first), end = std::min(row_end, first + 16);
+      const int64_t begin = std::max(row_begin, first), end = std::min(row_end, first + kPanelRows);
       dequantize_rows_layout(rows, k, begin - first, end - first,
                              [&](int64_t row, int64_t i, float value) { store(row + begin - row_begin, i, value); });
     }

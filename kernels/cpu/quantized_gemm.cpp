@@ -56,8 +56,7 @@ int64_t panel_offset(WeightFormat format, int64_t column, int64_t i, int* shift)
 
 // Level of row n, element i, of a panel matrix.
 int panel_level(const WeightMatrix& w, int64_t k, int64_t n, int64_t i) {
-  const int64_t panel_bytes = w.format == WeightFormat::Int8 ? k * kPanel : k * kPanel / 2;
-  const auto* panel = static_cast<const uint8_t*>(w.data) + (n / kPanel) * panel_bytes;
+  const auto* panel = static_cast<const uint8_t*>(w.data) + (n / kPanel) * panel_bytes(w.format, k);
   int shift = 0;
   const uint8_t byte = panel[panel_offset(w.format, n % kPanel, i, &shift)];
   if (w.format == WeightFormat::Int8) return static_cast<int8_t>(byte);
@@ -115,17 +114,17 @@ PackedPanels pack_panels(const WeightMatrix& rows, int64_t n, int64_t k) {
   if (n < 0 || rows.ld < k) throw InvalidArgument("pack_panels: bad shape");
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const int64_t groups = scale_groups(k, rows.group_size);
-  const int64_t panel_bytes = rows.format == WeightFormat::Int8 ? k * kPanel : k * kPanel / 2;
+  const int64_t bytes_per_panel = panel_bytes(rows.format, k);
   PackedPanels packed;
-  uint8_t* codes = packed.codes.reserve(static_cast<size_t>(std::max<int64_t>(1, panels * panel_bytes)));
+  uint8_t* codes = packed.codes.reserve(static_cast<size_t>(std::max<int64_t>(1, panels * bytes_per_panel)));
   float* scales = packed.scales.reserve(static_cast<size_t>(std::max<int64_t>(1, panels * groups * kPanel)));
   int32_t* sums = rows.format == WeightFormat::Int8
                       ? packed.code_sums.reserve(static_cast<size_t>(std::max<int64_t>(1, panels * groups * kPanel)))
                       : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t panel = 0; panel < panels; ++panel) {
-    uint8_t* out = codes + panel * panel_bytes;
-    std::memset(out, 0, static_cast<size_t>(panel_bytes));
+    uint8_t* out = codes + panel * bytes_per_panel;
+    std::memset(out, 0, static_cast<size_t>(bytes_per_panel));
     for (int64_t c = 0; c < kPanel; ++c) {
       const int64_t row = panel * kPanel + c;
       for (int64_t group = 0; group < groups; ++group) {

@@ -26,6 +26,12 @@ namespace qwen2audio::kernels {
 // includes. Elsewhere a scalar implementation keeps panels correct (for tests), not fast.
 bool panels_supported(Isa isa);
 
+// Rows per panel, and the bytes of one panel's codes for rows of k elements (gemv.h's Panels layout).
+constexpr int64_t kPanelRows = 16;
+inline int64_t panel_bytes(WeightFormat format, int64_t k) {
+  return format == WeightFormat::Int8 ? k * kPanelRows : k * kPanelRows / 2;
+}
+
 // A quantized matrix in the panel layout, owning its storage; `view` points into it.
 struct PackedPanels {
   Buffer<uint8_t> codes;

@@ -8,7 +8,7 @@
 
 namespace qwen2audio::kernels::quantized_gemm_detail {
 
-constexpr int64_t kPanel = 16;
+constexpr int64_t kPanel = kPanelRows;
 
 // One call after checks, with the activations already quantized: levels [m, k] (row stride k), and
 // per row and group their scale and the sum of their levels (row stride `groups`).
@@ -29,7 +29,7 @@ struct Problem {
 
   int64_t panels() const { return (n + kPanel - 1) / kPanel; }
   // Bytes of one panel's codes.
-  int64_t panel_bytes() const { return w.format == WeightFormat::Int8 ? k * kPanel : k * kPanel / 2; }
+  int64_t panel_bytes() const { return kernels::panel_bytes(w.format, k); }
   void store(int64_t row, int64_t column, float dot) const {
     float* out = y + row * ldy + column;
     const float value = dot + (bias ? bias[column] : 0.0f);
