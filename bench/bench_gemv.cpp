@@ -2,9 +2,11 @@
 // memory read bandwidth of this machine, at the Qwen2-Audio-7B decoder shapes, on every kernel tier
 // the CPU has. Standalone (no oneDNN, no Python), so it also runs on machines without the build
 // dependencies:
-//   g++ -std=c++20 -O3 -march=x86-64-v2 -fopenmp -I. -Icpp bench/bench_gemv.cpp kernels/cpu/gemv*.cpp kernels/cpu/quantized_gemm*.cpp \
-//       kernels/cpu/cpu_features.cpp kernels/cpu/memory_bandwidth.cpp cpp/runtime/dtype.cpp -o bench_gemv &&
-//       ./bench_gemv --threads 2
+//   g++ -std=c++20 -O3 -march=x86-64-v2 -fopenmp -I. -Icpp bench/bench_gemv.cpp kernels/cpu/gemv*.cpp \
+//       kernels/cpu/quantized_gemm*.cpp kernels/cpu/cpu_features.cpp kernels/cpu/memory_bandwidth.cpp \
+//       cpp/runtime/dtype.cpp -o bench_gemv && ./bench_gemv --threads 2
+// `--head 1` adds the output head (156032 x 4096) to every token, `--mapped DIR` keeps the weights in
+// a file mapped from DIR as the model keeps its checkpoint, `--prefetch -1,0,4096` tries distances.
 // Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
 // gate, up: 11008x4096; down: 4096x11008) once each with one activation row, as a decode step does,
 // over weights far larger than the last-level cache. The bound is the read bandwidth of a
@@ -19,8 +21,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemv.h"
@@ -41,14 +48,40 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 struct Matrix {
   int64_t n, k;
   Buffer<uint8_t> data;
+  std::shared_ptr<void> mapping;
   Buffer<float> scales;
   WeightMatrix view;
 };
 
-Matrix make_matrix(WeightFormat format, int64_t n, int64_t k, int64_t group) {
-  Matrix m{n, k, {}, {}, {}};
+// Pages of a file mapped read-only, as the model maps its checkpoint (page-cache pages rather than
+// anonymous memory: they may be mapped with different page sizes and so cost different TLB work).
+std::shared_ptr<void> map_file_bytes(const std::string& folder, size_t bytes, uint8_t** writable) {
+  static int counter = 0;
+  const std::string path = folder + "/bench_gemv_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    std::perror(path.c_str());
+    std::exit(1);
+  }
+  void* mapping = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ::unlink(path.c_str());  // the mapping keeps the file alive
+  if (mapping == MAP_FAILED) {
+    std::perror("mmap");
+    std::exit(1);
+  }
+  *writable = static_cast<uint8_t*>(mapping);
+  return std::shared_ptr<void>(mapping, [bytes](void* address) { ::munmap(address, bytes); });
+}
+
+Matrix make_matrix(WeightFormat format, int64_t n, int64_t k, int64_t group, const std::string& mapped_folder) {
+  Matrix m{n, k, {}, {}, {}, {}};
   const size_t bytes = static_cast<size_t>(n * weight_row_bytes(format, k));
-  uint8_t* data = m.data.reserve(bytes);
+  uint8_t* data = nullptr;
+  if (mapped_folder.empty())
+    data = m.data.reserve(bytes);
+  else
+    m.mapping = map_file_bytes(mapped_folder, bytes, &data);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
   if (format == WeightFormat::BF16) {  // sign and mantissa from the hash, exponents 2^-10 .. 2^-3
@@ -77,7 +110,8 @@ size_t matrix_bytes(const Matrix& m) {
 
 int main(int argc, char** argv) {
   int threads = 2, layers = 4, tokens = 8;
-  bool with_scalar = true;
+  bool with_scalar = true, with_head = false;
+  std::string mapped_folder;               // empty: anonymous memory
   std::vector<int64_t> prefetches = {-1};  // the tier's default
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -85,6 +119,8 @@ int main(int argc, char** argv) {
     if (flag == "--layers") layers = std::atoi(argv[i + 1]);
     if (flag == "--tokens") tokens = std::atoi(argv[i + 1]);
     if (flag == "--scalar") with_scalar = std::atoi(argv[i + 1]) != 0;
+    if (flag == "--head") with_head = std::atoi(argv[i + 1]) != 0;  // the 156032 x 4096 output head too
+    if (flag == "--mapped") mapped_folder = argv[i + 1];            // weights in a file mapped from here
     if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default)
       prefetches.clear();
       for (const char* item = argv[i + 1]; *item;) {
@@ -106,20 +142,28 @@ int main(int argc, char** argv) {
   volatile uint64_t sink = 0;
 
   const int64_t hidden = 4096, intermediate = 11008;
+  const int64_t vocab = 156032;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {hidden, hidden},       {hidden, hidden},       {hidden, hidden},      {hidden, hidden},
       {intermediate, hidden}, {intermediate, hidden}, {hidden, intermediate}};
-  std::printf("%-9s %-12s %4s %8s %10s %10s %8s %9s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token",
+  std::printf("weights: %s%s\n",
+              mapped_folder.empty() ? "anonymous memory" : ("a file mapped from " + mapped_folder).c_str(),
+              with_head ? ", output head included" : "");
+  std::printf("%-9s %-18s %4s %8s %10s %10s %8s %9s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token",
               "ms/token", "GB/s", "read GB/s", "fraction");
   for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
     std::vector<Matrix> matrices;
     size_t bytes = 0;
     for (int layer = 0; layer < layers; ++layer)
       for (const auto& [n, k] : shapes) {
-        matrices.push_back(make_matrix(format, n, k, 128));
+        matrices.push_back(make_matrix(format, n, k, 128, mapped_folder));
         bytes += matrix_bytes(matrices.back());
       }
-    std::vector<float> x(8 * intermediate, 0.01f), y(8 * intermediate);
+    if (with_head) {
+      matrices.push_back(make_matrix(format, vocab, hidden, 128, mapped_folder));
+      bytes += matrix_bytes(matrices.back());
+    }
+    std::vector<float> x(8 * intermediate, 0.01f), y(8 * vocab);
     // The integer kernels' panel layout (quantized_gemm.h), where the model packs quantized weights.
     std::vector<PackedPanels> panels;
     const bool with_panels = format != WeightFormat::BF16 && panels_supported(best_isa());
@@ -132,40 +176,50 @@ int main(int argc, char** argv) {
       GemvOptions options{true, isa};
       if (!panel_variant && (!isa_supported(isa) || gemv_isa(options, format) != isa)) continue;
       if (isa == Isa::Scalar && !with_scalar) continue;
-      for (int64_t rows : {1, 4}) {
-        for (int64_t prefetch : prefetches) {
-          if ((isa == Isa::Scalar || rows > 1) && prefetch != prefetches.front()) continue;
-          if (isa == Isa::Scalar && rows > 1) continue;
-          options.prefetch_distance = prefetch;
-          auto token = [&] {
-            for (size_t i = 0; i < matrices.size(); ++i) {
-              const Matrix& m = matrices[i];
-              gemv({rows, m.n, m.k, x.data(), m.k, panel_variant ? panels[i].view : m.view, nullptr, y.data(), m.n,
-                    false},
-                   options);
+      // Float weights in both read orders (gemv.h); quantized ones have one.
+      const bool float_weights = format == WeightFormat::BF16 && !panel_variant && isa != Isa::Scalar;
+      for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
+        if (order == ReadOrder::Rows && !float_weights) continue;
+        options.read_order = order;
+        for (int64_t rows : {1, 4}) {
+          for (int64_t prefetch : prefetches) {
+            if (isa == Isa::Scalar && prefetch != prefetches.front()) continue;
+            if (isa == Isa::Scalar && rows > 1) continue;
+            options.prefetch_distance = prefetch;
+            auto token = [&] {
+              for (size_t i = 0; i < matrices.size(); ++i) {
+                const Matrix& m = matrices[i];
+                gemv({rows, m.n, m.k, x.data(), m.k, panel_variant ? panels[i].view : m.view, nullptr, y.data(), m.n,
+                      false},
+                     options);
+              }
+            };
+            token();  // warm-up: page faults, thread team
+            const int count = isa == Isa::Scalar ? 2 : tokens;
+            std::vector<double> times, reads, fractions;
+            for (int t = 0; t < count; ++t) {
+              double start = now();
+              token();
+              times.push_back(now() - start);
+              start = now();
+              sink = sink + streaming_read(paired.data(), paired_bytes);
+              reads.push_back(static_cast<double>(paired_bytes) / (now() - start) / 1e9);
+              fractions.push_back(static_cast<double>(bytes) / times.back() / 1e9 / reads.back());
             }
-          };
-          token();  // warm-up: page faults, thread team
-          const int count = isa == Isa::Scalar ? 2 : tokens;
-          std::vector<double> times, reads, fractions;
-          for (int t = 0; t < count; ++t) {
-            double start = now();
-            token();
-            times.push_back(now() - start);
-            start = now();
-            sink = sink + streaming_read(paired.data(), paired_bytes);
-            reads.push_back(static_cast<double>(paired_bytes) / (now() - start) / 1e9);
-            fractions.push_back(static_cast<double>(bytes) / times.back() / 1e9 / reads.back());
+            auto median = [](std::vector<double> values) {
+              std::sort(values.begin(), values.end());
+              return values[values.size() / 2];
+            };
+            const double time = median(times);
+            const std::string kernel =
+                panel_variant
+                    ? std::string("panels")
+                    : std::string(isa_name(isa)) + (float_weights ? std::string("/") + read_order_name(order) : "");
+            std::printf("%-9s %-18s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
+                        kernel.c_str(), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
+                        time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));
+            std::fflush(stdout);
           }
-          auto median = [](std::vector<double> values) {
-            std::sort(values.begin(), values.end());
-            return values[values.size() / 2];
-          };
-          const double time = median(times);
-          std::printf("%-9s %-12s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
-                      panel_variant ? "panels" : isa_name(isa), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
-                      time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));
-          std::fflush(stdout);
         }
       }
     }

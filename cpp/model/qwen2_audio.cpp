@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "kernels/cpu/gemv.h"
 #include "model/device_loader.h"
 #include "model/weight_layout.h"
 #include "runtime/errors.h"
@@ -72,6 +73,9 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
   model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_, kv_dtype);
+  // BF16 decoding reads its weights in the order this CPU streams fastest, measured once per
+  // process (kernels/cpu/gemv.h); measured now so the first token does not wait for it.
+  if (!device_name.cuda && compute == DType::BF16) kernels::preferred_read_order();
   if (device_name.cuda) {
     // The device takes BF16 and F32 tensors (converting F32 matrices itself while uploading); F16
     // ones are widened here first, into copies that only need to live through the upload.

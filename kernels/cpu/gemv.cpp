@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -262,8 +264,65 @@ Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
   return isa;
 }
 
-int64_t default_prefetch_distance(Isa /*isa*/, WeightFormat format, int64_t ld) {
-  return gemv_detail::kColumnTile * weight_row_bytes(format, ld);
+int64_t default_prefetch_distance(Isa /*isa*/, WeightFormat format, int64_t ld, ReadOrder order) {
+  return order == ReadOrder::Rows ? 0 : gemv_detail::kColumnTile * weight_row_bytes(format, ld);
+}
+
+const char* read_order_name(ReadOrder order) {
+  switch (order) {
+    case ReadOrder::Auto:
+      return "auto";
+    case ReadOrder::Tiles:
+      return "tiles";
+    case ReadOrder::Rows:
+      return "rows";
+  }
+  return "?";
+}
+
+namespace {
+
+ReadOrder measure_read_order() {
+  // 64 MiB of BF16 weights in 4096-element rows (the decoder's width): beyond the last-level cache of
+  // the CPUs we run on, and ~1 ms per pass at their bandwidth. The orders alternate so a drift of
+  // the machine's bandwidth hits both; each keeps its best pass.
+  constexpr int64_t kWidth = 4096, kRows = 8192;
+  constexpr int kPasses = 5;
+  Buffer<uint16_t> weights(static_cast<size_t>(kRows * kWidth));
+  uint16_t* data = weights.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < kRows * kWidth; ++i) data[i] = float_to_bf16(1e-3f * static_cast<float>(i % 97));
+  std::vector<float> x(kWidth, 0.5f), y(kRows);
+  const GemvArgs args{1,       kRows,    kWidth, x.data(), kWidth, WeightMatrix{WeightFormat::BF16, data, kWidth},
+                      nullptr, y.data(), kRows,  false};
+  double best[2] = {1e30, 1e30};
+  for (int pass = 0; pass <= kPasses; ++pass) {
+    for (int order = 0; order < 2; ++order) {
+      GemvOptions options;
+      options.isa = Isa::Avx512Bf16;
+      options.read_order = order == 0 ? ReadOrder::Tiles : ReadOrder::Rows;
+      const auto start = std::chrono::steady_clock::now();
+      gemv(args, options);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (pass > 0) best[order] = std::min(best[order], seconds);  // pass 0 warms pages and threads
+    }
+  }
+  return best[1] < best[0] ? ReadOrder::Rows : ReadOrder::Tiles;
+}
+
+}  // namespace
+
+ReadOrder preferred_read_order() {
+  if (const char* forced = std::getenv("QWEN2AUDIO_READ_ORDER"); forced != nullptr && *forced != '\0') {
+    const std::string name(forced);
+    if (name == "tiles") return ReadOrder::Tiles;
+    if (name == "rows") return ReadOrder::Rows;
+    throw InvalidArgument("QWEN2AUDIO_READ_ORDER must be tiles or rows, got '" + name + "'");
+  }
+  if (!isa_supported(Isa::Avx512Bf16)) return ReadOrder::Tiles;  // the only kernel with a choice
+  // A fact about the CPU, the same for every model in the process.
+  static const ReadOrder measured = measure_read_order();
+  return measured;
 }
 
 void gemv(const GemvArgs& args, const GemvOptions& options) {
@@ -287,7 +346,11 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
   problem.ldy = args.ldy;
   problem.accumulate = args.accumulate;
   const Isa isa = gemv_isa(options, args.w.format);
-  problem.prefetch = options.prefetch_distance < 0 ? default_prefetch_distance(isa, args.w.format, args.w.ld)
+  ReadOrder order = ReadOrder::Tiles;
+  if (args.m == 1 && args.w.format == WeightFormat::BF16 && isa == Isa::Avx512Bf16)
+    order = options.read_order == ReadOrder::Auto ? preferred_read_order() : options.read_order;
+  problem.row_by_row = order == ReadOrder::Rows;
+  problem.prefetch = options.prefetch_distance < 0 ? default_prefetch_distance(isa, args.w.format, args.w.ld, order)
                                                    : options.prefetch_distance;
   if (args.w.format == WeightFormat::BF16 && options.round_bf16_inputs) {
     if (isa == Isa::Avx512Bf16) {

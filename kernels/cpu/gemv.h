@@ -79,6 +79,23 @@ struct GemvArgs {
 // the weights are better re-used from cache by a matrix multiply.
 constexpr int64_t kGemvMaxRows = 8;
 
+// How the AVX512-BF16 kernel walks BF16 weights for a single activation row. Tiles: four weight rows
+// side by side, four streams each prefetched one tile ahead (on Zen 3 a read of four streams ran
+// 5-10 % faster than one). Rows: each weight row front to back, one stream per thread, which the
+// hardware prefetcher of a Zen 5 EPYC follows far better: two 7B decoder layers and the output head
+// took 32-36 ms against 44-46 ms (bench_gemv, 2 threads; 89-106 % of its streaming read against
+// 67-78 %). Batches always read tiles: a row order re-reads every activation row once per weight
+// row, and 4 rows took 67-75 ms that way against 54-60 ms in tiles. Auto takes the order
+// preferred_read_order measured on this CPU; other tiers and formats have one order.
+enum class ReadOrder : uint8_t { Auto, Tiles, Rows };
+
+const char* read_order_name(ReadOrder order);
+
+// The faster order on this CPU, measured once per process on a BF16 matrix larger than the
+// last-level cache (tens of milliseconds; the model asks at load so decoding never waits for it).
+// QWEN2AUDIO_READ_ORDER=tiles|rows overrides the measurement.
+ReadOrder preferred_read_order();
+
 struct GemvOptions {
   // BF16 weights meet activations rounded to BF16, the contract of Gemm's BF16 path (and what
   // AVX512-BF16's dot product instruction computes), so decode and prefill agree. Off keeps them
@@ -90,6 +107,7 @@ struct GemvOptions {
   // Software prefetch distance in bytes ahead of each weight row stream; 0 turns it off, -1 takes
   // the tier's default (default_prefetch_distance).
   int64_t prefetch_distance = -1;
+  ReadOrder read_order = ReadOrder::Auto;
 };
 
 // Chosen with bench/bench_gemv.cpp (bench/README.md): every tier prefetches the same place of the
@@ -97,7 +115,9 @@ struct GemvOptions {
 // prefetchers ahead of rows as short as int4's 2 KiB where a fixed 1 KiB did not; on a Zen 5 EPYC
 // (AVX-512, 2 threads) the BF16 tier read 4096 x 11008 rows at 44 GB/s with it, 35 GB/s with a fixed
 // 32 KiB and 24-38 GB/s with 1 KiB or half a tile (the 4096-long rows the same 46-48 GB/s).
-int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld);
+// Rows order prefetches nothing by default: on the Zen 5 EPYC distances of 1-4 KiB read no faster
+// than the hardware prefetcher alone and 16-32 KiB slower.
+int64_t default_prefetch_distance(Isa isa, WeightFormat format, int64_t ld, ReadOrder order = ReadOrder::Tiles);
 
 // Throws InvalidArgument on inconsistent arguments. Runs on the calling thread's OpenMP thread
 // count, splitting n; allocates nothing once the calling thread has seen a call of this m * k.

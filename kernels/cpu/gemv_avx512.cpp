@@ -144,10 +144,10 @@ template <int R, int C>
 void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
   const uint16_t* base = static_cast<const uint16_t*>(p.w.data);
   __m512 acc[R][C];
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  // Whole steps of 32 elements, then the tail under a mask (a loop rather than a lambda shared by
-  // both: GCC kept a lambda's captured accumulators on the stack).
   for (int64_t i = 0; i < p.k; i += 32) {
     const __mmask32 mask = i + 32 <= p.k ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1);
     __m512bh x[R];
@@ -158,12 +158,38 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
       const uint16_t* row = base + (column + c) * p.w.ld + i;
       if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row) + p.prefetch, _MM_HINT_T0);
       const __m512bh weights = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row));
+      // The intrinsic here, with every loop over the accumulators unrolled: GCC 12 then keeps all
+      // R x C of them in registers, where the written-out instruction (dot_instructions.h) had it
+      // copy them and, for 4 x 4, spill (and a loop it did not unroll kept them on the stack).
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) dpbf16(acc[r][c], x[r], weights);
+      for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
     }
   }
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
+}
+
+// ReadOrder::Rows (gemv.h) for one activation row: a weight row front to back, four sums along k.
+void bf16_dot_row(const Problem& p, int64_t column) {
+  const uint16_t* row = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld;
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  const auto x = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + i)); };
+  const auto w = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(row + i)); };
+  int64_t i = 0;
+  for (; i + 128 <= p.k; i += 128) {
+    if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row + i) + p.prefetch, _MM_HINT_T0);
+    dpbf16(acc0, x(i), w(i));
+    dpbf16(acc1, x(i + 32), w(i + 32));
+    dpbf16(acc2, x(i + 64), w(i + 64));
+    dpbf16(acc3, x(i + 96), w(i + 96));
+  }
+  for (; i < p.k; i += 32) {  // x is zero-padded to whole 32-element steps; only the weights need a mask
+    const __mmask32 mask = i + 32 <= p.k ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1);
+    dpbf16(acc0, x(i), reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row + i)));
+  }
+  p.store(0, column, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))));
 }
 
 template <int C>
@@ -187,6 +213,10 @@ void bf16_dot_columns(const Problem& p, int64_t column) {
 
 void bf16_dot_range(const Problem& p, int64_t begin, int64_t end) {
   int64_t column = begin;
+  if (p.row_by_row) {  // one activation row (gemv.cpp sets it only then)
+    for (; column < end; ++column) bf16_dot_row(p, column);
+    return;
+  }
   for (; column + kColumns <= end; column += kColumns) bf16_dot_columns<kColumns>(p, column);
   for (; column < end; ++column) bf16_dot_columns<1>(p, column);
 }

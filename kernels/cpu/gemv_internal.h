@@ -37,6 +37,9 @@ struct Problem {
   // keep few misses in flight each, and a tile reads several rows at once; prefetching raises the
   // bandwidth one core draws (measured in bench_gemv.cpp).
   int64_t prefetch = 0;
+  // ReadOrder::Rows (gemv.h): each weight row front to back instead of a column tile's rows side by
+  // side. Set only for one activation row of BF16 weights on the AVX512-BF16 tier.
+  bool row_by_row = false;
   const float* bias = nullptr;
   float* y = nullptr;
   int64_t ldy = 0;

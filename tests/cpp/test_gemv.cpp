@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -220,9 +221,14 @@ TEST(Gemv, PlainFormatsOnEveryTier) {
     for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16}) {
       for (bool round : {true, false}) {
         if (format == WeightFormat::F32 && !round) continue;
-        GemvOptions options{round, isa};
-        for (const Case& c : quantizable_cases()) check_case(c, format, 0, options, seed++);
-        for (const Case& c : odd_k_cases()) check_case(c, format, 0, options, seed++);
+        // Both read orders (gemv.h: only one activation row of BF16 weights on the AVX512-BF16 tier
+        // has a choice; elsewhere both must give the same, correct result).
+        for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
+          GemvOptions options{round, isa};
+          options.read_order = order;
+          for (const Case& c : quantizable_cases()) check_case(c, format, 0, options, seed++);
+          for (const Case& c : odd_k_cases()) check_case(c, format, 0, options, seed++);
+        }
       }
     }
   }
@@ -276,9 +282,13 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
     EXPECT_TRUE(isa_supported(chosen));
     EXPECT_LE(static_cast<int>(chosen), static_cast<int>(best_isa()));
     // The BF16 tier serves BF16 weights with BF16-rounded activations (vdpbf16ps) and int4 (vpdpbusd).
-    if (format == WeightFormat::F32) EXPECT_NE(chosen, Isa::Avx512Bf16);
+    if (format == WeightFormat::F32) {
+      EXPECT_NE(chosen, Isa::Avx512Bf16);
+    }
     // int8 rows take the 256-bit integer kernel on every CPU that has AVX2 (it measured fastest).
-    if (format == WeightFormat::Int8) EXPECT_LE(static_cast<int>(chosen), static_cast<int>(Isa::Avx2));
+    if (format == WeightFormat::Int8) {
+      EXPECT_LE(static_cast<int>(chosen), static_cast<int>(Isa::Avx2));
+    }
   }
   if (best_isa() == Isa::Avx512Bf16) {  // not capped below it by QWEN2AUDIO_MAX_ISA
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512Bf16);
@@ -286,6 +296,22 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int4), Isa::Avx512Bf16);
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int8), Isa::Avx2);
   }
+}
+
+TEST(Gemv, ReadOrderIsMeasuredOnceOrForced) {
+  const ReadOrder measured = preferred_read_order();
+  EXPECT_NE(measured, ReadOrder::Auto);
+  EXPECT_EQ(preferred_read_order(), measured);  // remembered, not measured again
+  if (!isa_supported(Isa::Avx512Bf16)) {
+    EXPECT_EQ(measured, ReadOrder::Tiles);
+  }
+  ::setenv("QWEN2AUDIO_READ_ORDER", "rows", 1);
+  EXPECT_EQ(preferred_read_order(), ReadOrder::Rows);
+  ::setenv("QWEN2AUDIO_READ_ORDER", "tiles", 1);
+  EXPECT_EQ(preferred_read_order(), ReadOrder::Tiles);
+  ::setenv("QWEN2AUDIO_READ_ORDER", "sideways", 1);
+  EXPECT_THROW(preferred_read_order(), InvalidArgument);
+  ::unsetenv("QWEN2AUDIO_READ_ORDER");
 }
 
 TEST(Gemv, ThreadCountDoesNotChangeResults) {
