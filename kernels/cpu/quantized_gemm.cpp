@@ -102,7 +102,7 @@ void run_scalar(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 
 }  // namespace
 
-bool panels_supported(Isa isa) { return isa >= Isa::Avx512Bf16 && isa_supported(Isa::Avx512Bf16); }
+bool panels_supported(Isa isa) { return isa >= Isa::Avx2 && isa_supported(Isa::Avx2); }
 
 size_t PackedPanels::bytes() const {
   return codes.capacity() + scales.capacity() * sizeof(float) + code_sums.capacity() * sizeof(int32_t);
@@ -194,9 +194,16 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
   int8_t* levels = tls_levels.reserve(static_cast<size_t>(p.m * p.k));
   float* scales = tls_scales.reserve(static_cast<size_t>(p.m * p.groups));
   int32_t* sums = tls_level_sums.reserve(static_cast<size_t>(p.m * p.groups));
-  const bool vector = panels_supported(isa);
-  if (vector)
+  // VNNI with the Avx512Bf16 tier, vpmaddubsw from AVX2 up; the scalar sums otherwise (tests).
+  enum class Kernels { Scalar, Avx2, Vnni } kernels = Kernels::Scalar;
+  if (isa >= Isa::Avx512Bf16 && isa_supported(Isa::Avx512Bf16))
+    kernels = Kernels::Vnni;
+  else if (isa >= Isa::Avx2 && isa_supported(Isa::Avx2))
+    kernels = Kernels::Avx2;
+  if (kernels == Kernels::Vnni)
     quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
+  else if (kernels == Kernels::Avx2)
+    quantized_gemm_detail::quantize_activations_avx2(args.x, args.ldx, p, levels, scales, sums);
   else
     quantize_activations_scalar(args.x, args.ldx, p, levels, scales, sums);
   p.levels = levels;
@@ -209,8 +216,10 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t begin = task * kPanelsPerTask, end = std::min(panels, begin + kPanelsPerTask);
-    if (vector)
+    if (kernels == Kernels::Vnni)
       quantized_gemm_detail::run_avx512_vnni(p, begin, end);
+    else if (kernels == Kernels::Avx2)
+      quantized_gemm_detail::run_avx2(p, begin, end);
     else
       run_scalar(p, begin, end);
   }

@@ -45,4 +45,9 @@ void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, 
 // Panels [panel_begin, panel_end) of every row.
 void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
+// The AVX2 kernels (quantized_gemm_avx2.cpp): levels stored as they are (int8 weights included).
+void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
+                               int32_t* level_sums);
+void run_avx2(const Problem& p, int64_t panel_begin, int64_t panel_end);
+
 }  // namespace qwen2audio::kernels::quantized_gemm_detail

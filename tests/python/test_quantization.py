@@ -128,7 +128,7 @@ def test_which_layers_are_quantized(quantized_models, tiny_bf16):
 
 def load_quantized(path: Path, fmt: str, integer: bool) -> Qwen2AudioForConditionalGeneration:
     """A float32 model quantized at load, its prefill on the integer units (activations quantized to
-    int8, where the CPU has AVX512-VNNI) or widening the weights to float32."""
+    int8; VNNI or AVX2 kernels) or widening the weights to float32."""
     core = _core.Model.load(str(path), "float32", 0, quantization=fmt, integer_kernels=integer)
     return Qwen2AudioForConditionalGeneration(core, str(path))
 
@@ -139,7 +139,8 @@ def prefill_paths() -> list:
     from qwen2audio import _core as core
 
     info = core.cpu_info()
-    integer = info["isa"] == "avx512_bf16" and not info["amx_bf16"]
+    # VNNI kernels on the avx512_bf16 tier, vpmaddubsw ones on avx2 and avx512 (AMX CPUs widen instead).
+    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16") and not info["amx_bf16"]
     return ["float"] + (["integer"] if integer else [])
 
 

@@ -1,0 +1,227 @@
+// The panel kernels of quantized_gemm.h for CPUs without VNNI (AVX2, and AVX-512 without VNNI):
+// vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16 lanes, vpmaddwd by ones
+// adds those pairs into int32 lanes, one lane per output column of a half panel (8 columns).
+//
+// vpmaddubsw saturates its int16 pairs, so the operands must keep each pair below 2^15:
+//  - int4: the codes 0..15 are the unsigned operand, the levels (|level| <= 127) the signed one:
+//    a pair is at most 2 * 15 * 127, and two steps' pairs still fit before widening (7620).
+//  - int8: |code| is the unsigned operand and the level takes the code's sign (vpsignb), so the
+//    products keep their values, code * level, and a pair is at most 2 * 127 * 127 = 32258.
+// Both give the exact int32 sums of the VNNI kernel, so every tier computes the same numbers.
+// Compiled for AVX2 whatever the build's -march, and only called after cpuid says the CPU has it.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/quantized_gemm_internal.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace qwen2audio::kernels::quantized_gemm_detail {
+namespace {
+
+// As the VNNI kernels: each panel stream prefetched a few steps ahead.
+constexpr int64_t kPrefetchBytes = 1024;
+constexpr int kHalves = 2;  // a 64-byte panel step is two 256-bit vectors of 8 columns
+
+int32_t word_at(const int8_t* bytes) {
+  int32_t word;
+  std::memcpy(&word, bytes, sizeof word);
+  return word;
+}
+
+// Rows [row0, row0 + R) against panels [panel0, panel0 + T). Every loop over the accumulators is
+// unrolled so GCC keeps them in registers (R * T * 2 of AVX2's 16).
+template <bool Int4, int R, int T>
+void tile(const Problem& p, int64_t row0, int64_t panel0) {
+  const int64_t panel_bytes = p.panel_bytes();
+  const auto* base = static_cast<const uint8_t*>(p.w.data) + panel0 * panel_bytes;
+  const __m256i nibble = _mm256_set1_epi8(15);
+  const __m256i ones = _mm256_set1_epi16(1);
+  // The float totals live in memory (L1), as in the VNNI kernels: registers go to the integer sums.
+  alignas(32) float total[R][T][kPanel] = {};
+  __m256i sum[R][T][kHalves];
+  for (int64_t group = 0; group < p.groups; ++group) {
+    const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+        for (int h = 0; h < kHalves; ++h) sum[r][t][h] = _mm256_setzero_si256();
+    if constexpr (Int4) {
+      for (int64_t i = start; i < end; i += 8) {
+        __m256i low[T][kHalves], high[T][kHalves];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* step = base + t * panel_bytes + i * 8;
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+#pragma GCC unroll 2
+          for (int h = 0; h < kHalves; ++h) {
+            const __m256i codes = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + 32 * h));
+            low[t][h] = _mm256_and_si256(codes, nibble);
+            high[t][h] = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int8_t* x = p.levels + (row0 + r) * p.k + i;
+          const __m256i first = _mm256_set1_epi32(word_at(x)), second = _mm256_set1_epi32(word_at(x + 4));
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+            for (int h = 0; h < kHalves; ++h) {
+              const __m256i pairs =
+                  _mm256_add_epi16(_mm256_maddubs_epi16(low[t][h], first), _mm256_maddubs_epi16(high[t][h], second));
+              sum[r][t][h] = _mm256_add_epi32(sum[r][t][h], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+      }
+    } else {
+      for (int64_t i = start; i < end; i += 4) {
+        __m256i codes[T][kHalves], magnitudes[T][kHalves];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const uint8_t* step = base + t * panel_bytes + i * 16;
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+#pragma GCC unroll 2
+          for (int h = 0; h < kHalves; ++h) {
+            codes[t][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + 32 * h));
+            magnitudes[t][h] = _mm256_abs_epi8(codes[t][h]);
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const __m256i activations = _mm256_set1_epi32(word_at(p.levels + (row0 + r) * p.k + i));
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+            for (int h = 0; h < kHalves; ++h) {
+              const __m256i pairs = _mm256_maddubs_epi16(magnitudes[t][h], _mm256_sign_epi8(activations, codes[t][h]));
+              sum[r][t][h] = _mm256_add_epi32(sum[r][t][h], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int64_t at = (row0 + r) * p.groups + group;
+      const __m256 activation_scale = _mm256_set1_ps(p.x_scales[at]);
+      // int4 codes count as c - 8: the group's sum gives back 8 x the sum of its levels.
+      const __m256i correction = _mm256_set1_epi32(Int4 ? 8 * p.level_sums[at] : 0);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+        for (int h = 0; h < kHalves; ++h) {
+          const float* weight_scales = p.w.scales + ((panel0 + t) * p.groups + group) * kPanel + 8 * h;
+          float* out = total[r][t] + 8 * h;
+          const __m256 scale = _mm256_mul_ps(activation_scale, _mm256_loadu_ps(weight_scales));
+          _mm256_store_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum[r][t][h], correction)), scale,
+                                               _mm256_load_ps(out)));
+        }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    const int64_t column = (panel0 + t) * kPanel;
+    const int64_t width = std::min<int64_t>(kPanel, p.n - column);
+    for (int r = 0; r < R; ++r)
+      for (int64_t c = 0; c < width; ++c) p.store(row0 + r, column + c, total[r][t][c]);
+  }
+}
+
+// Rows [first, last) against panels [panel, panel + T): tiles of four rows, then the remainder.
+template <bool Int4, int T>
+void row_tiles(const Problem& p, int64_t first, int64_t last, int64_t panel) {
+  int64_t row = first;
+  for (; row + 4 <= last; row += 4) tile<Int4, 4, T>(p, row, panel);
+  switch (last - row) {
+    case 3:
+      return tile<Int4, 3, T>(p, row, panel);
+    case 2:
+      return tile<Int4, 2, T>(p, row, panel);
+    case 1:
+      return tile<Int4, 1, T>(p, row, panel);
+    default:
+      return;
+  }
+}
+
+// Activation rows per block of a long product, so their levels stay in L2 while the panels of a
+// task serve them (as the VNNI kernels).
+constexpr int64_t kRowBlockBytes = 256 << 10;
+
+// One row (a decode step) takes two panels at once (four accumulators, four weight streams);
+// more rows take tiles of up to four rows against one panel (eight accumulators).
+template <bool Int4>
+void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
+  if (p.m == 1) {
+    int64_t panel = panel_begin;
+    for (; panel + 2 <= panel_end; panel += 2) tile<Int4, 1, 2>(p, 0, panel);
+    for (; panel < panel_end; ++panel) tile<Int4, 1, 1>(p, 0, panel);
+    return;
+  }
+  const int64_t block = std::max<int64_t>(4, kRowBlockBytes / p.k / 4 * 4);
+  for (int64_t first = 0; first < p.m; first += block) {
+    const int64_t last = std::min(p.m, first + block);
+    for (int64_t panel = panel_begin; panel < panel_end; ++panel) row_tiles<Int4, 1>(p, first, last, panel);
+  }
+}
+
+}  // namespace
+
+void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
+                               int32_t* level_sums) {
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  // packs_epi32 then packs_epi16 leave each 128-bit lane's words in the order 0, 2, 4, 6 | 1, 3, 5, 7
+  // of the eight source quarters; this puts them back in element order.
+  const __m256i unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+#pragma omp parallel for schedule(static) if (p.m * p.k > (1 << 16))
+  for (int64_t row = 0; row < p.m; ++row) {
+    const float* values = x + row * ldx;
+    for (int64_t group = 0; group < p.groups; ++group) {
+      const int64_t start = group * p.group_size;
+      const int64_t length = std::min(p.group_size, p.k - start);  // a multiple of 32
+      __m256 largest0 = _mm256_setzero_ps(), largest1 = _mm256_setzero_ps();
+      for (int64_t i = 0; i < length; i += 16) {
+        largest0 = _mm256_max_ps(largest0, _mm256_and_ps(_mm256_loadu_ps(values + start + i), magnitude_mask));
+        largest1 = _mm256_max_ps(largest1, _mm256_and_ps(_mm256_loadu_ps(values + start + i + 8), magnitude_mask));
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, _mm256_max_ps(largest0, largest1));
+      const float peak = *std::max_element(lanes, lanes + 8);
+      const __m256 factor = _mm256_set1_ps(peak > 0.0f ? 127.0f / peak : 0.0f);
+      __m256i sum = _mm256_setzero_si256();
+      for (int64_t i = 0; i < length; i += 32) {
+        __m256i level[4];
+        for (int q = 0; q < 4; ++q) {
+          // The default rounding mode is round-to-nearest-even: nearbyint, as the scalar formula.
+          level[q] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(values + start + i + 8 * q), factor));
+          level[q] = _mm256_min_epi32(_mm256_max_epi32(level[q], _mm256_set1_epi32(-127)), _mm256_set1_epi32(127));
+          sum = _mm256_add_epi32(sum, level[q]);
+        }
+        const __m256i bytes =
+            _mm256_packs_epi16(_mm256_packs_epi32(level[0], level[1]), _mm256_packs_epi32(level[2], level[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + row * p.k + start + i),
+                            _mm256_permutevar8x32_epi32(bytes, unshuffle));
+      }
+      alignas(32) int32_t sums[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sums), sum);
+      scales[row * p.groups + group] = peak / 127.0f;
+      level_sums[row * p.groups + group] =
+          sums[0] + sums[1] + sums[2] + sums[3] + sums[4] + sums[5] + sums[6] + sums[7];
+    }
+  }
+}
+
+void run_avx2(const Problem& p, int64_t panel_begin, int64_t panel_end) {
+  if (p.w.format == WeightFormat::Int4)
+    run_panels<true>(p, panel_begin, panel_end);
+  else
+    run_panels<false>(p, panel_begin, panel_end);
+}
+
+}  // namespace qwen2audio::kernels::quantized_gemm_detail
+
+#pragma GCC pop_options
