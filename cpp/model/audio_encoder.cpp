@@ -84,12 +84,12 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
       const int64_t mel_read = std::min(conv1_rows + 1, frames);
       const float* mel = features + clip * config_.num_mel_bins * frames;
       kernels::im2col_1d(mel, config_.num_mel_bins, mel_read, frames, 1, kConvKernel, 1, 1, columns.data());
-      linear(gemm, conv1_, columns.data(), conv1_rows, config_.num_mel_bins * kConvKernel, conv1_out.data(), d);
-      kernels::gelu_erf(conv1_out.data(), conv1_rows * d);
+      linear(gemm, conv1_, columns.data(), conv1_rows, config_.num_mel_bins * kConvKernel, conv1_out.data(), d,
+             /*accumulate=*/false, kernels::Activation::GeluErf);
       kernels::im2col_1d(conv1_out.data(), d, conv1_rows, 1, d, kConvKernel, 2, 1, columns.data());
       float* x = hidden.data() + first[clip] * d;
-      linear(gemm, conv2_, columns.data(), positions, d * kConvKernel, x, d);
-      kernels::gelu_erf(x, positions * d);
+      linear(gemm, conv2_, columns.data(), positions, d * kConvKernel, x, d, /*accumulate=*/false,
+             kernels::Activation::GeluErf);
       kernels::add_rows(x, d, positions_, d, positions, d);
     }
   }
@@ -143,8 +143,8 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
 
     kernels::layer_norm(hidden.data(), rows, d, d, layer.final_layer_norm.weight, layer.final_layer_norm.bias,
                         kLayerNormEps, normed.data(), d);
-    linear(gemm, layer.fc1, normed.data(), rows, d, ffn.data(), config_.encoder_ffn_dim);
-    kernels::gelu_erf(ffn.data(), rows * config_.encoder_ffn_dim);
+    linear(gemm, layer.fc1, normed.data(), rows, d, ffn.data(), config_.encoder_ffn_dim, /*accumulate=*/false,
+           kernels::Activation::GeluErf);
     linear(gemm, layer.fc2, ffn.data(), rows, config_.encoder_ffn_dim, hidden.data(), d, /*accumulate=*/true);
     check_interrupt(interrupt);
   }

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/elementwise.h"
 #include "runtime/buffer.h"
 #include "runtime/errors.h"
 
@@ -108,6 +109,8 @@ void check_args(const GemmArgs& args) {
     throw InvalidArgument("gemm: leading dimension too small");
   if (args.w_dtype != DType::F32 && args.w_dtype != DType::BF16)
     throw InvalidArgument("gemm: weights must be F32 or BF16, got " + std::string(dtype_name(args.w_dtype)));
+  if (args.accumulate && args.activation != Activation::None)
+    throw InvalidArgument("gemm: an activation applies to a fresh product, not to y += x W^T");
 }
 
 void add_bias(const GemmArgs& args, int64_t column_begin, int64_t column_end) {
@@ -121,8 +124,9 @@ void add_bias(const GemmArgs& args, int64_t column_begin, int64_t column_end) {
 struct PrimitiveKey {
   int64_t m, n, k, ldx, ldw, ldy;
   bool bf16, bias, accumulate;
+  Activation activation;
   int threads;
-  auto tie() const { return std::tie(m, n, k, ldx, ldw, ldy, bf16, bias, accumulate, threads); }
+  auto tie() const { return std::tie(m, n, k, ldx, ldw, ldy, bf16, bias, accumulate, activation, threads); }
   bool operator<(const PrimitiveKey& other) const { return tie() < other.tie(); }
 };
 
@@ -152,11 +156,11 @@ struct Gemm::Impl {
     made.dst = dnnl::memory::desc({key.m, key.n}, dt::f32, {key.ldy, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (key.accumulate) {
-      dnnl::post_ops post_ops;
-      post_ops.append_sum(1.0f);
-      attr.set_post_ops(post_ops);
-    }
+    dnnl::post_ops post_ops;
+    if (key.accumulate) post_ops.append_sum(1.0f);
+    if (key.activation == Activation::GeluErf)
+      post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    if (post_ops.len() > 0) attr.set_post_ops(post_ops);
     dnnl::matmul::primitive_desc descriptor;
     if (key.bias) {
       made.bias = dnnl::memory::desc({1, key.n}, dt::f32, {key.n, 1});
@@ -195,6 +199,7 @@ struct Gemm::Impl {
                            bf16,
                            args.bias != nullptr,
                            args.accumulate,
+                           args.activation,
                            omp_get_max_threads()};
     CachedPrimitive cached;
     try {
@@ -242,6 +247,7 @@ struct Gemm::Impl {
           *y = args.accumulate ? *y + value : value;
         }
       }
+      apply_activation(args.activation, args.y, args.m, args.n, args.ldy);
       return;
     }
     // Widened weights are exact, and the inputs were rounded above: the float32 product computes the
@@ -266,11 +272,21 @@ struct Gemm::Impl {
                     args.bias ? args.bias + begin : nullptr,
                     args.y + begin,
                     args.ldy,
-                    args.accumulate};
+                    args.accumulate,
+                    args.activation};
       run_onednn(part, x, ldx, false);
     }
   }
 };
+
+void apply_activation(Activation activation, float* y, int64_t m, int64_t n, int64_t ldy) {
+  if (activation == Activation::None || m == 0 || n == 0) return;
+  if (ldy == n) {
+    gelu_erf(y, m * n);
+    return;
+  }
+  for (int64_t row = 0; row < m; ++row) gelu_erf(y + row * ldy, n);
+}
 
 Gemm::Gemm(GemmOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->options = options;
@@ -305,6 +321,7 @@ void Gemm::operator()(const GemmArgs& args) {
     for (int64_t row = 0; row < args.m; ++row)
       if (!args.accumulate) std::fill_n(args.y + row * args.ldy, args.n, 0.0f);
     add_bias(args, 0, args.n);
+    apply_activation(args.activation, args.y, args.m, args.n, args.ldy);
     return;
   }
   if (args.w_dtype == DType::F32) {

@@ -7,6 +7,10 @@
 
 namespace qwen2audio::kernels {
 
+// An elementwise function applied to x W^T + bias before it is stored: inside oneDNN's matmul as a
+// post-op (one pass over y fewer), after the product on the other paths.
+enum class Activation : uint8_t { None, GeluErf };
+
 // y = x W^T + bias, or y += x W^T + bias with `accumulate` (a residual connection for free).
 // x: [m, k] float32, row stride ldx. W: [n, k] row-major with row stride ldw, the nn.Linear layout
 // as checkpoints store it, read in place in F32 or BF16. bias: [n] float32 or null. y: [m, n]
@@ -24,7 +28,11 @@ struct GemmArgs {
   float* y = nullptr;
   int64_t ldy = 0;
   bool accumulate = false;
+  Activation activation = Activation::None;  // not with accumulate
 };
+
+// The activation over rows [0, m) of y (row stride ldy), columns [0, n): the paths that cannot fuse it.
+void apply_activation(Activation activation, float* y, int64_t m, int64_t n, int64_t ldy);
 
 struct GemmOptions {
   // BF16 weights meet activations rounded to BF16, the native contract of BF16 matrix units

@@ -31,7 +31,7 @@ DType plain_dtype(WeightFormat format) {
 // The Gemm on quantized weights: widen a block of weight rows, multiply, move on; the block is sized
 // so the widened copy stays in scratch and the multiply amortises it.
 void widened_gemm(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-                  bool accumulate) {
+                  bool accumulate, Activation activation) {
   const int64_t n = layer.out_features, k = layer.in_features;
   // BF16 only where the model computes in BF16 and the Gemm has it natively (AMX, AVX512-BF16);
   // elsewhere float32 is both exact and faster than the Gemm's emulated BF16.
@@ -55,7 +55,8 @@ void widened_gemm(Gemm& gemm, const Linear& layer, const float* x, int64_t rows,
         dequantize_rows(layer.weight, k, first, last, widened_f32 + (first - begin) * k, k);
     }
     gemm({rows, width, k, x, ldx, bf16 ? static_cast<const void*>(widened_bf16) : widened_f32,
-          bf16 ? DType::BF16 : DType::F32, k, layer.bias ? layer.bias + begin : nullptr, y + begin, ldy, accumulate});
+          bf16 ? DType::BF16 : DType::F32, k, layer.bias ? layer.bias + begin : nullptr, y + begin, ldy, accumulate,
+          activation});
   }
 }
 
@@ -66,19 +67,23 @@ bool integer_kernels(const Gemm& gemm) {
 }
 
 void linear(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-            bool accumulate) {
+            bool accumulate, Activation activation) {
   const int64_t n = layer.out_features, k = layer.in_features;
+  if (accumulate && activation != Activation::None)
+    throw InvalidArgument("linear: an activation applies to a fresh product, not to y += x W^T");
   if (rows <= kGemvMaxRows) {
     GemvOptions options;
     options.round_bf16_inputs = gemm.options().round_bf16_inputs;
     gemv({rows, n, k, x, ldx, layer.weight, layer.bias, y, ldy, accumulate}, options);
+    apply_activation(activation, y, rows, n, ldy);
   } else if (!layer.quantized()) {
     gemm({rows, n, k, x, ldx, layer.weight.data, plain_dtype(layer.weight.format), layer.weight.ld, layer.bias, y, ldy,
-          accumulate});
+          accumulate, activation});
   } else if (layer.weight.layout == WeightLayout::Panels) {
     quantized_gemm({rows, n, k, x, ldx, layer.weight, layer.bias, y, ldy, accumulate});
+    apply_activation(activation, y, rows, n, ldy);
   } else {
-    widened_gemm(gemm, layer, x, rows, ldx, y, ldy, accumulate);
+    widened_gemm(gemm, layer, x, rows, ldx, y, ldy, accumulate, activation);
   }
 }
 

@@ -31,8 +31,9 @@ struct Linear {
 bool integer_kernels(const Gemm& gemm);
 
 // y = x W^T + b (y += with `accumulate`) for `rows` rows of x (row stride ldx) into y (row stride
-// ldy). The Gemm carries the precision options and oneDNN's primitives.
+// ldy), then `activation` (fused into the Gemm where oneDNN can). The Gemm carries the precision
+// options and oneDNN's primitives.
 void linear(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
-            bool accumulate = false);
+            bool accumulate = false, Activation activation = Activation::None);
 
 }  // namespace qwen2audio::kernels

@@ -112,6 +112,56 @@ TEST_P(GemmTest, Bf16PortablePathMatchesNaiveLoop) { run_gemm_case(GetParam(), D
 
 TEST_P(GemmTest, Bf16WithFloat32InputsMatchesNaiveLoop) { run_gemm_case(GetParam(), DType::BF16, {false, true}, 2e-4); }
 
+// GELU fused as a post-op (oneDNN) or applied after the product (portable paths): the reference is
+// the exact erf form on the naive product; accumulating products take no activation.
+void run_gelu_case(const GemmCase& param, DType dtype, GemmOptions options) {
+  const int64_t ldx = param.k + (param.strided ? 3 : 0), ldw = param.k + (param.strided ? 5 : 0);
+  const int64_t ldy = param.n + (param.strided ? 2 : 0);
+  const std::vector<float> x = random_values(param.m * ldx, 11);
+  std::vector<float> w = random_values(param.n * ldw, 12, 0.5f);
+  for (float& value : w) value = bf16_to_float(float_to_bf16(value));
+  const std::vector<uint16_t> w_bits = to_bf16(w);
+  const std::vector<float> bias = random_values(param.n, 13);
+  std::vector<float> y = random_values(param.m * ldy, 14);
+  const std::vector<float> before = y;
+  const bool rounds = dtype == DType::BF16 && options.round_bf16_inputs;
+  std::vector<double> expected =
+      naive_linear(x, ldx, w, ldw, param.bias ? &bias : nullptr, y, ldy, param.m, param.n, param.k, false, rounds);
+  for (int64_t row = 0; row < param.m; ++row)
+    for (int64_t column = 0; column < param.n; ++column) {
+      double& value = expected[row * ldy + column];
+      value = 0.5 * value * (1.0 + std::erf(value / std::sqrt(2.0)));
+    }
+  Gemm gemm(options);
+  GemmArgs args{param.m,
+                param.n,
+                param.k,
+                x.data(),
+                ldx,
+                dtype == DType::F32 ? static_cast<const void*>(w.data()) : w_bits.data(),
+                dtype,
+                ldw,
+                param.bias ? bias.data() : nullptr,
+                y.data(),
+                ldy,
+                param.accumulate,
+                Activation::GeluErf};
+  if (param.accumulate) {
+    EXPECT_THROW(gemm(args), std::invalid_argument);
+    EXPECT_EQ(y, before);
+    return;
+  }
+  gemm(args);
+  EXPECT_LT(max_abs_diff(y, expected), 2e-4);
+}
+
+TEST_P(GemmTest, GeluActivationMatchesProductThenGelu) {
+  run_gelu_case(GetParam(), DType::F32, {});
+  run_gelu_case(GetParam(), DType::BF16, {true, true});
+  run_gelu_case(GetParam(), DType::BF16, {true, false});
+  run_gelu_case(GetParam(), DType::BF16, {false, true});
+}
+
 TEST(Gemm, RejectsUnsupportedWeightsAndBadStrides) {
   Gemm gemm;
   float x[4] = {}, y[4] = {};
