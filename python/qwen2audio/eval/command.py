@@ -67,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _group_score_only(args: argparse.Namespace) -> list[DatasetResult]:
     grouped: dict[str, tuple[tasks.Dataset, list[dict[str, Any]], list[str]]] = {}
     for path in args.score_only:
-        records = tasks.read_jsonl(path)
+        # one shard's file may be empty; all of them empty is an error below
+        records = tasks.read_jsonl(path, allow_empty=True)
+        if not records:
+            continue
         if args.language:
             data = tasks.custom_asr_dataset(args.dataset or Path(path).stem, args.language)
         elif args.dataset:
@@ -84,6 +87,8 @@ def _group_score_only(args: argparse.Namespace) -> list[DatasetResult]:
         entry = grouped.setdefault(data.key, (data, [], []))
         entry[1].extend(records)
         entry[2].append(str(path))
+    if not grouped:
+        raise ValueError(f"no records in {', '.join(args.score_only)}")
     return [score_dataset(data, records, ", ".join(paths)) for data, records, paths in grouped.values()]
 
 

@@ -72,7 +72,7 @@ def custom_asr_dataset(name: str, language: str) -> Dataset:
     return Dataset(name, ASR, None, language)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, allow_empty: bool = False) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -89,7 +89,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{number}: each line must be a JSON object")
             record["_line"] = number
             records.append(record)
-    if not records:
+    if not records and not allow_empty:
         raise ValueError(f"{path}: no records")
     return records
 
