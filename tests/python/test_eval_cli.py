@@ -172,3 +172,21 @@ def test_custom_asr_language(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert main(["eval", "--score-only", str(path), "--language", "fr", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)["asr_wer"]["my_fr"]
     assert (figures["edit_distance_total"], figures["ref_length_total"], figures["language"]) == (1, 3, "fr")
+
+
+def test_dask_generates_what_a_local_run_does(tiny_f32: Path, corpus: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    distributed = pytest.importorskip("distributed")
+    common = ["--datasets", "librispeech", "airbench_foundation", "--data", str(corpus / "data"), "--audio-root",
+              str(corpus / "audio"), "--airbench-root", str(corpus / "Foundation"), "--max-new-tokens", "6", "--quiet"]
+    assert main(["eval", "--model", str(tiny_f32), "--output-dir", str(tmp_path / "local"), *common]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        assert main(["eval", "--model", str(tiny_f32), "--output-dir", str(tmp_path / "dask"),
+                     "--dask-scheduler", cluster.scheduler_address, *common]) == 0
+    for name in ("librispeech", "airbench_foundation"):
+        local = _lines(tmp_path / "local" / f"{name}.responses.jsonl")
+        remote = _lines(tmp_path / "dask" / f"{name}.responses.jsonl")
+        assert local == remote
+    generations = _lines(tmp_path / "dask" / "airbench_foundation.generations.jsonl")
+    assert all(line["prompt"].startswith(tasks.AIRBENCH_INSTRUCTION) for line in generations)

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="records per batch (left-padded, as upstream)")
     parser.add_argument("--shard", default=None, help="I/N: only shard I of N; score later with --score-only on "
                                                       "all shards' responses files")
+    parser.add_argument("--dask-scheduler", default=None, help="generate on a Dask distributed cluster at this address")
     parser.add_argument("--retry-errors", action="store_true", help="redo records whose generation failed")
     parser.add_argument("--max-new-tokens", type=int, default=tasks.GENERATION["max_new_tokens"],
                         help="most tokens per response (the official scripts: 256)")
@@ -94,8 +95,8 @@ def _group_score_only(args: argparse.Namespace) -> list[DatasetResult]:
 
 def _run(args: argparse.Namespace) -> tuple[list[DatasetResult], list[str]]:
     from ..annotate import parse_shard
-    from ..cli import _load, _note, check_model_path
-    from .runner import load_records, missing_audio, run_dataset
+    from ..cli import _HUB_ID, _load, _note, check_model_path
+    from .runner import load_records, missing_audio
 
     if not args.model:
         raise ValueError("give --model (a checkpoint folder) to run inference, or --score-only RESPONSES.jsonl")
@@ -121,8 +122,29 @@ def _run(args: argparse.Namespace) -> tuple[list[DatasetResult], list[str]]:
             _note(f"{data.key}: {len(absent)} of {len(records)} audio files are missing (e.g. "
                   f"{absent[0]['audio_path']}); they get error lines and the dataset is not scored")
         loaded.append((data, records))
-    check_model_path(args.model)
-    model, processor = _load(args)
+    if not args.dask_scheduler or _HUB_ID.fullmatch(args.model):
+        check_model_path(args.model)  # with Dask the folder need only exist on the workers
+    client = None
+    model = processor = None
+    if args.dask_scheduler:
+        from distributed import Client
+
+        client = Client(args.dask_scheduler)
+    else:
+        model, processor = _load(args)
+    try:
+        return _generate_and_score(args, loaded, model, processor, client, shard)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _generate_and_score(args: argparse.Namespace, loaded: list, model: Any, processor: Any, client: Any,
+                        shard: tuple[int, int] | None) -> tuple[list[DatasetResult], list[str]]:
+    from ..cli import _model_kwargs
+    from .runner import run_dataset
+
+    dask = (client, args.model, _model_kwargs(args)) if client is not None else None
     generation = dict(tasks.GENERATION, max_new_tokens=args.max_new_tokens)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +153,7 @@ def _run(args: argparse.Namespace) -> tuple[list[DatasetResult], list[str]]:
     for data, records in loaded:
         answered, counts, responses = run_dataset(model, processor, data, records, output_dir, generation,
                                                   args.batch_size, shard, args.long_audio, not args.quiet,
-                                                  args.retry_errors)
+                                                  args.retry_errors, dask)
         print(json.dumps({"dataset": data.key, "responses": str(responses), **counts}), file=sys.stderr)
         expected = len(records) if shard is None else None
         if data.task == tasks.AIRBENCH_CHAT:

@@ -1,5 +1,5 @@
 """Inference for the evaluation, on the annotate machinery (resumable JSONL, ``--shard I/N``, batches of
-similar length, progress bar), prompted and decoded as the official scripts do.
+similar length, Dask, progress bar), prompted and decoded as the official scripts do.
 
 Base-model tasks: the text is ``<|audio_bos|><|AUDIO|><|audio_eos|>`` + the record's prompt, without a
 chat template. AIR-Bench: the Instruct chat template with the system prompt "You are a helpful
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,22 +75,33 @@ def file_stem(data: tasks.Dataset, shard: tuple[int, int] | None) -> str:
 
 def run_dataset(model: Any, processor: Any, data: tasks.Dataset, records: list[dict[str, Any]], output_dir: Path,
                 generation: dict[str, Any], batch_size: int | None, shard: tuple[int, int] | None,
-                long_audio: str = "truncate", progress: bool = True, retry_errors: bool = False
+                long_audio: str = "truncate", progress: bool = True, retry_errors: bool = False,
+                dask: tuple[Any, str, dict[str, Any]] | None = None
                 ) -> tuple[list[dict[str, Any]], dict[str, int], Path]:
     """Generates the responses of ``records`` (this shard's) into ``{output_dir}/{stem}.generations.jsonl``
     (resumable), then writes ``{stem}.responses.jsonl``: each record of the dataset's input with its
     ``response``, in input order, in the official result shape (AIR-Bench: its result-file lines).
-    Returns the records with responses, the counts, and the responses file."""
+    Returns the records with responses, the counts, and the responses file. ``dask``: (client, model folder,
+    model kwargs) to generate on a Dask cluster instead of ``model``/``processor`` (None then)."""
     items = [AnnotationItem(id=record["id"], path=record["audio_path"], prompt=record["model_prompt"])
              for record in records]
     if shard:
         items = select_shard(items, *shard)
     wanted = {item.id for item in items}
-    annotator = EvalAnnotator(model, processor, dict(generation), long_audio, chat=data.chat_template)
     stem = file_stem(data, shard)
     generations = output_dir / f"{stem}.generations.jsonl"
-    counts = annotate(annotator, items, None, generations, batch_size=batch_size, progress=progress,
-                      retry_errors=retry_errors)
+    if dask is not None:
+        from ..distributed import annotate_distributed
+
+        client, model_dir, model_kwargs = dask
+        counts = annotate_distributed(client, model_dir, items, None, generations, batch_size=batch_size or 4,
+                                      model_kwargs=model_kwargs, generation_kwargs=dict(generation),
+                                      progress=progress, long_audio=long_audio, retry_errors=retry_errors,
+                                      annotator_factory=partial(EvalAnnotator, chat=data.chat_template))
+    else:
+        annotator = EvalAnnotator(model, processor, dict(generation), long_audio, chat=data.chat_template)
+        counts = annotate(annotator, items, None, generations, batch_size=batch_size, progress=progress,
+                          retry_errors=retry_errors)
     lines: dict[str, dict[str, Any]] = {}
     for line in Path(generations).read_text(encoding="utf-8").splitlines():
         try:
