@@ -190,3 +190,15 @@ def test_dask_generates_what_a_local_run_does(tiny_f32: Path, corpus: Path, tmp_
         assert local == remote
     generations = _lines(tmp_path / "dask" / "airbench_foundation.generations.jsonl")
     assert all(line["prompt"].startswith(tasks.AIRBENCH_INSTRUCTION) for line in generations)
+
+
+def test_items_of_files_without_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "vocalsound_eval.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in [
+        {"audio": "a.wav", "prompt": "p", "gt": "Cough", "source": "vocalsound_test", "response": "Cough\n"},
+        {"prompt": "p", "gt": "Sniff", "source": "vocalsound_test", "response": " Sniff"}]))
+    items = tmp_path / "items.jsonl"
+    assert main(["eval", "--score-only", str(path), "--items", str(items), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["vsc_acc"]["vocalsound_test"] == {"accuracy": 0.5, "correct": 1,
+                                                                                 "count": 2}
+    assert [(line["id"], line["match"]) for line in _lines(items)] == [("a.wav", False), ("vocalsound_eval.jsonl:2", True)]

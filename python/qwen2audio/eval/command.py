@@ -84,7 +84,9 @@ def _group_score_only(args: argparse.Namespace) -> list[DatasetResult]:
                                  "Foundation_meta.json")
             records = attach_airbench_meta(records, tasks.read_airbench_meta(args.airbench_meta), path)
         for record in records:
-            record["_file"] = path
+            # names the per-item lines of files without ids (the official JSONLs have none)
+            if record.get("id") is None and "uniq_id" not in record:
+                record["id"] = record.get("audio") or f"{Path(path).name}:{record['_line']}"
         entry = grouped.setdefault(data.key, (data, [], []))
         entry[1].extend(records)
         entry[2].append(str(path))
