@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..annotate import AnnotationItem, Annotator, annotate, row_key, select_shard
+from ..annotate import AnnotationItem, Annotator, _eos_ids, annotate, row_key, select_shard
 from . import tasks
 
 
@@ -61,12 +61,6 @@ class EvalAnnotator(Annotator):
                             "tokens": count, "finish_reason": "stop" if count < len(tokens) else "length",
                             **facts, "seconds": round(seconds, 4), "key": row_key(settings, prompt)})
         return records
-
-
-def _eos_ids(model: Any, generation: dict[str, Any]) -> list[int]:
-    from ..annotate import _eos_ids as eos_ids
-
-    return eos_ids(model, generation)
 
 
 def file_stem(data: tasks.Dataset, shard: tuple[int, int] | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from ..edit_distance import edit_distance
 from ..normalizers import BasicTextNormalizer, ChineseTextNormalizer, EnglishTextNormalizer, to_simplified
@@ -127,8 +127,3 @@ def score_asr(records: Iterable[dict[str, Any]], language: str) -> dict[str, Asr
 
 def pair_as_dict(pair: AsrPair) -> dict[str, Any]:
     return dict(pair.__dict__)
-
-
-def wer_of(items: Sequence[AsrPair]) -> float | None:
-    total = sum(pair.ref_len for pair in items)
-    return sum(pair.edit_distance for pair in items) / total if total else None
