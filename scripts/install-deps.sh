@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format clang-tidy libclang-rt-14-dev
   espeak-ng sox ffmpeg
+  libopencc1.1 libopencc-data python3-mecab mecab-ipadic-utf8  # qwen2audio eval: yue t2s, ja-mecab BLEU
 )
 if [ "${1:-}" = "notebook" ]; then
   PACKAGES+=(jupyter-notebook)

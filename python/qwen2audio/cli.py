@@ -1,4 +1,4 @@
-"""The ``qwen2audio`` command line: chat, annotate, bench, demo, inspect."""
+"""The ``qwen2audio`` command line: chat, annotate, eval, bench, demo, inspect."""
 
 from __future__ import annotations
 
@@ -337,6 +337,13 @@ def _read_lines(path: str) -> list[dict[str, Any]]:
         return []
 
 
+# ------------------------------------------------------------------------------------------ eval
+def _eval(args: argparse.Namespace) -> int:
+    from .eval.command import run
+
+    return run(args)
+
+
 # ----------------------------------------------------------------------------------------- bench
 def _bench(args: argparse.Namespace) -> int:
     from .benchmark import run_annotation_benchmark, run_model_benchmark
@@ -467,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "tiny random checkpoint)")
     demo.add_argument("--workdir", default=None,
                       help="keep the clips and annotations in this folder (unset: a temporary folder, removed)")
+
+    from .eval.command import EPILOG as EVAL_EPILOG, add_arguments as add_eval_arguments
+
+    evaluate = command("eval", _eval, "run and score the Qwen2-Audio paper's evaluations as the official scripts do",
+                       "Runs ASR, speech translation, emotion, vocal sound and AIR-Bench evaluations on this engine "
+                       "and scores them the way the official Qwen2-Audio and AIR-Bench scripts do, number for "
+                       "number; --score-only scores responses produced anywhere.", epilog=EVAL_EPILOG)
+    _add_model_options(evaluate)
+    for action in evaluate._actions:
+        if action.dest == "model":
+            action.required = False  # --score-only loads no model
+    _add_long_audio_option(evaluate)
+    add_eval_arguments(evaluate)
 
     inspect = command("inspect", _inspect, "describe a checkpoint folder")
     inspect.add_argument("model", help="checkpoint folder or .safetensors file")

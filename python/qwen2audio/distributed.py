@@ -24,8 +24,11 @@ class ModelPlugin:
 
     def __init__(self, model_dir: str, model_kwargs: dict[str, Any] | None = None,
                  generation_kwargs: dict[str, Any] | None = None, long_audio: str = "truncate",
-                 logprobs: bool = False):
+                 logprobs: bool = False, annotator_factory: Callable[..., Annotator] | None = None):
         self.model_dir = str(model_dir)
+        # builds the worker's annotator from (model, processor, generation_kwargs, long_audio, logprobs);
+        # `qwen2audio eval` passes its own prompting through this
+        self.annotator_factory = annotator_factory
         self.model_kwargs = dict(model_kwargs or {})
         self.generation_kwargs = dict(generation_kwargs or {})
         self.long_audio = long_audio
@@ -38,7 +41,8 @@ class ModelPlugin:
 
         model = Qwen2AudioForConditionalGeneration.from_pretrained(self.model_dir, **self.model_kwargs)
         processor = Qwen2AudioProcessor.from_pretrained(self.model_dir)
-        self.annotator = Annotator(model, processor, self.generation_kwargs, self.long_audio, self.logprobs)
+        factory = self.annotator_factory or Annotator
+        self.annotator = factory(model, processor, self.generation_kwargs, self.long_audio, self.logprobs)
 
     def teardown(self, worker: Any) -> None:
         self.annotator = None
@@ -76,16 +80,18 @@ def annotate_distributed(
     long_audio: str = "truncate",
     retry_errors: bool = False,
     logprobs: bool = False,
+    annotator_factory: Callable[..., Annotator] | None = None,
 ) -> dict[str, int]:
     """Annotate ``items`` on the workers of ``client`` (a ``dask.distributed.Client``); the driver writes
-    ``output``. Returns counts of written, failed and skipped files."""
+    ``output``. Returns counts of written, failed and skipped files. ``annotator_factory`` (picklable, called
+    as ``Annotator`` is) replaces the workers' Annotator, e.g. with another prompting."""
     from distributed import as_completed
 
     from .annotate import _progress_bar
 
     check_prompts(items, prompt)
-    client.register_worker_plugin(ModelPlugin(str(model_dir), model_kwargs, generation_kwargs, long_audio, logprobs),
-                                  name=_PLUGIN_NAME)
+    client.register_worker_plugin(ModelPlugin(str(model_dir), model_kwargs, generation_kwargs, long_audio, logprobs,
+                                              annotator_factory), name=_PLUGIN_NAME)
     # The lines' keys come from a loaded model (its resolved dtype and quantization), as in a local run.
     settings = client.submit(_settings_on_worker, pure=False, retries=retries).result()
     with ResultWriter(output) as writer:
