@@ -564,7 +564,9 @@ TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
               }
               for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[r * ldy + j], y0[r * ldy + j]);
             }
-            if (isa == Isa::Scalar) continue;
+            // gemv caps the tier at QWEN2AUDIO_MAX_ISA; a direct call runs the tier it is given.
+            const Isa ran = through_gemv ? std::min(isa, best_isa()) : isa;
+            if (ran == Isa::Scalar) continue;
             if (first_vector_result.empty())
               first_vector_result = y;
             else
