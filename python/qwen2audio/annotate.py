@@ -86,24 +86,28 @@ def check_prompts(items: Sequence[AnnotationItem], prompt: str | None) -> None:
                          "'prompt' value on every manifest row")
 
 
+def json_lines(stream, path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines stream; a line that is not a JSON
+    object raises ValueError naming the file and line."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not valid JSON: {error}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: each line must be a JSON object")
+        yield number, row
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     with open(path, newline="", encoding="utf-8") as stream:
         if suffix == ".csv":
             return list(csv.DictReader(stream))
         if suffix in (".jsonl", ".ndjson", ".json"):
-            rows = []
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {error}") from error
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: each line must be a JSON object")
-                rows.append(row)
-            return rows
+            return [row for _, row in json_lines(stream, path)]
     raise ValueError(f"{path}: manifest must be a folder, a .csv or a .jsonl file")
 
 

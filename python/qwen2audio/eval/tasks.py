@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..annotate import json_lines
+
 ASR, ST, SER, VSC, AIRBENCH_FOUNDATION, AIRBENCH_CHAT = "asr", "st", "ser", "vsc", "airbench_foundation", "airbench_chat"
 TASK_TITLES = {
     ASR: "ASR (WER %, lower is better)",
@@ -78,15 +80,7 @@ def read_jsonl(path: str | Path, allow_empty: bool = False) -> list[dict[str, An
         raise ValueError(f"{path}: no such file")
     records = []
     with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON: {error}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: each line must be a JSON object")
+        for number, record in json_lines(stream, path):
             record["_line"] = number
             records.append(record)
     if not records and not allow_empty:
