@@ -14,7 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format clang-tidy libclang-rt-14-dev
   espeak-ng sox ffmpeg
-  python3-fastapi python3-uvicorn python3-multipart python3-httpx
+  python3-fastapi python3-uvicorn python3-multipart python3-httpx curl
 )
 # Node runs the official OpenAI JS client in the server tests; a Node already installed (e.g. from
 # NodeSource, which bundles npm) is kept, as Debian's npm package would conflict with it.

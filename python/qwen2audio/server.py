@@ -202,7 +202,8 @@ class AudioLoader:
             if "longer than" in str(error) or "max_seconds" in str(error):
                 raise ApiError(413, f"the request's audio exceeds {limit:g} s", param=param,
                                code="audio_too_long") from None
-            raise ApiError(400, f"'{param}' is not readable audio: {error}", param=param,
+            # Well-formed request, content that cannot be processed.
+            raise ApiError(422, f"'{param}' is not readable audio: {error}", param=param,
                            code="invalid_audio") from None
         self.seconds += audio.size / SAMPLING_RATE
         if self.seconds > limit:
@@ -336,14 +337,20 @@ class Generation:
 
     async def events_until_done(self, http_request: Any = None) -> AsyncIterator[tuple]:
         """Yields events; a client that disconnects (checked while waiting) cancels the request."""
+        checked = time.monotonic()
         try:
             while True:
                 try:
                     event = await asyncio.wait_for(self.events.get(), timeout=0.25)
                 except asyncio.TimeoutError:
-                    if http_request is not None and await http_request.is_disconnected():
+                    event = None
+                # Checked by the clock, not only when idle: a busy request has an event every step.
+                if http_request is not None and time.monotonic() - checked >= 0.25:
+                    checked = time.monotonic()
+                    if await http_request.is_disconnected():
                         self.request.cancel()
                         return
+                if event is None:
                     continue
                 yield event
                 if event[0] in ("done", "error"):

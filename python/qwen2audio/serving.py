@@ -146,7 +146,12 @@ class Engine:
                 while self._waiting and len(admit) < free:
                     admit.append(self._waiting.popleft())
             for request in admit:
-                self._admit(request)
+                try:
+                    self._admit(request)
+                except Exception as error:  # noqa: BLE001 - ends this request, never the scheduler
+                    logger.exception("admitting a request")
+                    if request._slot in self._running:
+                        self._end(request._slot, error=error)
             self._drop_cancelled()
             if self._batch.stepping:
                 try:
@@ -160,8 +165,14 @@ class Engine:
                     self.stats["steps"] += 1
                 for slot, token, finished in tokens:
                     request = self._running.get(slot)
-                    if request is not None:
+                    if request is None:
+                        continue
+                    try:
                         self._on_token(request, token, finished)
+                    except Exception as error:  # noqa: BLE001 - ends this request, never the scheduler
+                        logger.exception("handling a token of slot %d", slot)
+                        if slot in self._running:
+                            self._end(slot, error=error)
         error = EngineStopped("the server is shutting down")
         for slot in list(self._running):
             self._end(slot, error=error)
@@ -248,7 +259,12 @@ class Engine:
         if token in self._eos and not request.params.ignore_eos:
             reason = "stop"
         else:
-            request._text += request._decoder.add(int(token))
+            try:
+                request._text += request._decoder.add(int(token))
+            except ValueError:
+                # A checkpoint's vocabulary may be larger than its tokenizer's (Qwen2-Audio-7B: 156032 rows,
+                # ~151.6k tokens); such an id has no text.
+                pass
             if finished:
                 request._text += request._decoder.flush()
             stop_at = _find_stop(request._text, request.params.stop, request._sent)

@@ -267,7 +267,7 @@ def test_client_disconnect_frees_the_slot(server: Server) -> None:
 BAD_REQUESTS = {
     "invalid base64": (400, {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "not base64!!", "format": "wav"}}]}]}),
-    "not audio": (400, {"messages": [{"role": "user", "content": [
+    "not audio": (422, {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"hello, not a sound" * 50).decode(),
                                                 "format": "wav"}}]}]}),
     "empty audio": (400, {"messages": [{"role": "user", "content": [
@@ -348,7 +348,7 @@ def test_transcriptions(server: Server, tmp_path: Path) -> None:
     _check_error(server.client.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"")},
                                     data={"model": "tiny"}), 400)
     _check_error(server.client.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"garbage" * 100)},
-                                    data={"model": "tiny"}), 400)
+                                    data={"model": "tiny"}), 422)
     _check_error(server.client.post("/v1/audio/transcriptions", data={"model": "tiny"}), 400)
     _check_error(server.client.post("/v1/audio/transcriptions", json={"file": "x"}), 400)
 
@@ -406,3 +406,65 @@ def test_official_openai_js_client(server: Server, media: Path) -> None:
     transcription = server.client.post("/v1/audio/transcriptions", files={"file": (media / "tone.wav").open("rb")},
                                        data={"model": "tiny", "language": "en"}).json()
     assert result["transcription"] == transcription["text"]
+
+
+def test_disconnect_of_a_whole_answer_cancels_it(server: Server) -> None:
+    before = server.stats()["cancelled"]
+    with httpx.Client(base_url=server.url, timeout=0.5) as client:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            client.post("/v1/chat/completions", json={"model": "tiny", "messages": _ask("long"), "max_tokens": 1500,
+                                                      "temperature": 0, "ignore_eos": True})
+    deadline = time.monotonic() + 30
+    while server.stats()["cancelled"] == before or server.stats()["in_flight"]:
+        assert time.monotonic() < deadline, server.stats()
+        time.sleep(0.05)
+
+
+def test_not_ready_until_loaded() -> None:
+    from starlette.testclient import TestClient
+
+    from qwen2audio.server import ServerLimits, ServerState, create_app
+
+    state = ServerState(None, "tiny", ServerLimits())
+    with TestClient(create_app(state)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json() == {"status": "loading"}
+        error = _check_error(client.post("/v1/chat/completions", json={"messages": _ask("hi")}), 503)
+        assert error["code"] == "model_loading"
+        assert client.get("/v1/models").status_code == 200
+
+
+def _readme_serve_blocks(language: str) -> list[str]:
+    from test_readme import BLOCKS
+
+    return [block.code for block in BLOCKS if block.section == "Serve" and block.language == language]
+
+
+def _as_test_server(code: str, server: Server) -> str:
+    return code.replace("http://localhost:8000", server.url).replace("Qwen2-Audio-7B-Instruct", "tiny")
+
+
+def test_readme_curl_examples(server: Server, media: Path, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    shutil.copy(media / "tone.wav", tmp_path / "clip.wav")
+    [block] = [code for code in _readme_serve_blocks("sh") if "curl" in code]
+    run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", _as_test_server(block, server)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    decoder = json.JSONDecoder()
+    completion, end = decoder.raw_decode(run.stdout)
+    transcription, _ = decoder.raw_decode(run.stdout[end:].lstrip())
+    assert completion["object"] == "chat.completion" and "text" in transcription
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (NODE_CLIENT / "node_modules" / "openai").is_dir(),
+                    reason="node or the openai npm package is missing (scripts/install-deps.sh installs them)")
+def test_readme_javascript_example(server: Server, media: Path, tmp_path: Path) -> None:
+    shutil.copy(media / "tone.wav", tmp_path / "clip.wav")
+    (tmp_path / "node_modules").symlink_to(NODE_CLIENT / "node_modules")
+    [block] = _readme_serve_blocks("js")
+    (tmp_path / "example.mjs").write_text(_as_test_server(block, server))
+    run = subprocess.run(["node", "example.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.splitlines()) >= 2
