@@ -526,7 +526,8 @@ def create_app(state: ServerState) -> Any:
         engine = state.require_ready()
         content_type = http_request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
-            raise ApiError(400, "send the audio as multipart/form-data with a 'file' field", code="invalid_content_type")
+            raise ApiError(400, "send the audio as multipart/form-data with a 'file' field",
+                           code="invalid_content_type")
         try:
             form = await http_request.form()
         except ApiError:
