@@ -291,6 +291,11 @@ BAD_REQUESTS = {
     "n above one": (400, {"messages": [{"role": "user", "content": "hi"}], "n": 2}),
     "seed a float": (400, {"messages": [{"role": "user", "content": "hi"}], "seed": 1.5}),
     "prompt beyond the context": (400, {"messages": [{"role": "user", "content": "hello " * 3000}]}),
+    "audio placeholder without audio": (400, {"messages": [{"role": "user", "content": "<|AUDIO|> what is this?"}]}),
+    "ends with the assistant": (400, {"messages": [{"role": "user", "content": "hi"},
+                                                   {"role": "assistant", "content": "hello"}]}),
+    "audio in a system message": (400, {"messages": [{"role": "system", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}),
     "unknown model": (404, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
 }
 
@@ -468,3 +473,9 @@ def test_readme_javascript_example(server: Server, media: Path, tmp_path: Path) 
     run = subprocess.run(["node", "example.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()) >= 2
+
+
+def test_serve_refuses_bad_options(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "qwen2audio", "serve", "--model", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "no such model folder" in run.stderr
