@@ -2,8 +2,10 @@
 // against Session::generate on each prompt alone, with requests joining and leaving mid-batch.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,6 +16,25 @@
 #include "generate/session.h"
 #include "kernels/cpu/attention.h"
 #include "model/qwen2_audio.h"
+
+// Counts operator new calls while `counting` is set: a decode step must not allocate once its buffers
+// are sized (Buffer's aligned_alloc only happens on growth, which a warmed batch never needs either).
+namespace {
+std::atomic<bool> counting{false};
+std::atomic<int64_t> allocations{0};
+}  // namespace
+
+// GCC pairs the builtin new it sees elsewhere with this file's free(); the replacements are a matching pair.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t bytes) {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* memory = std::malloc(bytes == 0 ? 1 : bytes)) return memory;
+  throw std::bad_alloc();
+}
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
 
 namespace qwen2audio {
 namespace {
@@ -184,6 +205,28 @@ TEST(DecodeBatch, ReleasedConversationContinuesInASession) {
   reference->append({second.data(), nullptr, 1, static_cast<int64_t>(second.size())}, nullptr);
   EXPECT_EQ(continued, reference->generate(generation));
   EXPECT_EQ(kept.tokens(), reference->tokens());
+}
+
+TEST(DecodeBatch, StepsAllocateNothing) {
+  const auto model = tiny_model();
+  if (!model) GTEST_SKIP() << "shared reference tiny model not found";
+  DecodeBatch batch(model, 3, 128);
+  SlotOptions greedy, sampled;
+  greedy.max_new_tokens = sampled.max_new_tokens = 40;
+  sampled.sampling = {true, 0.8, 20, 0.9, 1.2};
+  sampled.seed = 7;
+  batch.admit(*prefilled(model, prompt(5, 1)), greedy);
+  batch.admit(*prefilled(model, prompt(17, 2)), sampled);
+  batch.admit(*prefilled(model, prompt(9, 3)), greedy);
+  std::vector<SlotToken> step;
+  step.reserve(3);
+  batch.step(step);  // sizes the workspace and the samplers' scratch
+  batch.step(step);
+  counting = true;
+  for (int i = 0; i < 20; ++i) batch.step(step);
+  counting = false;
+  EXPECT_EQ(allocations.load(), 0);
+  EXPECT_EQ(step.size(), 3U);
 }
 
 TEST(DecodeBatch, RefusesWhatDoesNotFit) {
