@@ -13,10 +13,12 @@ from qwen2audio import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, 
 from qwen2audio.serving import Engine, Prompt, Request, SamplingParams
 
 
-@pytest.fixture(scope="module", params=["f32", "bf16"])
+@pytest.fixture(scope="module", params=["f32", "bf16", "bf16-int8", "bf16-int4"])
 def loaded(request: pytest.FixtureRequest) -> tuple:
-    folder = request.getfixturevalue(f"tiny_{request.param}")
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, num_threads=2)
+    dtype, _, quantization = request.param.partition("-")
+    folder = request.getfixturevalue(f"tiny_{dtype}")
+    options = {"quantization": quantization} if quantization else {}
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, num_threads=2, **options)
     return model, Qwen2AudioProcessor.from_pretrained(folder)
 
 
