@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "bindings/bindings.h"
+#include "generate/decode_batch.h"
 #include "generate/session.h"
 #include "kernels/cpu/quantized_gemm.h"
 #include "model/audio_encoder.h"
@@ -311,6 +312,58 @@ void register_model(py::module_& module) {
           "vocab] or None, logits [steps, batch, vocab] or None, logprobs [batch, steps] or None).")
       .def("truncate", &Session::truncate, py::arg("length"))
       .def("reset", &Session::reset);
+
+  py::class_<DecodeBatch>(module, "DecodeBatch",
+                          "Continuous batching: slots of their own length decoded together (generate/decode_batch.h).")
+      .def(py::init([](std::shared_ptr<Qwen2AudioModel> model, int64_t slots, int64_t capacity) {
+             return std::make_unique<DecodeBatch>(std::move(model), slots, capacity);
+           }),
+           py::arg("model"), py::arg("slots"), py::arg("capacity"))
+      .def_property_readonly("slots", &DecodeBatch::slots)
+      .def_property_readonly("capacity", &DecodeBatch::capacity)
+      .def_property_readonly("taken", &DecodeBatch::taken)
+      .def_property_readonly("stepping", &DecodeBatch::stepping)
+      .def_property_readonly("free_slot", &DecodeBatch::free_slot)
+      .def(
+          "admit",
+          [](DecodeBatch& self, Session& session, int64_t max_new_tokens, bool do_sample, double temperature,
+             int64_t top_k, double top_p, double repetition_penalty, uint64_t seed,
+             std::vector<int64_t> eos_token_ids) {
+            SlotOptions options;
+            options.max_new_tokens = max_new_tokens;
+            options.sampling = {do_sample, temperature, top_k, top_p, repetition_penalty};
+            options.eos_token_ids = std::move(eos_token_ids);
+            options.seed = seed;
+            py::gil_scoped_release release;
+            return self.admit(session, options);
+          },
+          py::arg("session"), py::arg("max_new_tokens"), py::arg("do_sample") = false, py::arg("temperature") = 1.0,
+          py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("repetition_penalty") = 1.0, py::arg("seed") = 0,
+          py::arg("eos_token_ids") = std::vector<int64_t>{},
+          "Moves a prefilled session into a free slot and picks its first token; returns the slot.")
+      .def(
+          "step",
+          [](DecodeBatch& self) {
+            std::vector<SlotToken> tokens;
+            {
+              py::gil_scoped_release release;
+              self.step(tokens, python_interrupt());
+            }
+            py::list out;
+            for (const SlotToken& token : tokens) out.append(py::make_tuple(token.slot, token.token, token.finished));
+            return out;
+          },
+          "Decodes one token for every stepping slot: a list of (slot, token, finished).")
+      .def("finish", &DecodeBatch::finish, py::arg("slot"))
+      .def(
+          "release",
+          [](DecodeBatch& self, int64_t slot, Session* into) {
+            py::gil_scoped_release release;
+            self.release(slot, into);
+          },
+          py::arg("slot"), py::arg("into") = nullptr)
+      .def("tokens", &DecodeBatch::tokens, py::arg("slot"))
+      .def("generated", &DecodeBatch::generated, py::arg("slot"));
 }
 
 }  // namespace qwen2audio::bindings

@@ -76,6 +76,9 @@ class Session {
   void reset() { truncate(0); }
 
  private:
+  // A serving batch moves conversations between its slots and sessions (cache rows, history).
+  friend class DecodeBatch;
+
   // Runs `steps` tokens per row whose embeddings are in hidden_; ids of -1 are in history_ already.
   void append_locked(const std::vector<int64_t>& ids, const std::vector<uint8_t>& mask, int64_t steps,
                      const Interrupt& interrupt);

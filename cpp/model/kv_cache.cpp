@@ -9,6 +9,24 @@
 #include "runtime/errors.h"
 
 namespace qwen2audio {
+namespace {
+
+void store_token(uint8_t* key_base, uint8_t* value_base, int64_t slot, DType dtype, const float* k, const float* v,
+                 int64_t head_dim) {
+  if (dtype == DType::F32) {
+    std::memcpy(key_base + slot * sizeof(float), k, sizeof(float) * head_dim);
+    std::memcpy(value_base + slot * sizeof(float), v, sizeof(float) * head_dim);
+    return;
+  }
+  auto* keys = reinterpret_cast<uint16_t*>(key_base) + slot;
+  auto* values = reinterpret_cast<uint16_t*>(value_base) + slot;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    keys[d] = float_to_bf16(k[d]);
+    values[d] = float_to_bf16(v[d]);
+  }
+}
+
+}  // namespace
 
 KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype)
     : layers_(layers),
@@ -86,20 +104,45 @@ void KVCache::store(int64_t layer, const float* k, const float* v, int64_t steps
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t source = (b * steps + t) * ld + g * head_dim_;
         const int64_t slot = b * batch_stride() + g * head_stride() + (start + t) * row_stride();
-        if (dtype_ == DType::F32) {
-          std::memcpy(key_base + slot * element_size_, k + source, sizeof(float) * head_dim_);
-          std::memcpy(value_base + slot * element_size_, v + source, sizeof(float) * head_dim_);
-        } else {
-          auto* keys = reinterpret_cast<uint16_t*>(key_base) + slot;
-          auto* values = reinterpret_cast<uint16_t*>(value_base) + slot;
-          for (int64_t d = 0; d < head_dim_; ++d) {
-            keys[d] = float_to_bf16(k[source + d]);
-            values[d] = float_to_bf16(v[source + d]);
-          }
-        }
+        store_token(key_base, value_base, slot, dtype_, k + source, v + source, head_dim_);
       }
     }
   }
+}
+
+void KVCache::store_rows(int64_t layer, const float* k, const float* v, int64_t ld, const int64_t* rows,
+                         const int64_t* slots, int64_t count) {
+  if (device_) throw std::logic_error("a device KV cache is written by its device model");
+  for (int64_t i = 0; i < count; ++i) {
+    if (rows[i] < 0 || rows[i] >= batch_ || slots[i] < 0 || slots[i] >= capacity_)
+      throw std::logic_error("KV cache row or slot out of range");
+    for (int64_t g = 0; g < kv_heads_; ++g) {
+      const int64_t slot = rows[i] * batch_stride() + g * head_stride() + slots[i] * row_stride();
+      const int64_t source = i * ld + g * head_dim_;
+      store_token(keys_[layer].data(), values_[layer].data(), slot, dtype_, k + source, v + source, head_dim_);
+    }
+  }
+}
+
+void KVCache::copy_row(int64_t row, const KVCache& from, int64_t from_row, int64_t count) {
+  if (device_ || from.device_) throw std::logic_error("device KV caches are not copied row by row");
+  if (from.layers_ != layers_ || from.kv_heads_ != kv_heads_ || from.head_dim_ != head_dim_ || from.dtype_ != dtype_)
+    throw std::logic_error("KV cache rows copied between caches of different shapes");
+  if (row < 0 || row >= batch_ || from_row < 0 || from_row >= from.batch_ || count < 0 || count > capacity_ ||
+      count > from.capacity_)
+    throw std::logic_error("KV cache row copy out of range");
+  const size_t bytes = static_cast<size_t>(count * head_dim_ * element_size_);
+  for (int64_t layer = 0; layer < layers_ && bytes; ++layer) {
+    for (int64_t g = 0; g < kv_heads_; ++g) {
+      const int64_t to = (row * batch_stride() + g * head_stride()) * element_size_;
+      const int64_t source = (from_row * from.batch_stride() + g * from.head_stride()) * element_size_;
+      std::memcpy(keys_[layer].data() + to, from.keys_[layer].data() + source, bytes);
+      std::memcpy(values_[layer].data() + to, from.values_[layer].data() + source, bytes);
+    }
+  }
+  if (count)
+    std::memcpy(key_mask_.data() + row * capacity_, from.key_mask_.data() + from_row * from.capacity_,
+                static_cast<size_t>(count));
 }
 
 }  // namespace qwen2audio

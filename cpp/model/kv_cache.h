@@ -53,6 +53,15 @@ class KVCache {
   // length() + steps) of `layer`: k[(b * steps + t) * ld + g * head_dim + d], v alike (float32).
   void store(int64_t layer, const float* k, const float* v, int64_t steps, int64_t ld);
 
+  // Rows that advance on their own (a serving batch, generate/decode_batch.h): writes one token for
+  // each of `count` rows, row rows[i] at slot slots[i], from k[i * ld + g * head_dim + d] (v alike).
+  // length() is not used for such a cache; its owner tracks each row's length.
+  void store_rows(int64_t layer, const float* k, const float* v, int64_t ld, const int64_t* rows, const int64_t* slots,
+                  int64_t count);
+  // Copies slots [0, count) of `from` row `from_row` (every layer, and the key mask) into row `row`;
+  // both caches must have the same shape and dtype and room for `count` slots.
+  void copy_row(int64_t row, const KVCache& from, int64_t from_row, int64_t count);
+
   // Elements of dtype(); element strides below.
   const void* keys(int64_t layer) const { return keys_[layer].data(); }
   const void* values(int64_t layer) const { return values_[layer].data(); }

@@ -296,4 +296,14 @@ void Qwen2AudioModel::decode(KVCache& cache, float* hidden, int64_t steps, const
   decoder_->logits(*gemm_, hidden + (steps - 1) * width, cache.batch(), steps * width, logits, workspace);
 }
 
+void Qwen2AudioModel::decode_rows(KVCache& cache, float* hidden, const Qwen2Decoder::RaggedRows& rows,
+                                  const int64_t* positions, Qwen2Decoder::Workspace& workspace, float* logits,
+                                  const Interrupt& interrupt) const {
+  if (device_model_) throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
+  if (rows.count == 0) return;
+  ScopedNumThreads threads(num_threads_);
+  decoder_->forward(*gemm_, hidden, rows, positions, cache, workspace, interrupt);
+  decoder_->logits(*gemm_, hidden, rows.count, config_.text.hidden_size, logits, workspace);
+}
+
 }  // namespace qwen2audio

@@ -103,6 +103,10 @@ class Qwen2AudioModel {
   // each row's last step.
   void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
               Qwen2Decoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const;
+  // One token for each row of a ragged batch (Qwen2Decoder::RaggedRows): hidden [count,
+  // hidden_size], positions [count], logits [count, vocab]. CPU models only.
+  void decode_rows(KVCache& cache, float* hidden, const Qwen2Decoder::RaggedRows& rows, const int64_t* positions,
+                   Qwen2Decoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const;
 
  private:
   Qwen2AudioModel() = default;

@@ -1,5 +1,6 @@
 #include "model/qwen2_decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -51,7 +52,28 @@ void Qwen2Decoder::embed(const int64_t* ids, int64_t count, float* out) const {
 
 void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
                            Workspace& workspace, const Interrupt& interrupt) const {
-  const int64_t batch = cache.batch();
+  if (cache.length() + steps > cache.capacity())
+    throw std::logic_error("KV cache capacity not reserved before the decoder");
+  run_layers(gemm, hidden, steps, nullptr, positions, cache, workspace, interrupt);
+  cache.advance(steps);
+}
+
+void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
+                           KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const {
+  workspace.kv_lens.resize(static_cast<size_t>(ragged.count));
+  for (int64_t i = 0; i < ragged.count; ++i) {
+    if (ragged.rows[i] < 0 || ragged.rows[i] >= cache.batch() || ragged.lengths[i] < 0 ||
+        ragged.lengths[i] >= cache.capacity())
+      throw std::logic_error("ragged decode row outside the KV cache");
+    workspace.kv_lens[i] = ragged.lengths[i] + 1;
+  }
+  run_layers(gemm, hidden, 1, &ragged, positions, cache, workspace, interrupt);
+}
+
+void Qwen2Decoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged,
+                              const int64_t* positions, KVCache& cache, Workspace& workspace,
+                              const Interrupt& interrupt) const {
+  const int64_t batch = ragged ? ragged->count : cache.batch();
   const int64_t rows = batch * steps;
   const int64_t width = config_.hidden_size;
   const int64_t heads = config_.num_attention_heads;
@@ -61,7 +83,8 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
   const int64_t kv_width = kv_heads * head_dim;
   const int64_t start = cache.length();
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  if (start + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before the decoder");
+  if (rows == 0) return;
+  const int64_t kv_len = ragged ? *std::max_element(workspace.kv_lens.begin(), workspace.kv_lens.end()) : start + steps;
 
   float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
   float* q = workspace.q.reserve(static_cast<size_t>(rows * q_width));
@@ -83,12 +106,15 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     kernels::apply_rope(q, rows, heads, head_dim, q_width, cos, sin);
     kernels::apply_rope(k, rows, kv_heads, head_dim, kv_width, cos, sin);
 
-    cache.store(static_cast<int64_t>(index), k, v, steps, kv_width);
+    if (ragged)
+      cache.store_rows(static_cast<int64_t>(index), k, v, kv_width, ragged->rows, ragged->lengths, ragged->count);
+    else
+      cache.store(static_cast<int64_t>(index), k, v, steps, kv_width);
 
     kernels::AttentionArgs attention;
     attention.batch = batch;
     attention.q_len = steps;
-    attention.kv_len = start + steps;
+    attention.kv_len = kv_len;
     attention.num_heads = heads;
     attention.num_kv_heads = kv_heads;
     attention.head_dim = head_dim;
@@ -108,6 +134,10 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     attention.causal = true;
     attention.key_mask = cache.key_mask();
     attention.key_mask_stride = cache.key_mask_stride();
+    if (ragged) {
+      attention.kv_rows = ragged->rows;
+      attention.kv_lens = workspace.kv_lens.data();
+    }
     kernels::attention(attention, workspace.attention);
     linear(gemm, layer.o_proj, attended, rows, q_width, hidden, width, /*accumulate=*/true);
 
@@ -118,7 +148,6 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, co
     linear(gemm, layer.down_proj, gate, rows, config_.intermediate_size, hidden, width, /*accumulate=*/true);
     check_interrupt(interrupt);
   }
-  cache.advance(steps);
 }
 
 void Qwen2Decoder::logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,

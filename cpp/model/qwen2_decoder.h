@@ -25,6 +25,16 @@ class Qwen2Decoder {
   struct Workspace {
     Buffer<float> normed, q, k, v, attended, gate, up, cos, sin;
     kernels::AttentionScratch attention;
+    std::vector<int64_t> kv_lens;  // per-row key counts of a ragged step
+  };
+
+  // One decode step of rows that advance on their own (generate/decode_batch.h): hidden row i is
+  // the next token of cache row rows[i], which holds lengths[i] tokens; its keys and values go to
+  // slot lengths[i], whose key_mask entry the caller sets. The cache's own length() is unused.
+  struct RaggedRows {
+    const int64_t* rows = nullptr;
+    const int64_t* lengths = nullptr;
+    int64_t count = 0;
   };
 
   // kv_cache_dtype: what make_cache's caches hold (F32 or BF16).
@@ -43,6 +53,9 @@ class Qwen2Decoder {
   // [cache.length(), cache.length() + steps); on return the cache has advanced by `steps`.
   void forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
                Workspace& workspace, const Interrupt& interrupt) const;
+  // The same layers over a ragged step: hidden [ragged.count, hidden_size], positions [count].
+  void forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache,
+               Workspace& workspace, const Interrupt& interrupt) const;
 
   // logits[r, :] = lm_head(norm(hidden[r, :])) for `rows` rows of hidden with row stride ldh.
   void logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
@@ -52,6 +65,10 @@ class Qwen2Decoder {
   DType kv_cache_dtype() const { return kv_cache_dtype_; }
 
  private:
+  // The layer loop of both forwards; `ragged` null: `steps` tokens for every cache row.
+  void run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged, const int64_t* positions,
+                  KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const;
+
   struct Layer {
     Norm input_layernorm, post_attention_layernorm;
     Linear q_proj, k_proj, v_proj, o_proj;

@@ -368,14 +368,16 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
     const int64_t g = h / plan.group;
     const float* q = args.q + b * args.q_batch_stride + t * args.q_row_stride + h * dim;
     for (int64_t d = 0; d < dim; ++d) query[d] = q[d] * query_scale;
-    const int64_t visible = args.causal ? plan.offset + t + 1 : args.kv_len;
-    const int64_t base = b * args.kv_batch_stride + g * args.kv_head_stride;
+    const int64_t keys = args.kv_lens ? args.kv_lens[b] : args.kv_len;
+    const int64_t visible = args.causal ? keys - args.q_len + t + 1 : keys;
+    const int64_t kv_row = args.kv_rows ? args.kv_rows[b] : b;
+    const int64_t base = kv_row * args.kv_batch_stride + g * args.kv_head_stride;
 
     // Key after key in memory order (one long stream for the prefetchers; interleaving a few rows
     // at a time measured slower), two accumulators per key.
     float maximum = kHidden;
     for (int64_t s = 0; s < visible; ++s) {
-      if (!key_visible(args, b, s)) {
+      if (!key_visible(args, kv_row, s)) {
         scores[s] = kHidden;
         continue;
       }
@@ -444,6 +446,11 @@ void check(const AttentionArgs& args) {
   if (args.num_kv_heads <= 0 || args.num_heads % args.num_kv_heads != 0)
     throw InvalidArgument("attention: num_heads must be a multiple of num_kv_heads");
   if (args.causal && args.q_len > args.kv_len) throw InvalidArgument("attention: causal with more queries than keys");
+  if ((args.kv_rows != nullptr || args.kv_lens != nullptr) && args.q_len > kDirectMaxQueries)
+    throw InvalidArgument("attention: per-row cache rows and lengths are for decode steps only");
+  for (int64_t b = 0; args.kv_lens != nullptr && b < args.batch; ++b)
+    if (args.kv_lens[b] > args.kv_len || (args.causal && args.kv_lens[b] < args.q_len))
+      throw InvalidArgument("attention: kv_lens[" + std::to_string(b) + "] is outside [q_len, kv_len]");
   if (args.kv_dtype != DType::F32 && args.kv_dtype != DType::BF16)
     throw InvalidArgument("attention: keys and values must be F32 or BF16, got " +
                           std::string(dtype_name(args.kv_dtype)));

@@ -41,6 +41,13 @@ struct AttentionArgs {
   bool causal = false;
   const uint8_t* key_mask = nullptr;
   int64_t key_mask_stride = 0;
+  // Ragged batches (a serving batch whose rows joined at different times and hold conversations of
+  // different lengths): batch row b reads cache row kv_rows[b] (its key_mask row too) and has its
+  // own kv_lens[b] keys, causal offset included; kv_len must be the largest of them. Either may be
+  // null (identity rows; kv_len for every row). Decode steps only (the direct algorithm): the tiled
+  // one refuses them.
+  const int64_t* kv_rows = nullptr;
+  const int64_t* kv_lens = nullptr;
 };
 
 // Working memory of attention calls: it only grows, so a caller that keeps one (a session, a

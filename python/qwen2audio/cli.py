@@ -406,6 +406,30 @@ def _inspect(args: argparse.Namespace) -> int:
 CHAT_EPILOG = "interactive commands:\n" + "".join(f"  {usage:<18} {meaning}\n" for usage, meaning in CHAT_COMMANDS)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServerLimits, ServerState, serve
+
+    check_model_path(args.model)
+    if args.allowed_local_media_path is not None and not Path(args.allowed_local_media_path).is_dir():
+        raise ValueError(f"--allowed-local-media-path {args.allowed_local_media_path!r} is not a directory")
+    for name in ("max_body_mb", "max_audio_seconds"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if args.max_queue < 0 or args.kv_cache_entries < 0:
+        raise ValueError("--max-queue and --kv-cache-entries must be >= 0")
+    limits = ServerLimits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_audio_seconds=args.max_audio_seconds,
+                          max_new_tokens=args.max_new_tokens, context_length=args.context_length,
+                          max_batch=args.max_batch, max_queue=args.max_queue, kv_cache_entries=args.kv_cache_entries)
+    kwargs = _model_kwargs(args)
+    if args.threads:
+        kwargs["num_threads"] = args.threads
+    name = args.served_model_name or Path(args.model).resolve().name
+    state = ServerState(args.model, name, limits, allowed_media=args.allowed_local_media_path, model_kwargs=kwargs,
+                        asr_style=args.asr_prompt)
+    serve(state, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qwen2audio", description="Qwen2-Audio inference engine",
                                      formatter_class=_HelpFormatter)
@@ -468,6 +492,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clip-seconds", type=float, nargs="+", default=[5, 10, 30], help="clip lengths (--annotate)")
     bench.add_argument("--batch-size", type=_positive_int, default=4, help="clips per batch (--annotate)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the baseline run (--annotate)")
+
+    serve = command("serve", _serve, "an OpenAI-compatible HTTP server (chat completions with audio, transcriptions)",
+                    "An OpenAI-compatible HTTP server: POST /v1/chat/completions (audio as input_audio or audio_url "
+                    "content parts), POST /v1/audio/transcriptions, GET /v1/models, GET /health (200 once the model "
+                    "is loaded) and GET /stats. Requests are decoded together: each is prefilled, then joins the "
+                    "running batch at the next step (continuous batching). Requests beyond --max-batch wait in a "
+                    "queue of --max-queue; beyond that the server answers 503 with Retry-After.")
+    _add_model_options(serve, device=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--served-model-name", default=None,
+                       help="the model id clients name (default: the checkpoint folder's name)")
+    serve.add_argument("--max-batch", type=_positive_int, default=8, help="requests decoded together")
+    serve.add_argument("--max-queue", type=int, default=32,
+                       help="requests waiting for a slot before the server answers 503")
+    serve.add_argument("--context-length", type=_positive_int, default=4096,
+                       help="most tokens per request, prompt and answer (capped by the model's)")
+    serve.add_argument("--max-new-tokens", type=_positive_int, default=1024,
+                       help="most tokens generated per request (also the default of max_tokens)")
+    serve.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body, in MiB")
+    serve.add_argument("--max-audio-seconds", type=float, default=600.0, help="most audio per request, in seconds")
+    serve.add_argument("--kv-cache-entries", type=int, default=8,
+                       help="finished conversations whose KV cache is kept for a follow-up turn (LRU)")
+    serve.add_argument("--allowed-local-media-path", default=None,
+                       help="a directory whose files audio_url may name by path (unset: no local paths)")
+    serve.add_argument("--asr-prompt", default="auto", choices=["auto", "base", "chat"],
+                       help="transcription prompt: base (the ASR prompt of Qwen2-Audio-7B) or chat (an instruction, "
+                            "for Instruct checkpoints); auto: chat when the folder is named *Instruct* or has a chat "
+                            "template file")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     demo = command("demo", _demo, "the main job end to end (built-in tiny checkpoint without --model)")
     demo.add_argument("--model", help="a Qwen2-Audio checkpoint folder (unset: $QWEN2AUDIO_MODEL, else the built-in "
