@@ -92,6 +92,35 @@ AudioBatch ultravox_audio(const FloatArray& values, const std::optional<IntArray
   return audio;
 }
 
+// The codes and scales of a model's quantized layers as a checkpoint stores them, for save_pretrained:
+// views of the model's own (kept alive by `owner`), or copies unpacked from the integer kernels' panels.
+py::list quantized_layers_of(const WeightStore& weights, const py::object& owner) {
+  py::list layers;
+  for (const WeightStore::QuantizedLayer& layer : weights.quantized_layers()) {
+    const kernels::WeightMatrix& w = layer.weight;
+    const bool int8 = w.format == kernels::WeightFormat::Int8;
+    const int64_t code_cols = int8 ? layer.cols : layer.cols / 2;
+    const int64_t groups = kernels::scale_groups(layer.cols, w.group_size);
+    py::array codes, scales;
+    if (w.layout == kernels::WeightLayout::Panels) {
+      py::array_t<uint8_t> unpacked_codes({layer.rows, code_cols});
+      py::array_t<float> unpacked_scales({layer.rows, groups});
+      {
+        py::gil_scoped_release release;
+        kernels::unpack_panels(w, layer.rows, layer.cols, unpacked_codes.mutable_data(),
+                               unpacked_scales.mutable_data());
+      }
+      codes = int8 ? py::array(unpacked_codes.attr("view")("int8")) : py::array(unpacked_codes);
+      scales = unpacked_scales;
+    } else {
+      codes = numpy_view(TensorView{w.data, int8 ? DType::I8 : DType::U8, {layer.rows, code_cols}}, owner);
+      scales = numpy_view(TensorView{w.scales, DType::F32, {layer.rows, groups}}, owner);
+    }
+    layers.append(py::make_tuple(layer.prefix, int8 ? "int8" : "int4", codes, scales));
+  }
+  return layers;
+}
+
 const char* dtype_label(DType dtype) { return dtype == DType::BF16 ? "bfloat16" : "float32"; }
 
 // A NumPy array that owns `values` (moved, not copied): per-step scores of a long generation at a
@@ -152,38 +181,11 @@ void register_model(py::module_& module) {
                                if (!self.quantization().enabled()) return std::nullopt;
                                return quantization_config_json(self.quantization());
                              })
-      .def_property_readonly(
-          "quantized_layers",
-          [](py::object self_object) {
-            // The codes and scales as a checkpoint stores them, for save_pretrained: views of the
-            // model's own (kept alive by it), or copies unpacked from the integer kernels' panels.
-            const auto& self = self_object.cast<const Qwen2AudioModel&>();
-            py::list layers;
-            for (const WeightStore::QuantizedLayer& layer : self.weights().quantized_layers()) {
-              const kernels::WeightMatrix& w = layer.weight;
-              const bool int8 = w.format == kernels::WeightFormat::Int8;
-              const int64_t code_cols = int8 ? layer.cols : layer.cols / 2;
-              const int64_t groups = kernels::scale_groups(layer.cols, w.group_size);
-              py::array codes, scales;
-              if (w.layout == kernels::WeightLayout::Panels) {
-                py::array_t<uint8_t> unpacked_codes({layer.rows, code_cols});
-                py::array_t<float> unpacked_scales({layer.rows, groups});
-                {
-                  py::gil_scoped_release release;
-                  kernels::unpack_panels(w, layer.rows, layer.cols, unpacked_codes.mutable_data(),
-                                         unpacked_scales.mutable_data());
-                }
-                codes = int8 ? py::array(unpacked_codes.attr("view")("int8")) : py::array(unpacked_codes);
-                scales = unpacked_scales;
-              } else {
-                codes =
-                    numpy_view(TensorView{w.data, int8 ? DType::I8 : DType::U8, {layer.rows, code_cols}}, self_object);
-                scales = numpy_view(TensorView{w.scales, DType::F32, {layer.rows, groups}}, self_object);
-              }
-              layers.append(py::make_tuple(layer.prefix, int8 ? "int8" : "int4", codes, scales));
-            }
-            return layers;
-          })
+      .def_property_readonly("quantized_layers",
+                             [](py::object self_object) {
+                               return quantized_layers_of(self_object.cast<const Qwen2AudioModel&>().weights(),
+                                                          self_object);
+                             })
       .def_property_readonly("config_json", [](const Qwen2AudioModel& self) { return config_to_json(self.config()); })
       .def_property_readonly(
           "generation_config_json",
@@ -280,12 +282,26 @@ void register_model(py::module_& module) {
       .def_static(
           "load",
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads,
-             const std::string& kv_cache_dtype, const std::string& device) {
+             const std::string& kv_cache_dtype, const std::string& device, const std::string& quantization,
+             int64_t quantization_group_size, const std::optional<std::string>& lm_head_quantization,
+             bool integer_kernels) {
+            QuantizationRequest request;
+            request.decoder = parse_quantization(quantization);
+            request.group_size = quantization_group_size;
+            if (lm_head_quantization) request.lm_head = parse_quantization(*lm_head_quantization);
+            kernels::GemmOptions options;
+            options.integer_kernels = integer_kernels;
             py::gil_scoped_release release;
-            return UltravoxModel::load(path, dtype, num_threads, {}, {}, kv_cache_dtype, device);
+            return UltravoxModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("kv_cache_dtype") = "auto",
-          py::arg("device") = "cpu")
+          py::arg("device") = "cpu", py::arg("quantization") = "none", py::arg("quantization_group_size") = 128,
+          py::arg("lm_head_quantization") = std::nullopt, py::arg("integer_kernels") = true)
+      .def_property_readonly("quantized_layers",
+                             [](py::object self_object) {
+                               return quantized_layers_of(self_object.cast<const UltravoxModel&>().weights(),
+                                                          self_object);
+                             })
       .def_property_readonly("dtype", [](const UltravoxModel& self) { return dtype_label(self.dtype()); })
       .def_property_readonly("kv_cache_dtype",
                              [](const UltravoxModel& self) { return dtype_label(self.kv_cache_dtype()); })

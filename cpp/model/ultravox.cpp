@@ -46,8 +46,6 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
                                                    const std::string& kv_cache_dtype, const std::string& device) {
   if (parse_device(device).cuda)
     throw InvalidArgument("Ultravox runs on the CPU only for now; load it with device='cpu' (got '" + device + "')");
-  if (quantization.decoder != WeightQuantization::None || quantization.lm_head)
-    throw InvalidArgument("quantization of Ultravox checkpoints is not supported yet; drop quantization=");
   auto model = std::shared_ptr<UltravoxModel>(new UltravoxModel());
   model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
   std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
@@ -55,8 +53,6 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
     throw ConfigError(path.string() + ": config.json's model_type is '" + checkpoint->model_type() +
                       "', not 'ultravox'");
   model->config_ = load_ultravox_config(checkpoint->directory() / "config.json");
-  if (stored_quantization(*checkpoint).enabled())
-    throw CheckpointError(path.string() + ": quantized Ultravox checkpoints are not supported yet");
   require_weights(check_weights(ultravox_expected_tensors(model->config_), model->config_.text, *checkpoint),
                   *checkpoint);
   model->checkpoint_ = checkpoint;
@@ -66,6 +62,10 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
   ScopedNumThreads threads(model->num_threads_);
   model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
   model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
+  // The quantization rule (model/quantization.h: the decoder layers' projections and lm_head) is the same
+  // for both families, whose decoders carry the same tensor names; the encoder and projector stay as loaded.
+  model->weights_->set_quantization(resolve_quantization(*checkpoint, quantization),
+                                    kernels::integer_kernels(*model->gemm_));
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->ln_pre_ = model->weights_->norm("multi_modal_projector.ln_pre", false);
   model->linear_1_ = model->weights_->linear("multi_modal_projector.linear_1", false);

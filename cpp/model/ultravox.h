@@ -30,7 +30,7 @@ int64_t ultravox_audio_token_count(int64_t frames, int64_t stack_factor);
 // embeddings at each chunk's audio_token_start_idx. CPU only for now.
 class UltravoxModel final : public AudioLanguageModel {
  public:
-  // Arguments as Qwen2AudioModel::load; device must be "cpu" and quantization none.
+  // Arguments as Qwen2AudioModel::load (weight-only int8/int4 of the decoder included); device must be "cpu".
   static std::shared_ptr<UltravoxModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
                                              int num_threads = 0, kernels::GemmOptions gemm_options = {},
                                              const QuantizationRequest& quantization = {},
@@ -43,6 +43,7 @@ class UltravoxModel final : public AudioLanguageModel {
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   DType dtype() const { return weights_->matrix_dtype(); }
   DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
+  const WeightStore& weights() const { return *weights_; }
   int num_threads() const { return num_threads_.load(); }
   void set_num_threads(int count);
 

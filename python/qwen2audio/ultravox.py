@@ -202,7 +202,10 @@ class UltravoxForConditionalGeneration:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: str = "auto",
                         num_threads: int | None = None, kv_cache_dtype: str = "auto", device: str = "cpu",
+                        quantization: str | None = None, quantization_group_size: int = 128,
                         **kwargs: Any) -> "UltravoxForConditionalGeneration":
+        """quantization: None, "int8" or "int4": weight-only, the decoder layers' projections (the rule Qwen2-Audio
+        follows too); the encoder and projector keep their dtype."""
         for accepted in ("trust_remote_code", "local_files_only", "low_cpu_mem_usage"):
             kwargs.pop(accepted, None)
         if "torch_dtype" in kwargs:
@@ -214,8 +217,12 @@ class UltravoxForConditionalGeneration:
         if num_threads is not None and (isinstance(num_threads, bool) or int(num_threads) < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
         folder = _files.local_folder(pretrained_model_name_or_path, what="a checkpoint folder")
+        if quantization is not None and not isinstance(quantization, str):
+            raise ValueError(f"quantization must be None, 'int8' or 'int4', got {quantization!r}")
         core = _core.UltravoxModel.load(folder, dtype=dtype, num_threads=num_threads or 0,
-                                        kv_cache_dtype=kv_cache_dtype, device=str(device))
+                                        kv_cache_dtype=kv_cache_dtype, device=str(device),
+                                        quantization=quantization or "none",
+                                        quantization_group_size=int(quantization_group_size))
         return cls(core, folder)
 
     @property

@@ -16,6 +16,9 @@ import pytest
 
 import qwen2audio
 from qwen2audio import UltravoxForConditionalGeneration, UltravoxProcessor, _core
+from qwen2audio.checkpoint import Checkpoint
+from qwen2audio.safetensors_writer import save_file
+from test_quantization import ACTIVATION_ERROR, dequantize, prefill_paths
 
 NAMES = ["u1_voice_default", "u2_system_text_audio", "u3_two_audios_equal_len", "u4_two_audios_batch_padded",
          "u5_long_chunked", "u6_short_audio", "u7_text_only"]
@@ -318,3 +321,68 @@ def test_session_continues_a_chat(model_f32, goldens, reference_dir):
     session.append(ids[:, :10])
     session.append(ids[:, 10:])
     assert session.generate(12)[0].tolist() == golden["greedy_new_tokens"]
+
+
+# ---------------------------------------------------------------- weight-only quantization
+
+DECODER_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                       "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("prefill", prefill_paths())
+def test_quantized_ultravox_computes_the_model_of_its_dequantized_weights(fmt, prefill, ultravox_f32, tmp_path,
+                                                                          goldens, reference_dir):
+    # The rule Qwen2-Audio follows: the decoder layers' projections (the tied head stays the embedding);
+    # the encoder and projector are not touched. With float32 activations the quantized engine computes
+    # exactly the float32 model of its decoded weights (within the float32 tolerance of the goldens);
+    # with the integer prefill, within its activation rounding (as test_quantization.py bounds it).
+    model = UltravoxForConditionalGeneration.from_pretrained(ultravox_f32, dtype="float32", quantization=fmt,
+                                                             quantization_group_size=32)
+    if prefill == "float":
+        model._core = _core.UltravoxModel.load(ultravox_f32, dtype="float32", quantization=fmt,
+                                               quantization_group_size=32, integer_kernels=False)
+    layers = model._core.quantized_layers
+    assert {prefix for prefix, *_ in layers} == {f"language_model.model.layers.{index}.{projection}"
+                                                 for index in range(2) for projection in DECODER_PROJECTIONS}
+    checkpoint = Checkpoint(ultravox_f32)
+    tensors = {name: np.array(checkpoint[name]) for name in checkpoint.tensor_names()}
+    for prefix, kind, codes, scales in layers:
+        tensors[prefix + ".weight"] = dequantize(np.asarray(codes).view(np.uint8), np.asarray(scales), kind, 32)
+    folder = tmp_path / "dequantized"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors")
+    for item in ultravox_f32.iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, folder / item.name)
+    plain = UltravoxForConditionalGeneration.from_pretrained(folder, dtype="float32")
+    quantized, reference = [], []
+    for name in NAMES:
+        inputs = golden_inputs(goldens[name], reference_dir)
+        quantized.append(model(**inputs).logits)
+        reference.append(plain(**inputs).logits)
+        if prefill == "float":
+            np.testing.assert_allclose(quantized[-1], reference[-1], atol=1e-3, rtol=0)
+    if prefill == "integer":
+        error = sum(float(((q - r) ** 2).sum()) for q, r in zip(quantized, reference))
+        assert 0 < np.sqrt(error / sum(float((r ** 2).sum()) for r in reference)) <= ACTIVATION_ERROR["int8 levels"]
+
+
+def test_decode_batch_serves_ultravox_requests_together(model_f32, goldens, reference_dir):
+    # The continuous-batching engine runs over the model interface: three golden prompts (two with audio)
+    # decoded in one batch give each one's reference tokens.
+    names = ["u3_two_audios_equal_len", "u7_text_only", "u4_two_audios_batch_padded"]
+    batch = _core.DecodeBatch(model_f32._core, 3, 256)
+    slots = {}
+    for name in names:
+        inputs = golden_inputs(goldens[name], reference_dir)
+        session = _core.Session(model_f32._core, 1)
+        session.append(inputs["input_ids"], None, inputs.get("audio_values"), None, inputs.get("audio_lens"),
+                       inputs.get("audio_token_start_idx"))
+        slot = batch.admit(session, 12)
+        slots[slot] = [batch.tokens(slot)[-1]]
+    while batch.stepping:
+        for slot, token, _ in batch.step():
+            slots[slot].append(token)
+    for slot, name in enumerate(names):
+        assert slots[slot] == goldens[name]["greedy_new_tokens"], name
