@@ -115,6 +115,10 @@ WhisperLogMel::WhisperLogMel(const WhisperFeatureOptions& options, kernels::DftP
   if (options.chunk_length < 1 || options.chunk_length > 3600)
     fail("chunk_length must be in 1..3600 seconds, got " + std::to_string(options.chunk_length));
   n_samples_ = static_cast<int64_t>(options.chunk_length) * options.sampling_rate;
+  if (options.padded_samples < 0 || options.padded_samples > n_samples_ * 120)
+    fail("padded_samples must be in 0..120 * chunk_length * sampling_rate, got " +
+         std::to_string(options.padded_samples));
+  if (options.padded_samples > 0) n_samples_ = options.padded_samples;
   // torch.stft's reflect padding needs the signal longer than half a window.
   if (n_samples_ <= options.n_fft / 2) fail("chunk_length * sampling_rate must exceed n_fft / 2");
   if (n_samples_ / options.hop_length > std::numeric_limits<int32_t>::max() / 2) fail("too many frames");

@@ -28,6 +28,9 @@ struct WhisperFeatureOptions {
   int hop_length = 160;
   int chunk_length = 30;  // seconds: every clip is padded or truncated to this
   int n_fft = 400;
+  // Set (> 0): every clip is padded to this many samples instead of chunk_length seconds (Ultravox's
+  // processor pads a batch to its longest clip, rounded up to a hop).
+  int64_t padded_samples = 0;
 };
 
 struct AudioSamples {

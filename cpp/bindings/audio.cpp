@@ -92,7 +92,7 @@ void register_audio(py::module_& module) {
   py::class_<DeviceWhisperLogMel>(module, "DeviceWhisperLogMel")
       .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,
                        const std::string& device) {
-             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length, chunk_length, n_fft};
+             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length, chunk_length, n_fft, 0};
              py::gil_scoped_release release;
              return std::make_unique<DeviceWhisperLogMel>(options, device);
            }),
@@ -119,13 +119,14 @@ void register_audio(py::module_& module) {
 
   py::class_<WhisperLogMel>(module, "WhisperLogMel")
       .def(py::init([](int feature_size, int sampling_rate, int hop_length, int chunk_length, int n_fft,
-                       const std::string& precision, const std::string& isa) {
-             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length, chunk_length, n_fft};
+                       const std::string& precision, const std::string& isa, int64_t padded_samples) {
+             const WhisperFeatureOptions options{feature_size, sampling_rate, hop_length,
+                                                 chunk_length, n_fft,         padded_samples};
              return std::make_unique<WhisperLogMel>(options, parse_precision(precision), parse_isa(isa));
            }),
            py::arg("feature_size") = 128, py::arg("sampling_rate") = 16000, py::arg("hop_length") = 160,
            py::arg("chunk_length") = 30, py::arg("n_fft") = 400, py::arg("precision") = "double",
-           py::arg("isa") = "auto")
+           py::arg("isa") = "auto", py::arg("padded_samples") = 0)
       .def_property_readonly("n_samples", &WhisperLogMel::n_samples)
       .def_property_readonly("num_frames", &WhisperLogMel::num_frames)
       .def_property_readonly("num_mel_bins", &WhisperLogMel::num_mel_bins)

@@ -13,6 +13,7 @@
 #include "model/audio_encoder.h"
 #include "model/quantization.h"
 #include "model/qwen2_audio.h"
+#include "model/ultravox.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio::bindings {
@@ -63,6 +64,71 @@ std::optional<AudioBatch> audio_batch(const std::optional<FloatArray>& features,
   return audio;
 }
 
+// Ultravox's processor gives audio_lens (valid frames per chunk); the models read a frame mask.
+void lens_to_mask(AudioBatch& audio, const std::optional<IntArray>& lens, std::vector<int64_t>& mask) {
+  if (!lens) return;
+  if (audio.feature_attention_mask != nullptr)
+    throw InvalidArgument("give audio_lens or feature_attention_mask, not both");
+  if (lens->ndim() != 1 || lens->shape(0) != audio.clips)
+    throw InvalidArgument("audio_lens must be 1-D with one entry per chunk (" + std::to_string(audio.clips) + ")");
+  mask.assign(static_cast<size_t>(audio.clips * audio.frames), 0);
+  for (int64_t clip = 0; clip < audio.clips; ++clip) {
+    const int64_t valid = lens->data()[clip];
+    if (valid < 1 || valid > audio.frames)
+      throw InvalidArgument("audio_lens[" + std::to_string(clip) + "] = " + std::to_string(valid) + " is outside 1.." +
+                            std::to_string(audio.frames));
+    std::fill_n(mask.begin() + clip * audio.frames, valid, 1);
+  }
+  audio.feature_attention_mask = mask.data();
+}
+
+void set_token_starts(AudioBatch& audio, const std::optional<IntArray>& starts) {
+  if (!starts) return;
+  if (starts->ndim() != 1 || starts->shape(0) != audio.clips)
+    throw InvalidArgument("audio_token_start_idx must be 1-D with one entry per chunk (" + std::to_string(audio.clips) +
+                          ")");
+  audio.audio_token_starts = starts->data();
+}
+
+// An Ultravox audio batch: audio_values [chunks, mel_bins, frames], audio_lens [chunks].
+AudioBatch ultravox_audio(const FloatArray& values, const std::optional<IntArray>& lens,
+                          const std::optional<IntArray>& starts, std::vector<int64_t>& mask) {
+  if (values.ndim() != 3) throw InvalidArgument("audio_values must be 3-D (chunks, mel_bins, frames)");
+  AudioBatch audio{values.data(), nullptr, values.shape(0), values.shape(1), values.shape(2)};
+  lens_to_mask(audio, lens, mask);
+  set_token_starts(audio, starts);
+  return audio;
+}
+
+// The codes and scales of a model's quantized layers as a checkpoint stores them, for save_pretrained:
+// views of the model's own (kept alive by `owner`), or copies unpacked from the integer kernels' panels.
+py::list quantized_layers_of(const WeightStore& weights, const py::object& owner) {
+  py::list layers;
+  for (const WeightStore::QuantizedLayer& layer : weights.quantized_layers()) {
+    const kernels::WeightMatrix& w = layer.weight;
+    const bool int8 = w.format == kernels::WeightFormat::Int8;
+    const int64_t code_cols = int8 ? layer.cols : layer.cols / 2;
+    const int64_t groups = kernels::scale_groups(layer.cols, w.group_size);
+    py::array codes, scales;
+    if (w.layout == kernels::WeightLayout::Panels) {
+      py::array_t<uint8_t> unpacked_codes({layer.rows, code_cols});
+      py::array_t<float> unpacked_scales({layer.rows, groups});
+      {
+        py::gil_scoped_release release;
+        kernels::unpack_panels(w, layer.rows, layer.cols, unpacked_codes.mutable_data(),
+                               unpacked_scales.mutable_data());
+      }
+      codes = int8 ? py::array(unpacked_codes.attr("view")("int8")) : py::array(unpacked_codes);
+      scales = unpacked_scales;
+    } else {
+      codes = numpy_view(TensorView{w.data, int8 ? DType::I8 : DType::U8, {layer.rows, code_cols}}, owner);
+      scales = numpy_view(TensorView{w.scales, DType::F32, {layer.rows, groups}}, owner);
+    }
+    layers.append(py::make_tuple(layer.prefix, int8 ? "int8" : "int4", codes, scales));
+  }
+  return layers;
+}
+
 const char* dtype_label(DType dtype) { return dtype == DType::BF16 ? "bfloat16" : "float32"; }
 
 // A NumPy array that owns `values` (moved, not copied): per-step scores of a long generation at a
@@ -79,7 +145,21 @@ void register_model(py::module_& module) {
   module.def("audio_token_count", &audio_token_count, py::arg("mel_frames"),
              "Audio tokens the encoder yields for a clip with this many valid mel frames.");
 
-  py::class_<Qwen2AudioModel, std::shared_ptr<Qwen2AudioModel>>(module, "Model")
+  module.def("ultravox_audio_token_count", &ultravox_audio_token_count, py::arg("frames"), py::arg("stack_factor"),
+             "Audio tokens of an Ultravox chunk with this many valid mel frames (its audio_lens).");
+
+  py::class_<AudioLanguageModel, std::shared_ptr<AudioLanguageModel>>(
+      module, "LanguageModel", "What generation runs on: any model family (Model, UltravoxModel).")
+      .def_property_readonly("vocab_size", [](const AudioLanguageModel& self) { return self.text_config().vocab_size; })
+      .def_property_readonly("hidden_size",
+                             [](const AudioLanguageModel& self) { return self.text_config().hidden_size; })
+      .def_property_readonly("max_position_embeddings",
+                             [](const AudioLanguageModel& self) { return self.text_config().max_position_embeddings; })
+      .def_property_readonly("generation_config_json", [](const AudioLanguageModel& self) {
+        return generation_config_to_json(self.generation_config());
+      });
+
+  py::class_<Qwen2AudioModel, AudioLanguageModel, std::shared_ptr<Qwen2AudioModel>>(module, "Model")
       .def_static(
           "load",
           [](const std::filesystem::path& path, const std::string& dtype, int num_threads, bool round_bf16_inputs,
@@ -109,38 +189,11 @@ void register_model(py::module_& module) {
                                if (!self.quantization().enabled()) return std::nullopt;
                                return quantization_config_json(self.quantization());
                              })
-      .def_property_readonly(
-          "quantized_layers",
-          [](py::object self_object) {
-            // The codes and scales as a checkpoint stores them, for save_pretrained: views of the
-            // model's own (kept alive by it), or copies unpacked from the integer kernels' panels.
-            const auto& self = self_object.cast<const Qwen2AudioModel&>();
-            py::list layers;
-            for (const WeightStore::QuantizedLayer& layer : self.weights().quantized_layers()) {
-              const kernels::WeightMatrix& w = layer.weight;
-              const bool int8 = w.format == kernels::WeightFormat::Int8;
-              const int64_t code_cols = int8 ? layer.cols : layer.cols / 2;
-              const int64_t groups = kernels::scale_groups(layer.cols, w.group_size);
-              py::array codes, scales;
-              if (w.layout == kernels::WeightLayout::Panels) {
-                py::array_t<uint8_t> unpacked_codes({layer.rows, code_cols});
-                py::array_t<float> unpacked_scales({layer.rows, groups});
-                {
-                  py::gil_scoped_release release;
-                  kernels::unpack_panels(w, layer.rows, layer.cols, unpacked_codes.mutable_data(),
-                                         unpacked_scales.mutable_data());
-                }
-                codes = int8 ? py::array(unpacked_codes.attr("view")("int8")) : py::array(unpacked_codes);
-                scales = unpacked_scales;
-              } else {
-                codes =
-                    numpy_view(TensorView{w.data, int8 ? DType::I8 : DType::U8, {layer.rows, code_cols}}, self_object);
-                scales = numpy_view(TensorView{w.scales, DType::F32, {layer.rows, groups}}, self_object);
-              }
-              layers.append(py::make_tuple(layer.prefix, int8 ? "int8" : "int4", codes, scales));
-            }
-            return layers;
-          })
+      .def_property_readonly("quantized_layers",
+                             [](py::object self_object) {
+                               return quantized_layers_of(self_object.cast<const Qwen2AudioModel&>().weights(),
+                                                          self_object);
+                             })
       .def_property_readonly("config_json", [](const Qwen2AudioModel& self) { return config_to_json(self.config()); })
       .def_property_readonly(
           "generation_config_json",
@@ -233,8 +286,122 @@ void register_model(py::module_& module) {
           py::arg("input_ids"), py::arg("attention_mask") = std::nullopt, py::arg("input_features") = std::nullopt,
           py::arg("feature_attention_mask") = std::nullopt);
 
+  py::class_<UltravoxModel, AudioLanguageModel, std::shared_ptr<UltravoxModel>>(module, "UltravoxModel")
+      .def_static(
+          "load",
+          [](const std::filesystem::path& path, const std::string& dtype, int num_threads,
+             const std::string& kv_cache_dtype, const std::string& device, const std::string& quantization,
+             int64_t quantization_group_size, const std::optional<std::string>& lm_head_quantization,
+             bool integer_kernels) {
+            QuantizationRequest request;
+            request.decoder = parse_quantization(quantization);
+            request.group_size = quantization_group_size;
+            if (lm_head_quantization) request.lm_head = parse_quantization(*lm_head_quantization);
+            kernels::GemmOptions options;
+            options.integer_kernels = integer_kernels;
+            py::gil_scoped_release release;
+            return UltravoxModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
+          },
+          py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("kv_cache_dtype") = "auto",
+          py::arg("device") = "cpu", py::arg("quantization") = "none", py::arg("quantization_group_size") = 128,
+          py::arg("lm_head_quantization") = std::nullopt, py::arg("integer_kernels") = true)
+      .def_property_readonly("quantized_layers",
+                             [](py::object self_object) {
+                               return quantized_layers_of(self_object.cast<const UltravoxModel&>().weights(),
+                                                          self_object);
+                             })
+      .def_property_readonly("dtype", [](const UltravoxModel& self) { return dtype_label(self.dtype()); })
+      .def_property_readonly("kv_cache_dtype",
+                             [](const UltravoxModel& self) { return dtype_label(self.kv_cache_dtype()); })
+      .def_property("num_threads", &UltravoxModel::num_threads, &UltravoxModel::set_num_threads)
+      .def_property_readonly("stack_factor", [](const UltravoxModel& self) { return self.config().stack_factor; })
+      .def_property_readonly("device", [](const UltravoxModel&) { return std::string("cpu"); })
+      .def(
+          "encode",
+          [](const UltravoxModel& self, const FloatArray& values, const std::optional<IntArray>& lens) {
+            std::vector<int64_t> mask;
+            const AudioBatch audio = ultravox_audio(values, lens, std::nullopt, mask);
+            py::array_t<float> out({audio.clips, encoder_attended_frames(audio.frames), self.config().audio.d_model});
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.encode(audio, data, python_interrupt());
+            }
+            return out;
+          },
+          py::arg("audio_values"), py::arg("audio_lens") = std::nullopt,
+          "The encoder's last hidden state of every frame: (chunks, ceil(frames / 2), d_model).")
+      .def(
+          "audio_embeddings",
+          [](const UltravoxModel& self, const FloatArray& values, const std::optional<IntArray>& lens, bool all_rows) {
+            std::vector<int64_t> mask;
+            const AudioBatch audio = ultravox_audio(values, lens, std::nullopt, mask);
+            std::vector<float> embeddings;
+            {
+              py::gil_scoped_release release;
+              embeddings = self.audio_embeddings(audio, python_interrupt(), all_rows);
+            }
+            const int64_t hidden = self.text_config().hidden_size;
+            return owning_array(std::move(embeddings), {static_cast<int64_t>(embeddings.size()) / hidden, hidden});
+          },
+          py::arg("audio_values"), py::arg("audio_lens") = std::nullopt, py::arg("all_rows") = false,
+          "Each chunk's audio token rows, chunk after chunk; all_rows: every stacked row of each chunk.")
+      .def(
+          "audio_token_counts",
+          [](const UltravoxModel& self, const FloatArray& values, const std::optional<IntArray>& lens) {
+            std::vector<int64_t> mask;
+            return self.audio_token_counts(ultravox_audio(values, lens, std::nullopt, mask));
+          },
+          py::arg("audio_values"), py::arg("audio_lens") = std::nullopt)
+      .def(
+          "embed",
+          [](const UltravoxModel& self, const IntArray& ids, const std::optional<FloatArray>& values,
+             const std::optional<IntArray>& lens, const std::optional<IntArray>& starts) {
+            const TokenBatch tokens = token_batch(ids, std::nullopt);
+            self.check_tokens(tokens);
+            std::vector<int64_t> mask;
+            std::optional<AudioBatch> audio;
+            if (values) audio = ultravox_audio(*values, lens, starts, mask);
+            const int64_t hidden = self.text_config().hidden_size;
+            py::array_t<float> out({tokens.batch, tokens.steps, hidden});
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              std::vector<float> rows;
+              if (audio) rows = self.audio_embeddings(*audio, python_interrupt());
+              self.embed(tokens, audio ? &*audio : nullptr, rows.data(), static_cast<int64_t>(rows.size()) / hidden,
+                         data);
+            }
+            return out;
+          },
+          py::arg("input_ids"), py::arg("audio_values") = std::nullopt, py::arg("audio_lens") = std::nullopt,
+          py::arg("audio_token_start_idx") = std::nullopt, "The merged inputs_embeds (batch, steps, hidden).")
+      .def(
+          "forward",
+          [](const UltravoxModel& self, const IntArray& ids, const std::optional<IntArray>& attention_mask,
+             const std::optional<FloatArray>& values, const std::optional<IntArray>& lens,
+             const std::optional<IntArray>& starts) {
+            const TokenBatch tokens = token_batch(ids, attention_mask);
+            self.check_tokens(tokens);
+            std::vector<int64_t> mask;
+            std::optional<AudioBatch> audio;
+            if (values)
+              audio = ultravox_audio(*values, lens, starts, mask);
+            else if (lens || starts)
+              throw InvalidArgument("audio_lens and audio_token_start_idx need audio_values");
+            py::array_t<float> logits({tokens.batch, tokens.steps, self.text_config().vocab_size});
+            float* data = logits.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.forward(tokens, audio ? &*audio : nullptr, data, python_interrupt());
+            }
+            return logits;
+          },
+          py::arg("input_ids"), py::arg("attention_mask") = std::nullopt, py::arg("audio_values") = std::nullopt,
+          py::arg("audio_lens") = std::nullopt, py::arg("audio_token_start_idx") = std::nullopt);
+
   py::class_<Session>(module, "Session")
-      .def(py::init([](std::shared_ptr<Qwen2AudioModel> model, int64_t batch) {
+      .def(py::init([](std::shared_ptr<AudioLanguageModel> model, int64_t batch) {
              return std::make_unique<Session>(std::move(model), batch);
            }),
            py::arg("model"), py::arg("batch_size") = 1)
@@ -244,14 +411,23 @@ void register_model(py::module_& module) {
       .def(
           "append",
           [](Session& self, const IntArray& ids, const std::optional<IntArray>& mask,
-             const std::optional<FloatArray>& features, const std::optional<IntArray>& feature_mask) {
+             const std::optional<FloatArray>& features, const std::optional<IntArray>& feature_mask,
+             const std::optional<IntArray>& audio_lens, const std::optional<IntArray>& audio_token_start_idx) {
             const TokenBatch tokens = token_batch(ids, mask);
-            const std::optional<AudioBatch> audio = audio_batch(features, feature_mask);
+            std::optional<AudioBatch> audio = audio_batch(features, feature_mask);
+            std::vector<int64_t> lens_mask;
+            if (!audio && (audio_lens || audio_token_start_idx))
+              throw InvalidArgument("audio_lens and audio_token_start_idx need input_features");
+            if (audio) {
+              lens_to_mask(*audio, audio_lens, lens_mask);
+              set_token_starts(*audio, audio_token_start_idx);
+            }
             py::gil_scoped_release release;
             self.append(tokens, audio ? &*audio : nullptr, python_interrupt());
           },
           py::arg("input_ids"), py::arg("attention_mask") = std::nullopt, py::arg("input_features") = std::nullopt,
-          py::arg("feature_attention_mask") = std::nullopt)
+          py::arg("feature_attention_mask") = std::nullopt, py::arg("audio_lens") = std::nullopt,
+          py::arg("audio_token_start_idx") = std::nullopt)
       .def(
           "generate",
           [](Session& self, int64_t max_new_tokens, int64_t min_new_tokens, bool do_sample, double temperature,
@@ -300,7 +476,7 @@ void register_model(py::module_& module) {
             py::array_t<int64_t> out({batch, steps});
             std::copy(generated.begin(), generated.end(), out.mutable_data());
             if (!recording) return py::object(out);
-            const int64_t vocab = self.model().config().text.vocab_size;
+            const int64_t vocab = self.model().text_config().vocab_size;
             auto per_step = [&](std::vector<float>& values, bool wanted) -> py::object {
               if (!wanted) return py::none();
               return owning_array(std::move(values), {steps, batch, vocab});
@@ -323,7 +499,7 @@ void register_model(py::module_& module) {
 
   py::class_<DecodeBatch>(module, "DecodeBatch",
                           "Continuous batching: slots of their own length decoded together (generate/decode_batch.h).")
-      .def(py::init([](std::shared_ptr<Qwen2AudioModel> model, int64_t slots, int64_t capacity) {
+      .def(py::init([](std::shared_ptr<AudioLanguageModel> model, int64_t slots, int64_t capacity) {
              return std::make_unique<DecodeBatch>(std::move(model), slots, capacity);
            }),
            py::arg("model"), py::arg("slots"), py::arg("capacity"))

@@ -7,19 +7,19 @@
 
 namespace qwen2audio {
 
-DecodeBatch::DecodeBatch(std::shared_ptr<const Qwen2AudioModel> model, int64_t slots, int64_t capacity)
+DecodeBatch::DecodeBatch(std::shared_ptr<const AudioLanguageModel> model, int64_t slots, int64_t capacity)
     : model_(std::move(model)),
       slots_(static_cast<size_t>(std::max<int64_t>(slots, 0))),
       cache_(model_->make_cache(std::max<int64_t>(slots, 1))) {
   if (slots < 1) throw InvalidArgument("a decode batch needs at least 1 slot, got " + std::to_string(slots));
-  const int64_t limit = model_->config().text.max_position_embeddings;
+  const int64_t limit = model_->text_config().max_position_embeddings;
   if (capacity < 1 || capacity > limit)
     throw InvalidArgument("the slot capacity must be within 1.." + std::to_string(limit) + " tokens, got " +
                           std::to_string(capacity));
   if (cache_.device_state() != nullptr)
     throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
   cache_.reserve(capacity);
-  const int64_t hidden = model_->config().text.hidden_size, vocab = model_->config().text.vocab_size;
+  const int64_t hidden = model_->text_config().hidden_size, vocab = model_->text_config().vocab_size;
   hidden_.reserve(static_cast<size_t>(slots * hidden));
   logits_.reserve(static_cast<size_t>(slots * vocab));
   for (auto* scratch : {&rows_, &lengths_, &positions_, &pending_}) scratch->reserve(static_cast<size_t>(slots));
@@ -51,7 +51,7 @@ const DecodeBatch::Slot& DecodeBatch::taken_slot(int64_t slot) const {
 }
 
 int64_t DecodeBatch::admit(const Session& session, const SlotOptions& options) {
-  const int64_t vocab = model_->config().text.vocab_size;
+  const int64_t vocab = model_->text_config().vocab_size;
   check_sampling_options(options.sampling);
   if (options.max_new_tokens < 1)
     throw InvalidArgument("max_new_tokens must be at least 1, got " + std::to_string(options.max_new_tokens));
@@ -108,8 +108,8 @@ void DecodeBatch::step(std::vector<SlotToken>& out, const Interrupt& interrupt) 
   }
   const auto count = static_cast<int64_t>(rows_.size());
   if (count == 0) return;
-  const int64_t vocab = model_->config().text.vocab_size;
-  model_->decoder().embed(pending_.data(), count, hidden_.data());
+  const int64_t vocab = model_->text_config().vocab_size;
+  model_->embed_tokens(pending_.data(), count, hidden_.data());
   model_->decode_rows(cache_, hidden_.data(), {rows_.data(), lengths_.data(), count}, positions_.data(), workspace_,
                       logits_.data(), interrupt);
   for (int64_t i = 0; i < count; ++i) {

@@ -7,7 +7,7 @@
 #include "generate/sampler.h"
 #include "generate/session.h"
 #include "model/kv_cache.h"
-#include "model/qwen2_audio.h"
+#include "model/language_model.h"
 
 namespace qwen2audio {
 
@@ -41,7 +41,7 @@ struct SlotToken {
 // Not thread-safe: one scheduler thread owns a batch.
 class DecodeBatch {
  public:
-  DecodeBatch(std::shared_ptr<const Qwen2AudioModel> model, int64_t slots, int64_t capacity);
+  DecodeBatch(std::shared_ptr<const AudioLanguageModel> model, int64_t slots, int64_t capacity);
 
   int64_t slots() const { return static_cast<int64_t>(slots_.size()); }
   int64_t capacity() const { return cache_.capacity(); }
@@ -82,10 +82,10 @@ class DecodeBatch {
   Slot& taken_slot(int64_t slot);
   const Slot& taken_slot(int64_t slot) const;
 
-  std::shared_ptr<const Qwen2AudioModel> model_;
+  std::shared_ptr<const AudioLanguageModel> model_;
   std::vector<Slot> slots_;
   KVCache cache_;
-  Qwen2Decoder::Workspace workspace_;
+  TextDecoder::Workspace workspace_;
   Buffer<float> hidden_, logits_;
   std::vector<int64_t> rows_, lengths_, positions_, pending_;  // per step, sized for every slot
 };

@@ -11,14 +11,14 @@
 
 namespace qwen2audio {
 
-Session::Session(std::shared_ptr<const Qwen2AudioModel> model, int64_t batch)
+Session::Session(std::shared_ptr<const AudioLanguageModel> model, int64_t batch)
     : model_(std::move(model)),
       batch_(batch),
       cache_(model_->make_cache(batch)),
       pending_(static_cast<size_t>(batch), -1),
       history_(static_cast<size_t>(batch)),
       valid_tokens_(static_cast<size_t>(batch), 0),
-      sampler_(model_->config().text.vocab_size) {}
+      sampler_(model_->text_config().vocab_size) {}
 
 int64_t Session::length() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -31,7 +31,7 @@ std::vector<std::vector<int64_t>> Session::tokens() const {
 }
 
 void Session::reserve(int64_t extra_tokens) {
-  const int64_t limit = model_->config().text.max_position_embeddings;
+  const int64_t limit = model_->text_config().max_position_embeddings;
   const int64_t needed = static_cast<int64_t>(history_[0].size()) + extra_tokens;
   if (needed > limit)
     throw InvalidArgument("the context would reach " + std::to_string(needed) + " tokens (" +
@@ -57,13 +57,13 @@ void Session::append(const TokenBatch& tokens, const AudioBatch* audio, const In
   std::vector<float> audio_rows;
   if (audio != nullptr) audio_rows = model_->audio_embeddings(*audio, interrupt);
 
-  const int64_t hidden = model_->config().text.hidden_size;
+  const int64_t hidden = model_->text_config().hidden_size;
   const bool has_pending = pending_[0] >= 0;
   const int64_t steps = tokens.steps + (has_pending ? 1 : 0);
   reserve(tokens.steps);
 
   Buffer<float> embedded(static_cast<size_t>(batch_ * tokens.steps * hidden));
-  model_->embed(tokens, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden,
+  model_->embed(tokens, audio, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden,
                 embedded.data());
   float* states = hidden_.reserve(static_cast<size_t>(batch_ * steps * hidden));
   std::vector<int64_t> ids(static_cast<size_t>(batch_ * steps));
@@ -72,7 +72,7 @@ void Session::append(const TokenBatch& tokens, const AudioBatch* audio, const In
     int64_t slot = b * steps;
     if (has_pending) {
       // The pending token's history entry exists already; it only needs its keys and values.
-      model_->decoder().embed(&pending_[b], 1, states + slot * hidden);
+      model_->embed_tokens(&pending_[b], 1, states + slot * hidden);
       ids[slot] = -1;
       mask[slot] = 1;
       ++slot;
@@ -89,8 +89,8 @@ void Session::append(const TokenBatch& tokens, const AudioBatch* audio, const In
 
 void Session::append_locked(const std::vector<int64_t>& ids, const std::vector<uint8_t>& mask, int64_t steps,
                             const Interrupt& interrupt) {
-  const Qwen2AudioModel& model = *model_;
-  const int64_t vocab = model.config().text.vocab_size;
+  const AudioLanguageModel& model = *model_;
+  const int64_t vocab = model.text_config().vocab_size;
   const int64_t start = cache_.length();
   std::vector<int64_t>& positions = positions_;
   std::vector<int64_t>& counts = counts_;
@@ -124,7 +124,7 @@ std::vector<int64_t> Session::generate(const GenerationOptions& options, const T
   if (options.min_new_tokens < 0)
     throw InvalidArgument("min_new_tokens must be >= 0, got " + std::to_string(options.min_new_tokens));
   check_sampling_options(options.sampling);
-  const int64_t vocab = model_->config().text.vocab_size;
+  const int64_t vocab = model_->text_config().vocab_size;
   if (options.pad_token_id < 0 || options.pad_token_id >= vocab)
     throw InvalidArgument("pad_token_id " + std::to_string(options.pad_token_id) + " is outside the vocabulary");
   for (int64_t token : options.eos_token_ids)
@@ -135,13 +135,13 @@ std::vector<int64_t> Session::generate(const GenerationOptions& options, const T
   if (options.max_new_tokens == 0) return {};
   reserve(options.max_new_tokens);
 
-  const int64_t hidden = model_->config().text.hidden_size;
+  const int64_t hidden = model_->text_config().hidden_size;
   hidden_.reserve(static_cast<size_t>(batch_ * hidden));
   std::vector<int64_t> ids(static_cast<size_t>(batch_), -1);
   const std::vector<uint8_t> all_valid(static_cast<size_t>(batch_), 1);
   // Feeds the pending tokens: one decode step, no allocation once the buffers are sized.
   auto feed_pending = [&]() {
-    for (int64_t b = 0; b < batch_; ++b) model_->decoder().embed(&pending_[b], 1, hidden_.data() + b * hidden);
+    for (int64_t b = 0; b < batch_; ++b) model_->embed_tokens(&pending_[b], 1, hidden_.data() + b * hidden);
     append_locked(ids, all_valid, 1, interrupt);
   };
   if (!logits_ready_) {

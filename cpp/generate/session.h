@@ -9,7 +9,7 @@
 
 #include "generate/sampler.h"
 #include "model/kv_cache.h"
-#include "model/qwen2_audio.h"
+#include "model/language_model.h"
 
 namespace qwen2audio {
 
@@ -51,9 +51,9 @@ using TokenCallback = std::function<void(const int64_t* tokens, int64_t batch, u
 // Calls on one session are serialized; separate sessions (also on one model) run concurrently.
 class Session {
  public:
-  Session(std::shared_ptr<const Qwen2AudioModel> model, int64_t batch);
+  Session(std::shared_ptr<const AudioLanguageModel> model, int64_t batch);
 
-  const Qwen2AudioModel& model() const { return *model_; }
+  const AudioLanguageModel& model() const { return *model_; }
   int64_t batch() const { return batch_; }
   // Tokens in the cache plus the pending one.
   int64_t length() const;
@@ -84,10 +84,10 @@ class Session {
                      const Interrupt& interrupt);
   void reserve(int64_t extra_tokens);
 
-  std::shared_ptr<const Qwen2AudioModel> model_;
+  std::shared_ptr<const AudioLanguageModel> model_;
   int64_t batch_;
   KVCache cache_;
-  Qwen2Decoder::Workspace workspace_;
+  TextDecoder::Workspace workspace_;
   Buffer<float> hidden_;
   Buffer<float> logits_;  // [batch, vocab] at each row's last fed token
   bool logits_ready_ = false;

@@ -94,13 +94,22 @@ std::shared_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
   }
 
   const fs::path config_path = checkpoint->directory_ / "config.json";
-  if (fs::exists(config_path)) checkpoint->config_ = load_qwen2audio_config(config_path);
+  // Other families read their own config (model/ultravox.h); config() stays Qwen2-Audio's.
+  if (fs::exists(config_path)) {
+    checkpoint->model_type_ = read_model_type(config_path);
+    if (checkpoint->model_type_ == "ultravox")
+      checkpoint->text_config_ = load_ultravox_config(config_path).text;
+    else
+      checkpoint->config_ = load_qwen2audio_config(config_path);
+  }
   const fs::path generation_path = checkpoint->directory_ / "generation_config.json";
   if (fs::exists(generation_path)) {
     checkpoint->generation_config_ = load_generation_config(generation_path);
     checkpoint->has_generation_config_ = true;
   } else if (checkpoint->config_) {
-    checkpoint->generation_config_ = GenerationConfig::from_model_config(*checkpoint->config_);
+    checkpoint->generation_config_ = GenerationConfig::from_model_config(checkpoint->config_->text);
+  } else if (checkpoint->text_config_) {
+    checkpoint->generation_config_ = GenerationConfig::from_model_config(*checkpoint->text_config_);
   }
   return checkpoint;
 }
@@ -116,6 +125,8 @@ void Checkpoint::add_file(std::shared_ptr<SafetensorsFile> file) {
 }
 
 const Qwen2AudioConfig& Checkpoint::config() const {
+  if (!config_ && !model_type_.empty())
+    throw ConfigError(directory_.string() + ": config.json is a '" + model_type_ + "' model, not Qwen2-Audio");
   if (!config_) throw ConfigError(directory_.string() + ": no config.json in the checkpoint folder");
   return *config_;
 }

@@ -21,7 +21,9 @@ class Checkpoint {
 
   const std::filesystem::path& directory() const { return directory_; }
   bool has_config() const { return config_.has_value(); }
-  const Qwen2AudioConfig& config() const;  // throws ConfigError when the folder has no config.json
+  const Qwen2AudioConfig& config() const;  // throws ConfigError when the folder has no Qwen2-Audio config.json
+  // config.json's model_type, empty without one.
+  const std::string& model_type() const { return model_type_; }
   const GenerationConfig& generation_config() const { return generation_config_; }
   bool has_generation_config() const { return has_generation_config_; }
 
@@ -46,6 +48,8 @@ class Checkpoint {
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, Location> locations_;
   std::optional<Qwen2AudioConfig> config_;
+  std::optional<TextConfig> text_config_;  // another family's decoder, for its generation defaults
+  std::string model_type_;
   GenerationConfig generation_config_;
   bool has_generation_config_ = false;
 };

@@ -99,13 +99,14 @@ json parse_object(const std::string& text, const std::string& origin) {
   return parsed;
 }
 
-AudioEncoderConfig parse_audio_config(const json& object, const std::string& origin) {
+// expected_type: the encoder class each family embeds (both are Whisper encoders by field names).
+AudioEncoderConfig parse_audio_config(const json& object, const std::string& origin,
+                                      const std::string& expected_type = "qwen2_audio_encoder") {
   const FieldReader read(object, origin);
   AudioEncoderConfig config;
-  std::string model_type = "qwen2_audio_encoder";
+  std::string model_type = expected_type;
   read.string("model_type", model_type);
-  if (model_type != "qwen2_audio_encoder")
-    read.fail("model_type", "is '" + model_type + "', expected 'qwen2_audio_encoder'");
+  if (model_type != expected_type) read.fail("model_type", "is '" + model_type + "', expected '" + expected_type + "'");
   read.integer("num_mel_bins", config.num_mel_bins, 1, 1024);
   read.integer("encoder_layers", config.encoder_layers, 0, kMaxLayers);
   read.integer("encoder_attention_heads", config.encoder_attention_heads, 1, 1024);
@@ -127,12 +128,22 @@ AudioEncoderConfig parse_audio_config(const json& object, const std::string& ori
   return config;
 }
 
-TextConfig parse_text_config(const json& object, const std::string& origin) {
+// expected_type "qwen2" (Qwen2Config) or "llama" (LlamaConfig, whose defaults differ).
+TextConfig parse_text_config(const json& object, const std::string& origin,
+                             const std::string& expected_type = "qwen2") {
   const FieldReader read(object, origin);
   TextConfig config;
-  std::string model_type = "qwen2";
+  const bool llama = expected_type == "llama";
+  std::string model_type = expected_type;
   read.string("model_type", model_type);
-  if (model_type != "qwen2") read.fail("model_type", "is '" + model_type + "', expected 'qwen2'");
+  if (model_type != expected_type) read.fail("model_type", "is '" + model_type + "', expected '" + expected_type + "'");
+  config.model_type = model_type;
+  if (llama) {
+    config.vocab_size = 32000;
+    config.intermediate_size = 11008;
+    config.max_position_embeddings = 2048;
+    config.attention_bias = false;
+  }
   read.integer("vocab_size", config.vocab_size, 1, kMaxVocabulary);
   read.integer("hidden_size", config.hidden_size, 1, kMaxDimension);
   read.integer("intermediate_size", config.intermediate_size, 1, kMaxDimension);
@@ -153,8 +164,32 @@ TextConfig parse_text_config(const json& object, const std::string& origin) {
     rope.string("rope_type", rope_type);
     if (rope_type != "default") rope.fail("rope_type", "is '" + rope_type + "'; only default RoPE is supported");
   }
-  if (const json* rope_scaling = read.find("rope_scaling"); rope_scaling != nullptr)
-    read.fail("rope_scaling", "is set; scaled RoPE is not supported by Qwen2-Audio");
+  if (const json* rope_scaling = read.find("rope_scaling"); rope_scaling != nullptr) {
+    if (!llama) read.fail("rope_scaling", "is set; scaled RoPE is not supported by Qwen2-Audio");
+    if (!rope_scaling->is_object()) read.fail("rope_scaling", "must be an object");
+    const FieldReader rope(*rope_scaling, origin + " rope_scaling");
+    std::string rope_type = "default";
+    rope.string("type", rope_type);
+    rope.string("rope_type", rope_type);
+    if (rope_type != "llama3" && rope_type != "default")
+      rope.fail("rope_type", "is '" + rope_type + "'; only 'llama3' scaling is supported");
+    if (rope_type == "llama3") {
+      RopeScaling& scaling = config.rope_scaling;
+      rope.number("factor", scaling.factor);
+      rope.number("low_freq_factor", scaling.low_freq_factor);
+      rope.number("high_freq_factor", scaling.high_freq_factor);
+      rope.integer("original_max_position_embeddings", scaling.original_max_position_embeddings, 1, 1 << 30);
+      if (!(scaling.factor > 0)) rope.fail("factor", "must be positive");
+      if (!(scaling.high_freq_factor > scaling.low_freq_factor) || !(scaling.low_freq_factor > 0))
+        rope.fail("high_freq_factor", "must exceed low_freq_factor, both positive");
+    }
+  }
+  if (llama) {
+    read.boolean("attention_bias", config.attention_bias);
+    bool mlp_bias = false;
+    read.boolean("mlp_bias", mlp_bias);
+    if (mlp_bias) read.fail("mlp_bias", "is true; only Llama MLPs without bias are supported");
+  }
   read.boolean("tie_word_embeddings", config.tie_word_embeddings);
   read.boolean("use_sliding_window", config.use_sliding_window);
   read.integer("sliding_window", config.sliding_window, 1, 1 << 30);
@@ -238,12 +273,65 @@ Qwen2AudioConfig load_qwen2audio_config(const std::filesystem::path& path) {
   return parse_qwen2audio_config(read_whole_file(path), path.string());
 }
 
-GenerationConfig GenerationConfig::from_model_config(const Qwen2AudioConfig& config) {
+GenerationConfig GenerationConfig::from_model_config(const TextConfig& config) {
   GenerationConfig generation;
-  generation.bos_token_id = config.text.bos_token_id;
-  generation.eos_token_ids = config.text.eos_token_ids;
-  generation.pad_token_id = config.text.pad_token_id;
+  generation.bos_token_id = config.bos_token_id;
+  generation.eos_token_ids = config.eos_token_ids;
+  generation.pad_token_id = config.pad_token_id;
   return generation;
+}
+
+UltravoxConfig parse_ultravox_config(const std::string& json_text, const std::string& origin) {
+  const json object = parse_object(json_text, origin);
+  const FieldReader read(object, origin);
+  std::string model_type;
+  read.string("model_type", model_type);
+  if (model_type != "ultravox") read.fail("model_type", "is '" + model_type + "', expected 'ultravox'");
+  // A config naming its sub-models by hub id needs their configs fetched; this engine reads
+  // self-contained checkpoints only.
+  for (const char* key : {"audio_model_id", "text_model_id"})
+    if (read.find(key) != nullptr)
+      read.fail(key, "is set; save the checkpoint with its audio_config and text_config embedded (ids null)");
+  for (const char* key : {"audio_config", "text_config"}) {
+    const json* sub = read.find(key);
+    if (sub == nullptr || !sub->is_object()) read.fail(key, "must be an object (the embedded sub-model config)");
+  }
+  UltravoxConfig config;
+  config.audio = parse_audio_config(*read.find("audio_config"), origin + " audio_config", "whisper");
+  config.text = parse_text_config(*read.find("text_config"), origin + " text_config", "llama");
+  read.integer("stack_factor", config.stack_factor, 1, 1024);
+  read.integer("hidden_size", config.projector_hidden_size, 2, kMaxDimension);
+  read.boolean("projector_ln_mid", config.projector_ln_mid);
+  read.string("projector_act", config.projector_act);
+  read.optional_integer("pad_token_id", config.pad_token_id);
+  read.string("torch_dtype", config.torch_dtype);
+  if (config.projector_act != "swiglu")
+    read.fail("projector_act", "is '" + config.projector_act + "'; only 'swiglu' is supported");
+  if (!config.projector_ln_mid)
+    read.fail("projector_ln_mid", "is false; only the v0.5 projector (ln_pre and ln_mid) is supported");
+  if (config.projector_hidden_size % 2 != 0) read.fail("hidden_size", "must be even (SwiGLU halves it)");
+  if (const json* block = read.find("audio_latency_block_size"); block != nullptr)
+    read.fail("audio_latency_block_size", "is set; the streaming attention mask is not supported");
+  for (const char* key : {"audio_model_lora_config", "text_model_lora_config"}) {
+    const json* lora = read.find(key);
+    if (lora == nullptr || !lora->is_object()) continue;
+    int64_t rank = 0;
+    FieldReader(*lora, origin + " " + key).integer("r", rank, 0, 1 << 20);
+    if (rank != 0) read.fail(key, "has r > 0; merge the LoRA weights before loading");
+  }
+  return config;
+}
+
+UltravoxConfig load_ultravox_config(const std::filesystem::path& path) {
+  return parse_ultravox_config(read_whole_file(path), path.string());
+}
+
+std::string read_model_type(const std::filesystem::path& path) {
+  const std::string origin = path.string();
+  const json object = parse_object(read_whole_file(path), origin);
+  std::string model_type = "qwen2_audio";
+  FieldReader(object, origin).string("model_type", model_type);
+  return model_type;
 }
 
 GenerationConfig parse_generation_config(const std::string& json_text, const std::string& origin) {

@@ -31,7 +31,19 @@ struct AudioEncoderConfig {
   int64_t head_dim() const { return d_model / encoder_attention_heads; }
 };
 
+// Llama 3's frequency-dependent RoPE scaling (transformers' rope_type "llama3"); factor 0: none.
+struct RopeScaling {
+  double factor = 0.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+  bool enabled() const { return factor > 0.0; }
+};
+
+// One struct for the decoders of every family (Qwen2 and Llama read the same field names); the
+// defaults are Qwen2Config's, and parse_text_config applies LlamaConfig's where they differ.
 struct TextConfig {
+  std::string model_type = "qwen2";
   int64_t vocab_size = 151936;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 22016;
@@ -43,6 +55,9 @@ struct TextConfig {
   std::string hidden_act = "silu";
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  // Qwen2's q/k/v projections always carry a bias; Llama's follow attention_bias (false by default).
+  bool attention_bias = true;
   bool tie_word_embeddings = false;
   bool use_sliding_window = false;
   int64_t sliding_window = 4096;
@@ -63,6 +78,19 @@ struct Qwen2AudioConfig {
   std::string torch_dtype;  // as written in the file, empty when absent
 };
 
+// fixie-ai's UltravoxConfig (v0.5): a Whisper encoder, a stacked-frame projector and a Llama decoder,
+// both sub-models embedded in config.json (audio_model_id / text_model_id null).
+struct UltravoxConfig {
+  AudioEncoderConfig audio;
+  TextConfig text;
+  int64_t stack_factor = 8;
+  int64_t projector_hidden_size = 4096;  // config "hidden_size": linear_1's output, halved by SwiGLU
+  bool projector_ln_mid = true;
+  std::string projector_act = "swiglu";
+  std::optional<int64_t> pad_token_id;
+  std::string torch_dtype;
+};
+
 // Defaults are those of transformers' GenerationConfig; Qwen2-Audio checkpoints override some.
 struct GenerationConfig {
   std::optional<int64_t> bos_token_id;
@@ -77,12 +105,17 @@ struct GenerationConfig {
   int64_t max_length = 20;
 
   // Used when a checkpoint has no generation_config.json, as transformers derives it.
-  static GenerationConfig from_model_config(const Qwen2AudioConfig& config);
+  static GenerationConfig from_model_config(const TextConfig& config);
 };
 
 // Each throws ConfigError naming the file and field on a malformed or out-of-range value.
 Qwen2AudioConfig parse_qwen2audio_config(const std::string& json_text, const std::string& origin);
 Qwen2AudioConfig load_qwen2audio_config(const std::filesystem::path& path);
+UltravoxConfig parse_ultravox_config(const std::string& json_text, const std::string& origin);
+UltravoxConfig load_ultravox_config(const std::filesystem::path& path);
+// config.json's model_type ("qwen2_audio" when absent, as the engine's first family assumed), which
+// picks the model family.
+std::string read_model_type(const std::filesystem::path& path);
 GenerationConfig parse_generation_config(const std::string& json_text, const std::string& origin);
 GenerationConfig load_generation_config(const std::filesystem::path& path);
 

@@ -53,20 +53,36 @@ int64_t AudioEncoder::output_rows(int64_t mel_frames, bool full_window) const {
 
 void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips,
                            bool full_window, float* out, const Interrupt& interrupt) const {
-  const int64_t d = config_.d_model;
-  const int64_t frames = input_frames();
   const int64_t window = config_.max_source_positions;  // positions after the stride-2 convolution
-  const int64_t heads = config_.encoder_attention_heads;
-  const int64_t head_dim = config_.head_dim();
-
   // Per clip: the keys attention may see, and the positions computed (the same, unless the
-  // caller asked for the whole window); `first` is where a clip's positions start in the packing.
+  // caller asked for the whole window).
   std::vector<int64_t> attended(static_cast<size_t>(clips)), computed(static_cast<size_t>(clips)),
-      first(static_cast<size_t>(clips) + 1, 0);
+      pooled(static_cast<size_t>(clips));
   for (int64_t clip = 0; clip < clips; ++clip) {
     attended[clip] = std::clamp<int64_t>(encoder_attended_frames(mel_frames[clip]), 0, window);
     computed[clip] = full_window ? window : attended[clip];
+    pooled[clip] = output_rows(mel_frames[clip], full_window);
+  }
+  run(gemm, features, input_frames(), clips, attended.data(), computed.data(), pooled.data(), out, interrupt);
+}
+
+void AudioEncoder::forward_frames(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips,
+                                  const int64_t* attended, const int64_t* computed, float* out,
+                                  const Interrupt& interrupt) const {
+  run(gemm, features, frames, clips, attended, computed, nullptr, out, interrupt);
+}
+
+void AudioEncoder::run(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips,
+                       const int64_t* attended, const int64_t* computed, const int64_t* pooled, float* out,
+                       const Interrupt& interrupt) const {
+  const int64_t d = config_.d_model;
+  const int64_t heads = config_.encoder_attention_heads;
+  const int64_t head_dim = config_.head_dim();
+  std::vector<int64_t> first(static_cast<size_t>(clips) + 1, 0);  // where a clip's positions start
+  bool masked = false;
+  for (int64_t clip = 0; clip < clips; ++clip) {
     first[clip + 1] = first[clip] + computed[clip];
+    masked |= computed[clip] > attended[clip];
   }
   const int64_t rows = first[clips];
 
@@ -80,7 +96,8 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
     for (int64_t clip = 0; clip < clips; ++clip) {
       const int64_t positions = computed[clip];
       if (positions == 0) continue;
-      const int64_t conv1_rows = 2 * positions;
+      // conv2 pads conv1's output with zeros past the clip's last frame, not with conv1 of padding.
+      const int64_t conv1_rows = std::min(2 * positions, frames);
       const int64_t mel_read = std::min(conv1_rows + 1, frames);
       const float* mel = features + clip * config_.num_mel_bins * frames;
       kernels::im2col_1d(mel, config_.num_mel_bins, mel_read, frames, 1, kConvKernel, 1, 1, columns.data());
@@ -95,9 +112,9 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
   }
   check_interrupt(interrupt);
 
-  // Only the whole window has positions whose keys must be hidden.
+  // Only positions computed past the attended ones have keys to hide.
   std::vector<uint8_t> key_mask;
-  if (full_window) {
+  if (masked) {
     key_mask.assign(static_cast<size_t>(rows), 0);
     for (int64_t clip = 0; clip < clips; ++clip) std::fill_n(key_mask.begin() + first[clip], attended[clip], 1);
   }
@@ -133,7 +150,7 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
       attention.out_batch_stride = computed[clip] * d;
       attention.out_row_stride = d;
       attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-      if (full_window) {
+      if (masked) {
         attention.key_mask = key_mask.data() + first[clip];
         attention.key_mask_stride = computed[clip];
       }
@@ -149,15 +166,20 @@ void AudioEncoder::forward(kernels::Gemm& gemm, const float* features, const int
     check_interrupt(interrupt);
   }
 
+  if (pooled == nullptr) {
+    kernels::layer_norm(hidden.data(), rows, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
+    return;
+  }
   // Pooling pairs positions 2j and 2j+1; a clip's tokens (or its whole window) are exactly the
   // pairs within its computed positions.
-  int64_t pooled = 0;
+  int64_t pooled_rows = 0;
   for (int64_t clip = 0; clip < clips; ++clip) {
-    const int64_t count = output_rows(mel_frames[clip], full_window);
-    if (count > 0) kernels::avg_pool_rows(hidden.data() + first[clip] * d, 2 * count, d, d, 2, 2, out + pooled * d, d);
-    pooled += count;
+    const int64_t count = pooled[clip];
+    if (count > 0)
+      kernels::avg_pool_rows(hidden.data() + first[clip] * d, 2 * count, d, d, 2, 2, out + pooled_rows * d, d);
+    pooled_rows += count;
   }
-  kernels::layer_norm(out, pooled, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
+  kernels::layer_norm(out, pooled_rows, d, d, layer_norm_.weight, layer_norm_.bias, kLayerNormEps, out, d);
 }
 
 }  // namespace qwen2audio

@@ -46,7 +46,19 @@ class AudioEncoder {
   void forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips, bool full_window,
                float* out, const Interrupt& interrupt) const;
 
+  // Whisper's own encoder output, without Qwen2-Audio's pooling (Ultravox): features [clips,
+  // mel_bins, frames] with frames <= input_frames(); clip c computes its first computed[c]
+  // positions (at most (frames + 1) / 2), with attention keys limited to its first attended[c].
+  // out: LN(x) of those positions, clip after clip.
+  void forward_frames(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips,
+                      const int64_t* attended, const int64_t* computed, float* out, const Interrupt& interrupt) const;
+
  private:
+  // The layers of both: `pool` averages position pairs into each clip's pooled[c] rows before the
+  // final norm; without it every computed position is an output row.
+  void run(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips, const int64_t* attended,
+           const int64_t* computed, const int64_t* pooled, float* out, const Interrupt& interrupt) const;
+
   struct Layer {
     Norm self_attn_layer_norm;
     Linear q_proj, k_proj, v_proj, out_proj;

@@ -14,24 +14,6 @@
 namespace qwen2audio {
 namespace {
 
-DType choose_dtype(const std::string& requested, const Checkpoint& checkpoint) {
-  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
-  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
-  if (requested == "auto")
-    return checkpoint.record("language_model.model.embed_tokens.weight").dtype == DType::BF16 ? DType::BF16
-                                                                                              : DType::F32;
-  throw InvalidArgument("dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
-}
-
-// "auto" follows the compute dtype: a BF16 model's key and value projections are BF16 numbers in
-// the reference too, and BF16 halves the cache and the bytes each decode step reads.
-DType choose_kv_cache_dtype(const std::string& requested, DType compute) {
-  if (requested == "auto") return compute == DType::BF16 ? DType::BF16 : DType::F32;
-  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
-  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
-  throw InvalidArgument("kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
-}
-
 std::string position(int64_t batch_index, int64_t step) {
   return "[" + std::to_string(batch_index) + ", " + std::to_string(step) + "]";
 }
@@ -61,7 +43,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   model->checkpoint_ = checkpoint;
   // On a GPU the weights compute in BF16 whatever the file holds (the host keeps what embeds
   // tokens in the same dtype).
-  const DType requested = choose_dtype(dtype, *checkpoint);
+  const DType requested = choose_compute_dtype(dtype, *checkpoint);
   const DType compute = device_name.cuda ? DType::BF16 : requested;
   const DType kv_dtype = choose_kv_cache_dtype(kv_cache_dtype, compute);
 
@@ -72,7 +54,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
                                     kernels::integer_kernels(*model->gemm_));
   model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
   model->projector_ = model->weights_->linear("multi_modal_projector.linear", true);
-  model->decoder_ = std::make_unique<Qwen2Decoder>(model->config_.text, *model->weights_, kv_dtype);
+  model->decoder_ = std::make_unique<TextDecoder>(model->config_.text, *model->weights_, kv_dtype);
   // BF16 decoding reads its weights in the order this CPU streams fastest, measured once per
   // process (kernels/cpu/gemv.h); measured now so the first token does not wait for it.
   if (!device_name.cuda && compute == DType::BF16) kernels::preferred_read_order();
@@ -150,27 +132,7 @@ std::vector<int64_t> Qwen2AudioModel::audio_token_counts(const AudioBatch& audio
 }
 
 void Qwen2AudioModel::check_tokens(const TokenBatch& tokens) const {
-  if (tokens.batch < 1 || tokens.steps < 1)
-    throw InvalidArgument("input_ids must hold at least one token per row, got shape (" + std::to_string(tokens.batch) +
-                          ", " + std::to_string(tokens.steps) + ")");
-  const int64_t vocab = config_.text.vocab_size;
-  for (int64_t b = 0; b < tokens.batch; ++b) {
-    bool any_valid = tokens.attention_mask == nullptr;
-    for (int64_t t = 0; t < tokens.steps; ++t) {
-      const int64_t id = tokens.ids[b * tokens.steps + t];
-      if (id < 0 || id >= vocab)
-        throw InvalidArgument("input_ids" + position(b, t) + " = " + std::to_string(id) +
-                              " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
-      if (tokens.attention_mask) {
-        const int64_t mask = tokens.attention_mask[b * tokens.steps + t];
-        if (mask != 0 && mask != 1)
-          throw InvalidArgument("attention_mask" + position(b, t) + " is " + std::to_string(mask) +
-                                "; it must hold 0 or 1");
-        any_valid |= mask == 1;
-      }
-    }
-    if (!any_valid) throw InvalidArgument("attention_mask row " + std::to_string(b) + " masks every token");
-  }
+  check_token_batch(tokens, config_.text.vocab_size);
 }
 
 void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrupt& interrupt) const {
@@ -264,7 +226,7 @@ void Qwen2AudioModel::forward(const TokenBatch& tokens, const AudioBatch* audio,
                           cache.key_mask(), cache.key_mask_stride(), 0, logits, /*all_positions=*/true, interrupt);
     return;
   }
-  Qwen2Decoder::Workspace workspace;
+  TextDecoder::Workspace workspace;
   decoder_->forward(*gemm_, states.data(), tokens.steps, positions.data(), cache, workspace, interrupt);
   decoder_->logits(*gemm_, states.data(), rows, hidden, logits, workspace);
 }
@@ -281,7 +243,7 @@ KVCache Qwen2AudioModel::make_cache(int64_t batch) const {
 }
 
 void Qwen2AudioModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
-                             Qwen2Decoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const {
+                             TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const {
   if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
   if (device_model_) {
     if (cache.device_state() == nullptr) throw std::logic_error("a CPU KV cache given to a device model");
@@ -291,19 +253,15 @@ void Qwen2AudioModel::decode(KVCache& cache, float* hidden, int64_t steps, const
     return;
   }
   ScopedNumThreads threads(num_threads_);
-  const int64_t width = config_.text.hidden_size;
-  decoder_->forward(*gemm_, hidden, steps, positions, cache, workspace, interrupt);
-  decoder_->logits(*gemm_, hidden + (steps - 1) * width, cache.batch(), steps * width, logits, workspace);
+  decoder_->decode(*gemm_, hidden, steps, positions, cache, workspace, logits, interrupt);
 }
 
-void Qwen2AudioModel::decode_rows(KVCache& cache, float* hidden, const Qwen2Decoder::RaggedRows& rows,
-                                  const int64_t* positions, Qwen2Decoder::Workspace& workspace, float* logits,
+void Qwen2AudioModel::decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows,
+                                  const int64_t* positions, TextDecoder::Workspace& workspace, float* logits,
                                   const Interrupt& interrupt) const {
   if (device_model_) throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
-  if (rows.count == 0) return;
   ScopedNumThreads threads(num_threads_);
-  decoder_->forward(*gemm_, hidden, rows, positions, cache, workspace, interrupt);
-  decoder_->logits(*gemm_, hidden, rows.count, config_.text.hidden_size, logits, workspace);
+  decoder_->decode(*gemm_, hidden, rows, positions, cache, workspace, logits, interrupt);
 }
 
 }  // namespace qwen2audio

@@ -7,10 +7,7 @@
 
 namespace qwen2audio {
 
-std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
-  const AudioEncoderConfig& audio = config.audio;
-  const TextConfig& text = config.text;
-  std::vector<ExpectedTensor> tensors;
+void add_encoder_tensors(const AudioEncoderConfig& audio, std::vector<ExpectedTensor>& tensors) {
   auto add = [&](std::string name, std::vector<int64_t> shape) {
     tensors.push_back({std::move(name), std::move(shape)});
   };
@@ -40,22 +37,26 @@ std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
   }
   add("audio_tower.layer_norm.weight", {d});
   add("audio_tower.layer_norm.bias", {d});
+}
 
+void add_decoder_tensors(const TextConfig& text, std::vector<ExpectedTensor>& tensors) {
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    tensors.push_back({std::move(name), std::move(shape)});
+  };
   const int64_t hidden = text.hidden_size;
-  add("multi_modal_projector.linear.weight", {hidden, d});
-  add("multi_modal_projector.linear.bias", {hidden});
-
   const int64_t q_width = text.num_attention_heads * text.head_dim;
   const int64_t kv_width = text.num_key_value_heads * text.head_dim;
   add("language_model.model.embed_tokens.weight", {text.vocab_size, hidden});
   for (int64_t layer = 0; layer < text.num_hidden_layers; ++layer) {
     const std::string prefix = "language_model.model.layers." + std::to_string(layer) + ".";
     add(prefix + "self_attn.q_proj.weight", {q_width, hidden});
-    add(prefix + "self_attn.q_proj.bias", {q_width});
     add(prefix + "self_attn.k_proj.weight", {kv_width, hidden});
-    add(prefix + "self_attn.k_proj.bias", {kv_width});
     add(prefix + "self_attn.v_proj.weight", {kv_width, hidden});
-    add(prefix + "self_attn.v_proj.bias", {kv_width});
+    if (text.attention_bias) {
+      add(prefix + "self_attn.q_proj.bias", {q_width});
+      add(prefix + "self_attn.k_proj.bias", {kv_width});
+      add(prefix + "self_attn.v_proj.bias", {kv_width});
+    }
     add(prefix + "self_attn.o_proj.weight", {hidden, q_width});
     add(prefix + "mlp.gate_proj.weight", {text.intermediate_size, hidden});
     add(prefix + "mlp.up_proj.weight", {text.intermediate_size, hidden});
@@ -65,13 +66,27 @@ std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
   }
   add("language_model.model.norm.weight", {hidden});
   if (!text.tie_word_embeddings) add("language_model.lm_head.weight", {text.vocab_size, hidden});
+}
+
+std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
+  std::vector<ExpectedTensor> tensors;
+  add_encoder_tensors(config.audio, tensors);
+  const int64_t hidden = config.text.hidden_size;
+  tensors.push_back({"multi_modal_projector.linear.weight", {hidden, config.audio.d_model}});
+  tensors.push_back({"multi_modal_projector.linear.bias", {hidden}});
+  add_decoder_tensors(config.text, tensors);
   return tensors;
 }
 
 WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint) {
+  return check_weights(expected_tensors(config), config.text, checkpoint);
+}
+
+WeightCheck check_weights(const std::vector<ExpectedTensor>& tensors, const TextConfig& text,
+                          const Checkpoint& checkpoint) {
   WeightCheck check;
   std::set<std::string> expected_names;
-  for (const ExpectedTensor& expected : quantized_layout(stored_quantization(checkpoint), expected_tensors(config))) {
+  for (const ExpectedTensor& expected : quantized_layout(stored_quantization(checkpoint), tensors)) {
     expected_names.insert(expected.name);
     if (!checkpoint.contains(expected.name)) {
       check.missing.push_back(expected.name);
@@ -91,7 +106,7 @@ WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& chec
   }
   for (const std::string& name : checkpoint.tensor_names()) {
     // A tied checkpoint may still carry the duplicate head; transformers ignores it too.
-    if (name == "language_model.lm_head.weight" && config.text.tie_word_embeddings) continue;
+    if (name == "language_model.lm_head.weight" && text.tie_word_embeddings) continue;
     if (!expected_names.count(name)) check.unexpected.push_back(name);
   }
   return check;
@@ -112,7 +127,10 @@ std::string WeightCheck::report() const {
 }
 
 void require_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint) {
-  const WeightCheck check = check_weights(config, checkpoint);
+  require_weights(check_weights(config, checkpoint), checkpoint);
+}
+
+void require_weights(const WeightCheck& check, const Checkpoint& checkpoint) {
   if (!check.ok())
     throw CheckpointError("checkpoint " + checkpoint.directory().string() +
                           " does not match its config.json:" + check.report());

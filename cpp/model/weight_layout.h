@@ -21,6 +21,10 @@ struct ExpectedTensor {
 };
 
 std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config);
+// The parts every family shares, under the names HF gives them in both (audio_tower.*, a Whisper
+// encoder; language_model.*, a Qwen2 or Llama causal LM).
+void add_encoder_tensors(const AudioEncoderConfig& audio, std::vector<ExpectedTensor>& tensors);
+void add_decoder_tensors(const TextConfig& text, std::vector<ExpectedTensor>& tensors);
 
 struct WeightCheck {
   std::vector<std::string> missing;
@@ -34,7 +38,10 @@ struct WeightCheck {
 // A checkpoint saved quantized (its config.json has a quantization_config) is checked against its
 // packed layout.
 WeightCheck check_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);
+WeightCheck check_weights(const std::vector<ExpectedTensor>& tensors, const TextConfig& text,
+                          const Checkpoint& checkpoint);
 // Throws CheckpointError with every problem at once.
 void require_weights(const Qwen2AudioConfig& config, const Checkpoint& checkpoint);
+void require_weights(const WeightCheck& check, const Checkpoint& checkpoint);
 
 }  // namespace qwen2audio

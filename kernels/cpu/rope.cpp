@@ -1,6 +1,7 @@
 #include "kernels/cpu/rope.h"
 
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/vector_math.h"
 
@@ -44,17 +45,30 @@ QWEN2AUDIO_LANE_VARIANTS(rope_rows, RopeArgs)
 
 }  // namespace
 
-void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, double theta, float* cos, float* sin) {
+void rope_inverse_frequencies(int64_t head_dim, double theta, float* out) {
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    out[i] = 1.0f / std::pow(static_cast<float>(theta), exponent);
+  }
+}
+
+void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, const float* inverse_frequencies,
+                 float* cos, float* sin) {
   const int64_t half = head_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    const float inverse_frequency = 1.0f / std::pow(static_cast<float>(theta), exponent);
+    const float inverse_frequency = inverse_frequencies[i];
     for (int64_t p = 0; p < count; ++p) {
       const float angle = static_cast<float>(positions[p]) * inverse_frequency;
       cos[p * half + i] = std::cos(angle);
       sin[p * half + i] = std::sin(angle);
     }
   }
+}
+
+void rope_tables(const int64_t* positions, int64_t count, int64_t head_dim, double theta, float* cos, float* sin) {
+  std::vector<float> inverse_frequencies(static_cast<size_t>(head_dim / 2));
+  rope_inverse_frequencies(head_dim, theta, inverse_frequencies.data());
+  rope_tables(positions, count, head_dim, inverse_frequencies.data(), cos, sin);
 }
 
 void apply_rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, int64_t row_stride, const float* cos,

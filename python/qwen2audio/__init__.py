@@ -28,6 +28,8 @@ _LAZY = {
     "BatchFeature": "processor",
     "Qwen2AudioForConditionalGeneration": "modeling",
     "GenerateDecoderOnlyOutput": "modeling",
+    "UltravoxForConditionalGeneration": "ultravox",
+    "UltravoxProcessor": "ultravox",
     "TextStreamer": "streamers",
     "TextIteratorStreamer": "streamers",
     "BaseStreamer": "streamers",

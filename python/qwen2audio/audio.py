@@ -271,12 +271,12 @@ def split_audio(audio: np.ndarray, sampling_rate: int = 16000, chunk_seconds: fl
 
 def num_audio_tokens(feature_attention_mask_sum: int) -> int:
     """Audio tokens Qwen2-Audio's encoder gives for a clip with this many valid mel frames, as transformers'
-    processor computes it: the conv stem halves the frames (stride 2), then the pooling halves them again."""
+    processor computes it: the conv stem halves the frames (stride 2), then the pooling halves them again. The
+    engine's own formula (``_core.audio_token_count``), so the processor and the model cannot disagree."""
     frames = operator.index(feature_attention_mask_sum)
     if frames < 0:
         raise ValueError(f"the mask sum must be >= 0, got {frames}")
-    input_length = (frames - 1) // 2 + 1
-    return (input_length - 2) // 2 + 1
+    return _core.audio_token_count(frames)
 
 
 # ------------------------------------------------------------------------------ feature extractor

@@ -1,10 +1,10 @@
-"""transformers' Auto classes for the one architecture this package runs.
+"""transformers' Auto classes for the model families this package runs.
 
 ``AutoProcessor.from_pretrained(folder)`` and ``AutoModelForCausalLM.from_pretrained(folder)`` (also
 ``AutoModel``, ``AutoModelForSeq2SeqLM``, ``AutoTokenizer``, ``AutoFeatureExtractor``, ``AutoConfig``) read
-the folder's config.json and give this package's Qwen2-Audio classes when its ``model_type`` is
-``qwen2_audio``; any other model type is a ValueError naming it. Keyword arguments go to the class's own
-``from_pretrained``.
+the folder's config.json and give this package's class for its ``model_type``: ``qwen2_audio`` (Qwen2-Audio)
+or ``ultravox`` (Ultravox v0.5; model, processor and tokenizer); any other model type is a ValueError
+naming it. Keyword arguments go to the class's own ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ __all__ = ["AutoConfig", "AutoFeatureExtractor", "AutoModel", "AutoModelForCausa
            "AutoProcessor", "AutoTokenizer"]
 
 SUPPORTED_MODEL_TYPE = "qwen2_audio"
+ULTRAVOX_MODEL_TYPE = "ultravox"
+SUPPORTED_MODEL_TYPES = (SUPPORTED_MODEL_TYPE, ULTRAVOX_MODEL_TYPE)
 # The files that name a folder's architecture when config.json is absent (a processor-only folder).
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -39,16 +41,18 @@ def _model_type(folder: Path, what: str) -> str:
             document = _files.read_json(path, _core.ConfigError)
             if isinstance(document, dict) and document.get("processor_class") == "Qwen2AudioProcessor":
                 return SUPPORTED_MODEL_TYPE
+            if isinstance(document, dict) and document.get("processor_class") == "UltravoxProcessor":
+                return ULTRAVOX_MODEL_TYPE
     raise ValueError(f"{folder} has no config.json: cannot tell which {what} class it needs")
 
 
-def _resolve(pretrained_model_name_or_path: Union[str, os.PathLike], what: str) -> Path:
+def _resolve(pretrained_model_name_or_path: Union[str, os.PathLike], what: str) -> str:
     folder = _files.local_folder(pretrained_model_name_or_path, what="a checkpoint folder")
     model_type = _model_type(folder, what)
-    if model_type != SUPPORTED_MODEL_TYPE:
-        raise ValueError(f"{folder} holds a model of model_type {model_type!r}; qwen2audio only runs "
-                         f"{SUPPORTED_MODEL_TYPE!r} (Qwen2-Audio) checkpoints")
-    return folder
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"{folder} holds a model of model_type {model_type!r}; qwen2audio runs "
+                         f"{SUPPORTED_MODEL_TYPE!r} (Qwen2-Audio) and {ULTRAVOX_MODEL_TYPE!r} (Ultravox) checkpoints")
+    return model_type
 
 
 class _AutoClass:
@@ -62,9 +66,15 @@ class _AutoClass:
         raise NotImplementedError
 
     @classmethod
+    def _ultravox_target(cls) -> Any:
+        raise ValueError(f"Ultravox checkpoints have no separate {cls._what} class here; use AutoModel or "
+                         "AutoProcessor")
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args: Any, **kwargs: Any) -> Any:
-        _resolve(pretrained_model_name_or_path, cls._what)
-        return cls._target().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model_type = _resolve(pretrained_model_name_or_path, cls._what)
+        target = cls._ultravox_target() if model_type == ULTRAVOX_MODEL_TYPE else cls._target()
+        return target.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class AutoModelForCausalLM(_AutoClass):
@@ -76,9 +86,15 @@ class AutoModelForCausalLM(_AutoClass):
 
         return Qwen2AudioForConditionalGeneration
 
+    @classmethod
+    def _ultravox_target(cls) -> Any:
+        from .ultravox import UltravoxForConditionalGeneration
+
+        return UltravoxForConditionalGeneration
+
 
 class AutoModel(AutoModelForCausalLM):
-    """As :class:`AutoModelForCausalLM` (there is one model class)."""
+    """As :class:`AutoModelForCausalLM`."""
 
 
 class AutoModelForSeq2SeqLM(AutoModelForCausalLM):
@@ -96,6 +112,12 @@ class AutoProcessor(_AutoClass):
 
         return Qwen2AudioProcessor
 
+    @classmethod
+    def _ultravox_target(cls) -> Any:
+        from .ultravox import UltravoxProcessor
+
+        return UltravoxProcessor
+
 
 class AutoTokenizer(_AutoClass):
     """``from_pretrained(folder, ...)``: :class:`Qwen2Tokenizer` for a Qwen2-Audio folder."""
@@ -107,6 +129,11 @@ class AutoTokenizer(_AutoClass):
         from .tokenizer import Qwen2Tokenizer
 
         return Qwen2Tokenizer
+
+    @classmethod
+    def _ultravox_target(cls) -> Any:
+        # The tokenizer reads any byte-level BPE tokenizer.json (Llama 3's included).
+        return cls._target()
 
 
 class AutoFeatureExtractor(_AutoClass):

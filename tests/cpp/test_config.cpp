@@ -1,6 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
 #include "io/config.h"
+
+#include "model/text_decoder.h"
+#include "model/ultravox.h"
 #include "model/weight_layout.h"
 #include "runtime/errors.h"
 
@@ -81,6 +86,68 @@ TEST(WeightLayout, CountsTensorsOfTheRealModel) {
   // counted twice; a broad bracket catches a wrong layer formula.
   EXPECT_GT(parameters, 8'000'000'000);
   EXPECT_LT(parameters, 8'600'000'000);
+}
+
+TEST(UltravoxConfig, ReadsTheTinyCheckpointsEmbeddedSubConfigs) {
+  const auto path = std::filesystem::path(QWEN2AUDIO_SHARED_REFERENCE_DIR) / "ultravox_tiny" / "f32" / "config.json";
+  EXPECT_EQ(read_model_type(path), "ultravox");
+  const UltravoxConfig config = load_ultravox_config(path);
+  EXPECT_EQ(config.stack_factor, 8);
+  EXPECT_EQ(config.projector_hidden_size, 128);
+  EXPECT_EQ(config.audio.d_model, 64);
+  EXPECT_EQ(config.text.model_type, "llama");
+  EXPECT_FALSE(config.text.attention_bias);
+  EXPECT_TRUE(config.text.tie_word_embeddings);
+  EXPECT_EQ(config.text.num_key_value_heads, 2);
+  EXPECT_DOUBLE_EQ(config.text.rope_scaling.factor, 32.0);
+  EXPECT_EQ(config.text.rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(ultravox_expected_tensors(config).size(), 37u + 4u + 20u);  // encoder, projector, tied decoder
+  EXPECT_THROW(parse_qwen2audio_config(R"({"model_type":"ultravox"})", "config.json"), ConfigError);
+}
+
+TEST(UltravoxConfig, RefusesWhatTheEngineCannotRun) {
+  const std::string base = R"({"model_type":"ultravox","audio_config":{"model_type":"whisper"},)"
+                           R"("text_config":{"model_type":"llama"})";
+  EXPECT_NO_THROW(parse_ultravox_config(base + "}", "config.json"));
+  for (const char* extra : {R"(,"text_model_id":"meta-llama/Llama-3.2-1B-Instruct")", R"(,"projector_act":"gelu")",
+                            R"(,"text_model_lora_config":{"r":8})", R"(,"audio_latency_block_size":100)"})
+    EXPECT_THROW(parse_ultravox_config(base + extra + "}", "config.json"), ConfigError) << extra;
+  EXPECT_THROW(parse_ultravox_config(R"({"model_type":"ultravox","text_config":{"model_type":"llama"}})", "c"),
+               ConfigError);
+}
+
+TEST(RopeScaling, Llama3KeepsShortWavelengthsSlowsLongOnesAndBlendsBetween) {
+  TextConfig config;
+  config.head_dim = 16;
+  config.rope_theta = 500000.0;
+  const std::vector<float> plain = rope_inverse_frequencies(config);
+  config.rope_scaling = {32.0, 1.0, 4.0, 8192};
+  const std::vector<float> scaled = rope_inverse_frequencies(config);
+  int high = 0, low = 0, medium = 0;
+  for (size_t i = 0; i < plain.size(); ++i) {
+    const double wavelength = 2 * M_PI / plain[i];
+    if (wavelength < 8192.0 / 4) {
+      EXPECT_EQ(scaled[i], plain[i]);
+      ++high;
+    } else if (wavelength > 8192.0) {
+      EXPECT_FLOAT_EQ(scaled[i], plain[i] / 32);
+      ++low;
+    } else {
+      const double smooth = (8192.0 / wavelength - 1.0) / 3.0;
+      EXPECT_NEAR(scaled[i], (1 - smooth) * plain[i] / 32 + smooth * plain[i], 1e-6 * plain[i]);
+      ++medium;
+    }
+  }
+  EXPECT_GT(high, 0);  // head_dim 16 at theta 5e5 reaches all three regimes
+  EXPECT_GT(low, 0);
+  EXPECT_GT(medium, 0);
+}
+
+TEST(UltravoxConfig, AudioTokensPerChunk) {
+  EXPECT_EQ(ultravox_audio_token_count(309, 8), 20);
+  EXPECT_EQ(ultravox_audio_token_count(30, 8), 2);
+  EXPECT_EQ(ultravox_audio_token_count(3000, 8), 188);
+  EXPECT_EQ(ultravox_audio_token_count(1700, 8), 107);
 }
 
 }  // namespace

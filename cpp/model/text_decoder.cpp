@@ -1,4 +1,4 @@
-#include "model/qwen2_decoder.h"
+#include "model/text_decoder.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,17 +19,45 @@ using kernels::linear;
 
 }  // namespace
 
-Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype)
-    : config_(config), kv_cache_dtype_(kv_cache_dtype) {
+std::vector<float> rope_inverse_frequencies(const TextConfig& config) {
+  std::vector<float> inverse(static_cast<size_t>(config.head_dim / 2));
+  kernels::rope_inverse_frequencies(config.head_dim, config.rope_theta, inverse.data());
+  const RopeScaling& scaling = config.rope_scaling;
+  if (!scaling.enabled()) return inverse;
+  // transformers' _compute_llama3_parameters, in float32 as it computes: long wavelengths are
+  // slowed by `factor`, short ones kept, the band between blended linearly in 1/wavelength.
+  constexpr double kTwoPi = 6.283185307179586;
+  const auto factor = static_cast<float>(scaling.factor);
+  const auto low = static_cast<float>(scaling.low_freq_factor);
+  const auto high = static_cast<float>(scaling.high_freq_factor);
+  const auto original = static_cast<float>(scaling.original_max_position_embeddings);
+  const float low_freq_wavelen = original / low;
+  const float high_freq_wavelen = original / high;
+  for (float& value : inverse) {
+    const float wavelen = static_cast<float>(kTwoPi) / value;
+    const float scaled = wavelen > low_freq_wavelen ? value / factor : value;
+    const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    if (medium) {
+      const float smooth = (original / wavelen - low) / (high - low);
+      value = (1.0f - smooth) * scaled / factor + smooth * scaled;
+    } else {
+      value = scaled;
+    }
+  }
+  return inverse;
+}
+
+TextDecoder::TextDecoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype)
+    : config_(config), kv_cache_dtype_(kv_cache_dtype), inverse_frequencies_(rope_inverse_frequencies(config)) {
   embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight");
   for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
     const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
     Layer layer;
     layer.input_layernorm = weights.norm(prefix + "input_layernorm", false);
     layer.post_attention_layernorm = weights.norm(prefix + "post_attention_layernorm", false);
-    layer.q_proj = weights.linear(prefix + "self_attn.q_proj", true);
-    layer.k_proj = weights.linear(prefix + "self_attn.k_proj", true);
-    layer.v_proj = weights.linear(prefix + "self_attn.v_proj", true);
+    layer.q_proj = weights.linear(prefix + "self_attn.q_proj", config.attention_bias);
+    layer.k_proj = weights.linear(prefix + "self_attn.k_proj", config.attention_bias);
+    layer.v_proj = weights.linear(prefix + "self_attn.v_proj", config.attention_bias);
     layer.o_proj = weights.linear(prefix + "self_attn.o_proj", false);
     layer.gate_proj = weights.linear(prefix + "mlp.gate_proj", false);
     layer.up_proj = weights.linear(prefix + "mlp.up_proj", false);
@@ -41,25 +69,25 @@ Qwen2Decoder::Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType
                                         : weights.linear("language_model.lm_head", /*has_bias=*/false);
 }
 
-KVCache Qwen2Decoder::make_cache(int64_t batch) const {
+KVCache TextDecoder::make_cache(int64_t batch) const {
   return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch, kv_cache_dtype_);
 }
 
-void Qwen2Decoder::embed(const int64_t* ids, int64_t count, float* out) const {
+void TextDecoder::embed(const int64_t* ids, int64_t count, float* out) const {
   kernels::embedding_lookup(embed_tokens_.data, embed_tokens_.dtype, embed_tokens_.cols, embed_tokens_.cols, ids, count,
                             out, embed_tokens_.cols);
 }
 
-void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
-                           Workspace& workspace, const Interrupt& interrupt) const {
+void TextDecoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
+                          Workspace& workspace, const Interrupt& interrupt) const {
   if (cache.length() + steps > cache.capacity())
     throw std::logic_error("KV cache capacity not reserved before the decoder");
   run_layers(gemm, hidden, steps, nullptr, positions, cache, workspace, interrupt);
   cache.advance(steps);
 }
 
-void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
-                           KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const {
+void TextDecoder::forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
+                          KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const {
   workspace.kv_lens.resize(static_cast<size_t>(ragged.count));
   for (int64_t i = 0; i < ragged.count; ++i) {
     if (ragged.rows[i] < 0 || ragged.rows[i] >= cache.batch() || ragged.lengths[i] < 0 ||
@@ -70,9 +98,9 @@ void Qwen2Decoder::forward(kernels::Gemm& gemm, float* hidden, const RaggedRows&
   run_layers(gemm, hidden, 1, &ragged, positions, cache, workspace, interrupt);
 }
 
-void Qwen2Decoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged,
-                              const int64_t* positions, KVCache& cache, Workspace& workspace,
-                              const Interrupt& interrupt) const {
+void TextDecoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged,
+                             const int64_t* positions, KVCache& cache, Workspace& workspace,
+                             const Interrupt& interrupt) const {
   const int64_t batch = ragged ? ragged->count : cache.batch();
   const int64_t rows = batch * steps;
   const int64_t width = config_.hidden_size;
@@ -95,7 +123,7 @@ void Qwen2Decoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps,
   float* up = workspace.up.reserve(static_cast<size_t>(rows * config_.intermediate_size));
   float* cos = workspace.cos.reserve(static_cast<size_t>(rows * head_dim / 2));
   float* sin = workspace.sin.reserve(static_cast<size_t>(rows * head_dim / 2));
-  kernels::rope_tables(positions, rows, head_dim, config_.rope_theta, cos, sin);
+  kernels::rope_tables(positions, rows, head_dim, inverse_frequencies_.data(), cos, sin);
 
   for (size_t index = 0; index < layers_.size(); ++index) {
     const Layer& layer = layers_[index];
@@ -150,8 +178,22 @@ void Qwen2Decoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps,
   }
 }
 
-void Qwen2Decoder::logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
-                          Workspace& workspace) const {
+void TextDecoder::decode(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
+                         Workspace& workspace, float* logits_out, const Interrupt& interrupt) const {
+  forward(gemm, hidden, steps, positions, cache, workspace, interrupt);
+  const int64_t width = config_.hidden_size;
+  logits(gemm, hidden + (steps - 1) * width, cache.batch(), steps * width, logits_out, workspace);
+}
+
+void TextDecoder::decode(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
+                         KVCache& cache, Workspace& workspace, float* logits_out, const Interrupt& interrupt) const {
+  if (ragged.count == 0) return;
+  forward(gemm, hidden, ragged, positions, cache, workspace, interrupt);
+  logits(gemm, hidden, ragged.count, config_.hidden_size, logits_out, workspace);
+}
+
+void TextDecoder::logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
+                         Workspace& workspace) const {
   const int64_t width = config_.hidden_size;
   float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
   kernels::rms_norm(hidden, rows, width, ldh, norm_.weight, static_cast<float>(config_.rms_norm_eps), normed, width);

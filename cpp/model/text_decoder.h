@@ -13,12 +13,13 @@
 
 namespace qwen2audio {
 
-// The Qwen2 language model:
-//   per layer: x += o_proj(attention(rope(q), rope(k), v))  over RMSNorm(x), q/k/v with bias, GQA
+// The decoder of every family: Qwen2 (Qwen2-Audio) and Llama 3 (Ultravox) are the same graph,
+// differing only in what TextConfig says (q/k/v biases, RoPE scaling, tied head):
+//   per layer: x += o_proj(attention(rope(q), rope(k), v))  over RMSNorm(x), GQA
 //              x += down_proj(silu(gate_proj(h)) * up_proj(h)),  h = RMSNorm(x)
 //   logits = lm_head(RMSNorm(x))   (lm_head = embed_tokens when tie_word_embeddings)
 // Causal attention over the KV cache: each call appends its tokens' keys and values.
-class Qwen2Decoder {
+class TextDecoder {
  public:
   // Scratch for one stream of calls (a session or one forward); sized by the largest call, so
   // decode steps after a prefill allocate nothing.
@@ -38,7 +39,7 @@ class Qwen2Decoder {
   };
 
   // kv_cache_dtype: what make_cache's caches hold (F32 or BF16).
-  Qwen2Decoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype = DType::F32);
+  TextDecoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype = DType::F32);
 
   const TextConfig& config() const { return config_; }
   int64_t hidden_size() const { return config_.hidden_size; }
@@ -61,6 +62,13 @@ class Qwen2Decoder {
   void logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
               Workspace& workspace) const;
 
+  // forward() and then the logits [batch, vocab] at each row's last step (or of each ragged row):
+  // a model's decode step on the CPU, whatever its family.
+  void decode(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
+              Workspace& workspace, float* logits, const Interrupt& interrupt) const;
+  void decode(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache,
+              Workspace& workspace, float* logits, const Interrupt& interrupt) const;
+
   KVCache make_cache(int64_t batch) const;
   DType kv_cache_dtype() const { return kv_cache_dtype_; }
 
@@ -80,6 +88,10 @@ class Qwen2Decoder {
   std::vector<Layer> layers_;
   Norm norm_;
   Linear lm_head_;
+  std::vector<float> inverse_frequencies_;  // RoPE's, scaling applied; [head_dim / 2]
 };
+
+// RoPE inverse frequencies of a decoder config: theta's, rescaled per Llama 3's rope_scaling.
+std::vector<float> rope_inverse_frequencies(const TextConfig& config);
 
 }  // namespace qwen2audio

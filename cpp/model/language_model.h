@@ -1,0 +1,78 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "model/interrupt.h"
+#include "model/kv_cache.h"
+#include "model/text_decoder.h"
+#include "runtime/dtype.h"
+
+namespace qwen2audio {
+
+// Token ids of a batch, row-major [batch, steps]; attention_mask (same shape, 0 or 1) marks
+// padding with 0, null means no padding.
+struct TokenBatch {
+  const int64_t* ids = nullptr;
+  const int64_t* attention_mask = nullptr;
+  int64_t batch = 0;
+  int64_t steps = 0;
+};
+
+// Log-mel features of audio clips [clips, mel_bins, frames] and which frames are valid: the
+// feature_attention_mask [clips, frames] (null: every frame valid), as the processor makes it.
+// audio_token_starts: where each clip's audio rows go, as flat indices into the TokenBatch they
+// come with, for families whose placeholder id is not unique in the text (Ultravox's is EOS).
+struct AudioBatch {
+  const float* features = nullptr;
+  const int64_t* feature_attention_mask = nullptr;
+  int64_t clips = 0;
+  int64_t mel_bins = 0;
+  int64_t frames = 0;
+  const int64_t* audio_token_starts = nullptr;
+};
+
+// What generation (generate/session.h, generate/decode_batch.h) needs of a model, whatever its
+// family: token checks, embeddings with the audio merged in, a KV cache and the decoder's step.
+// Implementations are read-only after loading, so sessions on several threads may share one.
+class AudioLanguageModel {
+ public:
+  virtual ~AudioLanguageModel() = default;
+
+  virtual const TextConfig& text_config() const = 0;
+  virtual const GenerationConfig& generation_config() const = 0;
+
+  // Throws InvalidArgument naming the first id outside the vocabulary or bad mask entry.
+  virtual void check_tokens(const TokenBatch& tokens) const { check_token_batch(tokens, text_config().vocab_size); }
+  // The rows of every clip's audio tokens, clip after clip: [sum of counts, hidden_size].
+  virtual std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt) const = 0;
+  // Token embeddings [batch * steps, hidden_size] with audio_rows (of `audio`, null without audio)
+  // written where the family places them.
+  virtual void embed(const TokenBatch& tokens, const AudioBatch* audio, const float* audio_rows, int64_t count,
+                     float* out) const = 0;
+  // Plain token embeddings (a generated token fed back).
+  virtual void embed_tokens(const int64_t* ids, int64_t count, float* out) const = 0;
+
+  virtual KVCache make_cache(int64_t batch) const = 0;
+  // The decoder over `steps` new tokens per cache row (embeddings in hidden [batch * steps,
+  // hidden_size]); the cache's key mask must be set for the new slots and it advances by `steps`.
+  // logits: [batch, vocab] at each row's last step.
+  virtual void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
+                      TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const = 0;
+  // One token for each row of a ragged batch: hidden [count, hidden_size], logits [count, vocab].
+  virtual void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
+                           TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const = 0;
+
+  static void check_token_batch(const TokenBatch& tokens, int64_t vocab);
+};
+
+// The dtype names of Model.load, parsed for every family alike. "auto": what the checkpoint's
+// embedding matrix holds (BF16 stays BF16, anything else computes in float32).
+DType choose_compute_dtype(const std::string& requested, const Checkpoint& checkpoint);
+// "auto" follows the compute dtype.
+DType choose_kv_cache_dtype(const std::string& requested, DType compute);
+
+}  // namespace qwen2audio

@@ -1,0 +1,90 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "kernels/cpu/gemm.h"
+#include "model/audio_encoder.h"
+#include "model/language_model.h"
+#include "model/quantization.h"
+#include "model/text_decoder.h"
+#include "model/weight_layout.h"
+#include "model/weights.h"
+
+namespace qwen2audio {
+
+// Audio tokens of one Ultravox chunk with `frames` valid mel frames: the encoder's stride-2
+// convolution keeps ceil(frames / 2) of them and the projector stacks `stack_factor` per token.
+int64_t ultravox_audio_token_count(int64_t frames, int64_t stack_factor);
+
+// fixie-ai's UltravoxModel (v0.5): Whisper's encoder over each chunk of at most 30 s (keys past
+// its audio_lens hidden, queries not), the stacked-frame projector
+//   z = stack(enc, stack_factor) (zero rows pad the last stack);
+//   out = linear_2(RMSNorm_mid(SwiGLU(linear_1(RMSNorm_pre(z)))))   (SwiGLU gates the second half)
+// and a Llama 3 decoder (the TextDecoder of every family). Audio rows replace the token
+// embeddings at each chunk's audio_token_start_idx. CPU only for now.
+class UltravoxModel final : public AudioLanguageModel {
+ public:
+  // Arguments as Qwen2AudioModel::load (weight-only int8/int4 of the decoder included); device must be "cpu".
+  static std::shared_ptr<UltravoxModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
+                                             int num_threads = 0, kernels::GemmOptions gemm_options = {},
+                                             const QuantizationRequest& quantization = {},
+                                             const std::string& kv_cache_dtype = "auto",
+                                             const std::string& device = "cpu");
+
+  const UltravoxConfig& config() const { return config_; }
+  const TextConfig& text_config() const override { return config_.text; }
+  const GenerationConfig& generation_config() const override { return checkpoint_->generation_config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  DType dtype() const { return weights_->matrix_dtype(); }
+  DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
+  const WeightStore& weights() const { return *weights_; }
+  int num_threads() const { return num_threads_.load(); }
+  void set_num_threads(int count);
+
+  // Valid frames per chunk (the feature_attention_mask's sums, a prefix of every row), checked.
+  std::vector<int64_t> audio_lens(const AudioBatch& audio) const;
+  std::vector<int64_t> audio_token_counts(const AudioBatch& audio) const;
+
+  // The encoder's last hidden state of every frame of every chunk: [clips, ceil(frames / 2), d].
+  void encode(const AudioBatch& audio, float* out, const Interrupt& interrupt = {}) const;
+  // The projector rows each chunk contributes (its audio token count), chunk after chunk; with
+  // `all_rows` every stacked row of the whole chunk, as the reference's projector output holds.
+  std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt, bool all_rows) const;
+  std::vector<float> audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt = {}) const override {
+    return audio_embeddings(audio, interrupt, false);
+  }
+  void embed(const TokenBatch& tokens, const AudioBatch* audio, const float* audio_rows, int64_t count,
+             float* out) const override;
+  void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }
+  // Logits [batch, steps, vocab] of every position, positions 0..steps-1 (the reference's forward).
+  void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
+
+  KVCache make_cache(int64_t batch) const override { return decoder_->make_cache(batch); }
+  void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions, TextDecoder::Workspace& workspace,
+              float* logits, const Interrupt& interrupt) const override;
+  void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
+                   TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const override;
+
+ private:
+  UltravoxModel() = default;
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  UltravoxConfig config_;
+  std::unique_ptr<WeightStore> weights_;
+  std::unique_ptr<kernels::Gemm> gemm_;
+  std::unique_ptr<AudioEncoder> encoder_;
+  Norm ln_pre_, ln_mid_;
+  Linear linear_1_, linear_2_;
+  std::unique_ptr<TextDecoder> decoder_;
+  std::atomic<int> num_threads_{1};
+};
+
+// The tensors of an Ultravox checkpoint (audio_tower.*, multi_modal_projector.*, language_model.*).
+std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& config);
+
+}  // namespace qwen2audio
