@@ -354,12 +354,23 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
                                                    : options.prefetch_distance;
   if (args.w.format == WeightFormat::BF16 && options.round_bf16_inputs) {
     if (isa == Isa::Avx512Bf16) {
+      // Weights used in place from a checkpoint start wherever the file put them (a safetensors
+      // tensor sits 8 + header bytes into the file: 40 bytes past a cache line in the synthetic 7B
+      // checkpoint), and a misaligned 64-byte load touches two lines. Read row by row, every row
+      // shares its start's offset when the row stride is whole lines, so the kernel reads from the
+      // line boundary before each row, and x is shifted by as many zeros to line up with it.
+      const auto address = reinterpret_cast<uintptr_t>(args.w.data);
+      if (problem.row_by_row && address % 2 == 0 && (args.w.ld * 2) % 64 == 0)
+        problem.row_shift = static_cast<int64_t>(address % 64 / 2);
       // Rows padded with zeros to whole 32-element steps, so the kernel loads x without masks.
-      const int64_t ld = (args.k + 31) / 32 * 32;
+      const int64_t shift = problem.row_shift;
+      const int64_t ld = (args.k + shift + 31) / 32 * 32;
       uint16_t* converted = tls_bf16_inputs.reserve(static_cast<size_t>(args.m * ld));
       for (int64_t row = 0; row < args.m; ++row) {
-        for (int64_t i = 0; i < args.k; ++i) converted[row * ld + i] = float_to_bf16(args.x[row * args.ldx + i]);
-        std::fill(converted + row * ld + args.k, converted + (row + 1) * ld, uint16_t{0});
+        uint16_t* out = converted + row * ld;
+        std::fill(out, out + shift, uint16_t{0});
+        for (int64_t i = 0; i < args.k; ++i) out[shift + i] = float_to_bf16(args.x[row * args.ldx + i]);
+        std::fill(out + shift + args.k, out + ld, uint16_t{0});
       }
       problem.x_bf16 = converted;
       problem.ldx_bf16 = ld;

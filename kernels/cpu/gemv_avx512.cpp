@@ -171,24 +171,36 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
     for (int c = 0; c < C; ++c) p.store(row0 + r, column + c, _mm512_reduce_add_ps(acc[r][c]));
 }
 
-// ReadOrder::Rows (gemv.h) for one activation row: a weight row front to back, four sums along k.
+// ReadOrder::Rows (gemv.h) for one activation row: a weight row front to back from the cache-line
+// boundary at or before its start (Problem::row_shift), four sums along k; only the first and last
+// steps take masks (the lanes outside the row hold the neighbouring row or the file's header, which
+// may not even be numbers).
 void bf16_dot_row(const Problem& p, int64_t column) {
-  const uint16_t* row = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld;
+  const int64_t shift = p.row_shift;
+  const uint16_t* row = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld - shift;
+  const int64_t end = p.k + shift;
   __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
   const auto x = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + i)); };
   const auto w = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(row + i)); };
+  const auto masked_w = [&](int64_t i) {
+    uint64_t lanes = ~uint64_t{0};
+    if (i < shift) lanes &= ~uint64_t{0} << (shift - i);
+    if (i + 32 > end) lanes &= (uint64_t{1} << (end - i)) - 1;
+    return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(static_cast<__mmask32>(lanes), row + i));
+  };
   int64_t i = 0;
-  for (; i + 128 <= p.k; i += 128) {
+  if (shift > 0) {
+    dpbf16(acc3, x(0), masked_w(0));
+    i = 32;
+  }
+  for (; i + 128 <= end; i += 128) {
     if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row + i) + p.prefetch, _MM_HINT_T0);
     dpbf16(acc0, x(i), w(i));
     dpbf16(acc1, x(i + 32), w(i + 32));
     dpbf16(acc2, x(i + 64), w(i + 64));
     dpbf16(acc3, x(i + 96), w(i + 96));
   }
-  for (; i < p.k; i += 32) {  // x is zero-padded to whole 32-element steps; only the weights need a mask
-    const __mmask32 mask = i + 32 <= p.k ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1);
-    dpbf16(acc0, x(i), reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row + i)));
-  }
+  for (; i < end; i += 32) dpbf16(acc0, x(i), masked_w(i));
   p.store(0, column, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))));
 }
 

@@ -298,6 +298,36 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
   }
 }
 
+// Checkpoint weights start anywhere (8 + header bytes into a safetensors file). Rows read from the
+// cache line before their start must ignore what lies outside the row: NaN bit patterns here.
+TEST(Gemv, Bf16RowsAtAnyOffsetIgnoreTheirNeighbours) {
+  const int64_t n = 37, k = 96;  // 192-byte rows: every row shares its start's offset
+  std::vector<float> values = random_values(static_cast<size_t>(n * k), 41);
+  const std::vector<float> x = random_values(static_cast<size_t>(k), 42);
+  Buffer<uint16_t> storage(static_cast<size_t>(n * k + 128));
+  for (int64_t offset = 0; offset < 32; ++offset) {
+    std::fill(storage.data(), storage.data() + n * k + 128, uint16_t{0x7fc1});  // NaN
+    uint16_t* w = storage.data() + 32 + offset;
+    for (int64_t i = 0; i < n * k; ++i) w[i] = float_to_bf16(values[i]);
+    for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
+      SCOPED_TRACE("offset " + std::to_string(offset) + " order " + read_order_name(order));
+      GemvOptions options{true, best_isa()};
+      options.read_order = order;
+      std::vector<float> y(static_cast<size_t>(n));
+      gemv({1, n, k, x.data(), k, WeightMatrix{WeightFormat::BF16, w, k}, nullptr, y.data(), n, false}, options);
+      for (int64_t j = 0; j < n; ++j) {
+        double sum = 0.0, magnitude = 0.0;
+        for (int64_t i = 0; i < k; ++i) {
+          const double product = static_cast<double>(bf16_to_float(float_to_bf16(x[i]))) * bf16_to_float(w[j * k + i]);
+          sum += product;
+          magnitude += std::abs(product);
+        }
+        ASSERT_NEAR(y[j], sum, 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(k)))) << "column " << j;
+      }
+    }
+  }
+}
+
 TEST(Gemv, ReadOrderIsMeasuredOnceOrForced) {
   const ReadOrder measured = preferred_read_order();
   EXPECT_NE(measured, ReadOrder::Auto);
