@@ -128,8 +128,11 @@ struct Figures {
 Figures measure(const fs::path& folder, const std::string& device, int threads, int64_t prompt_tokens, int64_t context,
                 int64_t new_tokens) {
   Figures figures;
+  qwen2audio::LoadOptions load_options;
+  load_options.device = qwen2audio::parse_device(device);
+  load_options.num_threads = threads;
   auto start = Clock::now();
-  const auto model = Qwen2AudioModel::load(folder, "auto", threads, {}, {}, "auto", device);
+  const auto model = Qwen2AudioModel::load(folder, load_options);
   figures.load_seconds = seconds_since(start);
   std::cout << "  loaded on " << model->device_description() << " in " << figures.load_seconds << " s\n" << std::flush;
 

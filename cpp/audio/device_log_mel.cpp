@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "model/device_loader.h"
+#include "backend/device_loader.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "audio/log_mel.h"
-#include "model/device_model.h"
+#include "backend/device_log_mel.h"
 
 namespace qwen2audio {
 

@@ -131,6 +131,25 @@ py::list quantized_layers_of(const WeightStore& weights, const py::object& owner
 
 const char* dtype_label(DType dtype) { return dtype == DType::BF16 ? "bfloat16" : "float32"; }
 
+// Model.load's arguments for every family, parsed here once: the engine reads enums from here on.
+LoadOptions load_options(const std::string& dtype, int num_threads, const std::string& kv_cache_dtype,
+                         const std::string& device, const std::string& quantization, int64_t quantization_group_size,
+                         const std::optional<std::string>& lm_head_quantization, bool integer_kernels,
+                         bool round_bf16_inputs = true, bool allow_native_bf16 = true) {
+  LoadOptions options;
+  options.dtype = parse_dtype_choice(dtype, "dtype");
+  options.kv_cache_dtype = parse_dtype_choice(kv_cache_dtype, "kv_cache_dtype");
+  options.device = parse_device(device);
+  options.num_threads = num_threads;
+  options.gemm.round_bf16_inputs = round_bf16_inputs;
+  options.gemm.allow_native_bf16 = allow_native_bf16;
+  options.gemm.integer_kernels = integer_kernels;
+  options.quantization.decoder = parse_quantization(quantization);
+  options.quantization.group_size = quantization_group_size;
+  if (lm_head_quantization) options.quantization.lm_head = parse_quantization(*lm_head_quantization);
+  return options;
+}
+
 // A NumPy array that owns `values` (moved, not copied): per-step scores of a long generation at a
 // 150k vocabulary run to hundreds of MiB.
 py::array owning_array(std::vector<float>&& values, std::vector<int64_t> shape) {
@@ -166,16 +185,11 @@ void register_model(py::module_& module) {
              bool allow_native_bf16, const std::string& quantization, int64_t quantization_group_size,
              const std::optional<std::string>& lm_head_quantization, const std::string& kv_cache_dtype,
              const std::string& device, bool integer_kernels) {
-            QuantizationRequest request;
-            request.decoder = parse_quantization(quantization);
-            request.group_size = quantization_group_size;
-            if (lm_head_quantization) request.lm_head = parse_quantization(*lm_head_quantization);
+            const LoadOptions options =
+                load_options(dtype, num_threads, kv_cache_dtype, device, quantization, quantization_group_size,
+                             lm_head_quantization, integer_kernels, round_bf16_inputs, allow_native_bf16);
             py::gil_scoped_release release;
-            kernels::GemmOptions options;
-            options.round_bf16_inputs = round_bf16_inputs;
-            options.allow_native_bf16 = allow_native_bf16;
-            options.integer_kernels = integer_kernels;
-            return Qwen2AudioModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
+            return Qwen2AudioModel::load(path, options);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("round_bf16_inputs") = true,
           py::arg("allow_native_bf16") = true, py::arg("quantization") = "none",
@@ -202,10 +216,13 @@ void register_model(py::module_& module) {
       .def_property_readonly("kv_cache_dtype",
                              [](const Qwen2AudioModel& self) { return dtype_label(self.kv_cache_dtype()); })
       .def_property("num_threads", &Qwen2AudioModel::num_threads, &Qwen2AudioModel::set_num_threads)
-      .def_property_readonly("native_bf16", [](const Qwen2AudioModel& self) { return self.gemm().native_bf16(); })
+      .def_property_readonly(
+          "native_bf16",
+          [](const Qwen2AudioModel& self) { return self.cpu_gemm() != nullptr && self.cpu_gemm()->native_bf16(); })
       .def_property_readonly("integer_kernels",
                              [](const Qwen2AudioModel& self) {
-                               return self.quantization().enabled() && kernels::integer_kernels(self.gemm());
+                               return self.quantization().enabled() && self.cpu_gemm() != nullptr &&
+                                      kernels::integer_kernels(*self.cpu_gemm());
                              })
       .def_property_readonly("copied_weight_bytes", &Qwen2AudioModel::copied_weight_bytes)
       .def_property_readonly("mapped_weight_bytes", &Qwen2AudioModel::mapped_weight_bytes)
@@ -293,14 +310,10 @@ void register_model(py::module_& module) {
              const std::string& kv_cache_dtype, const std::string& device, const std::string& quantization,
              int64_t quantization_group_size, const std::optional<std::string>& lm_head_quantization,
              bool integer_kernels) {
-            QuantizationRequest request;
-            request.decoder = parse_quantization(quantization);
-            request.group_size = quantization_group_size;
-            if (lm_head_quantization) request.lm_head = parse_quantization(*lm_head_quantization);
-            kernels::GemmOptions options;
-            options.integer_kernels = integer_kernels;
+            const LoadOptions options = load_options(dtype, num_threads, kv_cache_dtype, device, quantization,
+                                                     quantization_group_size, lm_head_quantization, integer_kernels);
             py::gil_scoped_release release;
-            return UltravoxModel::load(path, dtype, num_threads, options, request, kv_cache_dtype, device);
+            return UltravoxModel::load(path, options);
           },
           py::arg("path"), py::arg("dtype") = "auto", py::arg("num_threads") = 0, py::arg("kv_cache_dtype") = "auto",
           py::arg("device") = "cpu", py::arg("quantization") = "none", py::arg("quantization_group_size") = 128,

@@ -1,4 +1,4 @@
-// Whisper's log-mel front end on the GPU behind the DeviceLogMel interface (model/device_model.h):
+// Whisper's log-mel front end on the GPU behind the DeviceLogMel interface (backend/device_log_mel.h):
 // the caller pads or truncates each clip; this uploads it, runs kernels/cuda/log_mel and brings the
 // features back.
 
@@ -9,9 +9,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/device_log_mel.h"
 #include "cuda/device_buffer.h"
 #include "kernels/cuda/log_mel.h"
-#include "model/device_model.h"
 
 namespace qwen2audio::cuda_backend {
 namespace {

@@ -16,7 +16,7 @@ DecodeBatch::DecodeBatch(std::shared_ptr<const AudioLanguageModel> model, int64_
   if (capacity < 1 || capacity > limit)
     throw InvalidArgument("the slot capacity must be within 1.." + std::to_string(limit) + " tokens, got " +
                           std::to_string(capacity));
-  if (cache_.device_state() != nullptr)
+  if (cache_.storage() != nullptr)
     throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
   cache_.reserve(capacity);
   const int64_t hidden = model_->text_config().hidden_size, vocab = model_->text_config().vocab_size;

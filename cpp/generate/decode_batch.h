@@ -6,7 +6,7 @@
 
 #include "generate/sampler.h"
 #include "generate/session.h"
-#include "model/kv_cache.h"
+#include "backend/kv_cache.h"
 #include "model/language_model.h"
 
 namespace qwen2audio {

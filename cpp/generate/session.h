@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "generate/sampler.h"
-#include "model/kv_cache.h"
+#include "backend/kv_cache.h"
 #include "model/language_model.h"
 
 namespace qwen2audio {

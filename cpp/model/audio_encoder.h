@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <memory>
+
+#include "backend/ops.h"
 #include "io/config.h"
-#include "kernels/cpu/gemm.h"
 #include "model/interrupt.h"
 #include "model/weights.h"
 
@@ -26,9 +28,10 @@ int64_t audio_token_count(int64_t mel_frames);
 // side, which the stem's input margin covers; attention hides those keys; the rest is per row),
 // so the encoder can stop at a clip's attended positions and give the reference's numbers for its
 // audio tokens at a fraction of the work: a 5 s clip runs 250 positions, not 1500.
+// Written once against the op-level backend (backend/ops.h); `ops` must outlive the encoder.
 class AudioEncoder {
  public:
-  AudioEncoder(const AudioEncoderConfig& config, WeightStore& weights);
+  AudioEncoder(const AudioEncoderConfig& config, WeightStore& weights, backend::Ops& ops);
 
   int64_t mel_bins() const { return config_.num_mel_bins; }
   int64_t input_frames() const { return 2 * config_.max_source_positions; }
@@ -39,37 +42,45 @@ class AudioEncoder {
   // the reference's whole window (output_frames() rows, padded positions included).
   int64_t output_rows(int64_t mel_frames, bool full_window) const;
 
-  // features: [clips, mel_bins, input_frames]; mel_frames[c]: valid frames of clip c.
-  // out: the output rows of clip after clip, [sum of output_rows, hidden_size]. The clips run as
-  // one packed sequence: every projection is one GEMM over all their positions, attention runs
-  // per clip (block-diagonal).
-  void forward(kernels::Gemm& gemm, const float* features, const int64_t* mel_frames, int64_t clips, bool full_window,
-               float* out, const Interrupt& interrupt) const;
+  // features: host [clips, mel_bins, input_frames]; mel_frames[c]: valid frames of clip c.
+  // Returns the output rows of clip after clip, [sum of output_rows, hidden_size], in the
+  // backend's memory (a matrix of `workspace`). The clips run as one packed sequence: every
+  // projection is one product over all their positions, attention runs per clip (block-diagonal).
+  backend::Mat forward(const float* features, const int64_t* mel_frames, int64_t clips, bool full_window,
+                       backend::Workspace& workspace, const Interrupt& interrupt) const;
 
   // Whisper's own encoder output, without Qwen2-Audio's pooling (Ultravox): features [clips,
   // mel_bins, frames] with frames <= input_frames(); clip c computes its first computed[c]
   // positions (at most (frames + 1) / 2), with attention keys limited to its first attended[c].
-  // out: LN(x) of those positions, clip after clip.
-  void forward_frames(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips,
-                      const int64_t* attended, const int64_t* computed, float* out, const Interrupt& interrupt) const;
+  // Returns LN(x) of those positions, clip after clip.
+  backend::Mat forward_frames(const float* features, int64_t frames, int64_t clips, const int64_t* attended,
+                              const int64_t* computed, backend::Workspace& workspace, const Interrupt& interrupt) const;
 
  private:
-  // The layers of both: `pool` averages position pairs into each clip's pooled[c] rows before the
-  // final norm; without it every computed position is an output row.
-  void run(kernels::Gemm& gemm, const float* features, int64_t frames, int64_t clips, const int64_t* attended,
-           const int64_t* computed, const int64_t* pooled, float* out, const Interrupt& interrupt) const;
+  // The layers of both: `pooled` averages position pairs into each clip's pooled[c] rows before
+  // the final norm; without it every computed position is an output row.
+  backend::Mat run(const float* features, int64_t frames, int64_t clips, const int64_t* attended,
+                   const int64_t* computed, const int64_t* pooled, backend::Workspace& workspace,
+                   const Interrupt& interrupt) const;
 
-  struct Layer {
-    Norm self_attn_layer_norm;
-    Linear q_proj, k_proj, v_proj, out_proj;
-    Norm final_layer_norm;
-    Linear fc1, fc2;
+  struct LayerNorm {
+    std::unique_ptr<backend::Constant> weight, bias;
   };
+  struct Layer {
+    LayerNorm self_attn_layer_norm;
+    std::unique_ptr<backend::LinearWeights> qkv_proj;  // q, k, v stacked
+    std::unique_ptr<backend::LinearWeights> out_proj;
+    LayerNorm final_layer_norm;
+    std::unique_ptr<backend::LinearWeights> fc1, fc2;
+  };
+  LayerNorm layer_norm(WeightStore& weights, const std::string& prefix) const;
+
   AudioEncoderConfig config_;
-  Linear conv1_, conv2_;
-  const float* positions_;
+  backend::Ops& ops_;
+  std::unique_ptr<backend::LinearWeights> conv1_, conv2_;
+  std::unique_ptr<backend::Constant> positions_;
   std::vector<Layer> layers_;
-  Norm layer_norm_;
+  LayerNorm layer_norm_;
 };
 
 }  // namespace qwen2audio

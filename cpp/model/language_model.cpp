@@ -1,5 +1,6 @@
 #include "model/language_model.h"
 
+#include "runtime/buffer.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -11,22 +12,29 @@ std::string position(int64_t batch_index, int64_t step) {
 
 }  // namespace
 
-DType choose_compute_dtype(const std::string& requested, const Checkpoint& checkpoint) {
-  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
-  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
-  if (requested == "auto")
-    return checkpoint.record("language_model.model.embed_tokens.weight").dtype == DType::BF16 ? DType::BF16
-                                                                                              : DType::F32;
-  throw InvalidArgument("dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
-}
+void AudioLanguageModel::forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits,
+                                 const Interrupt& interrupt) const {
+  check_tokens(tokens);
+  const TextConfig& text = text_config();
+  if (tokens.steps > text.max_position_embeddings)
+    throw InvalidArgument("input_ids have " + std::to_string(tokens.steps) +
+                          " tokens, beyond max_position_embeddings (" + std::to_string(text.max_position_embeddings) +
+                          ")");
+  std::vector<float> audio_rows;
+  if (audio != nullptr) audio_rows = audio_embeddings(*audio, interrupt);
+  const int64_t rows = tokens.batch * tokens.steps;
+  Buffer<float> states(static_cast<size_t>(rows * text.hidden_size));
+  embed(tokens, audio, audio != nullptr ? audio_rows.data() : nullptr,
+        static_cast<int64_t>(audio_rows.size()) / text.hidden_size, states.data());
 
-// A BF16 model's key and value projections are BF16 numbers in
-// the reference too, and BF16 halves the cache and the bytes each decode step reads.
-DType choose_kv_cache_dtype(const std::string& requested, DType compute) {
-  if (requested == "auto") return compute == DType::BF16 ? DType::BF16 : DType::F32;
-  if (requested == "float32" || requested == "fp32" || requested == "f32") return DType::F32;
-  if (requested == "bfloat16" || requested == "bf16") return DType::BF16;
-  throw InvalidArgument("kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got '" + requested + "'");
+  KVCache cache = make_cache(tokens.batch);
+  cache.reserve(tokens.steps);
+  for (int64_t i = 0; i < rows; ++i)
+    cache.key_mask()[i] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[i]) : 1;
+  std::vector<int64_t> positions(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) positions[i] = i % tokens.steps;
+  TextDecoder::Workspace workspace;
+  decode(cache, states.data(), tokens.steps, positions.data(), workspace, logits, interrupt, /*all_positions=*/true);
 }
 
 void AudioLanguageModel::check_token_batch(const TokenBatch& tokens, int64_t vocab) {

@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/kv_cache.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
 #include "model/interrupt.h"
-#include "model/kv_cache.h"
 #include "model/text_decoder.h"
 #include "runtime/dtype.h"
 
@@ -58,21 +58,21 @@ class AudioLanguageModel {
 
   virtual KVCache make_cache(int64_t batch) const = 0;
   // The decoder over `steps` new tokens per cache row (embeddings in hidden [batch * steps,
-  // hidden_size]); the cache's key mask must be set for the new slots and it advances by `steps`.
-  // logits: [batch, vocab] at each row's last step.
+  // hidden_size], used as scratch); the cache's key mask must be set for the new slots and it
+  // advances by `steps`. logits: [batch, vocab] at each row's last step, or with `all_positions`
+  // [batch * steps, vocab].
   virtual void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
-                      TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const = 0;
+                      TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt,
+                      bool all_positions = false) const = 0;
   // One token for each row of a ragged batch: hidden [count, hidden_size], logits [count, vocab].
   virtual void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
                            TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const = 0;
 
+  // Hugging Face's forward, whatever the family: logits [batch, steps, vocab] of every position,
+  // positions 0..steps-1 in every row whatever the padding (as transformers numbers them).
+  void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
+
   static void check_token_batch(const TokenBatch& tokens, int64_t vocab);
 };
-
-// The dtype names of Model.load, parsed for every family alike. "auto": what the checkpoint's
-// embedding matrix holds (BF16 stays BF16, anything else computes in float32).
-DType choose_compute_dtype(const std::string& requested, const Checkpoint& checkpoint);
-// "auto" follows the compute dtype.
-DType choose_kv_cache_dtype(const std::string& requested, DType compute);
 
 }  // namespace qwen2audio

@@ -7,12 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu_ops.h"
 #include "io/checkpoint.h"
 #include "kernels/cpu/gemm.h"
 #include "model/audio_encoder.h"
-#include "model/device_model.h"
 #include "model/interrupt.h"
 #include "model/language_model.h"
+#include "model/load_options.h"
 #include "model/quantization.h"
 #include "model/text_decoder.h"
 #include "model/weights.h"
@@ -25,21 +26,13 @@ namespace qwen2audio {
 // sessions may use one model at once.
 class Qwen2AudioModel final : public AudioLanguageModel {
  public:
-  // dtype: "auto" (the checkpoint's own: BF16 stays bfloat16, F32 float32, F16 computes in
-  // float32), "float32" or "bfloat16". num_threads 0: the OpenMP default.
-  // quantization: weight-only int8/int4 of the decoder applied at load (model/quantization.h); a
-  // checkpoint saved quantized loads its packed weights whatever is asked here, and refuses a
-  // different format.
-  // kv_cache_dtype: what sessions' KV caches hold: "auto" (BF16 for a BF16 model, else float32),
-  // "float32" or "bfloat16".
-  // device: "cpu", or "cuda"/"cuda:N": the encoder, projector and decoder run on that GPU with
-  // BF16 weights and a BF16 KV cache (model/device_model.h); tokens are embedded and sampled on
-  // the host. Quantization and float32 compute are CPU-only.
-  static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
-                                               int num_threads = 0, kernels::GemmOptions gemm_options = {},
-                                               const QuantizationRequest& quantization = {},
-                                               const std::string& kv_cache_dtype = "auto",
-                                               const std::string& device = "cpu");
+  // options (model/load_options.h): dtype Auto is the checkpoint's own (BF16 stays bfloat16, F32
+  // float32, F16 computes in float32). quantization: weight-only int8/int4 of the decoder applied
+  // at load (model/quantization.h); a checkpoint saved quantized loads its packed weights whatever is
+  // asked, and refuses a different format. device: the CPU, or a CUDA GPU where the same graph runs
+  // over the device's ops (backend/ops.h) with BF16 weights and a BF16 KV cache; tokens are embedded
+  // and sampled on the host. Quantization and float32 compute are CPU-only.
+  static std::shared_ptr<Qwen2AudioModel> load(const std::filesystem::path& path, const LoadOptions& options = {});
 
   const Qwen2AudioConfig& config() const { return config_; }
   const TextConfig& text_config() const override { return config_.text; }
@@ -48,7 +41,8 @@ class Qwen2AudioModel final : public AudioLanguageModel {
   DType dtype() const { return weights_->matrix_dtype(); }
   int num_threads() const { return num_threads_.load(); }
   void set_num_threads(int count);
-  kernels::Gemm& gemm() const { return *gemm_; }
+  // The CPU's matrix multiply (oneDNN primitives, options); null on a device.
+  const kernels::Gemm* cpu_gemm() const { return cpu_ops_ ? &cpu_ops_->gemm() : nullptr; }
   const AudioEncoder& encoder() const { return *encoder_; }
   const TextDecoder& decoder() const { return *decoder_; }
   DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
@@ -58,8 +52,8 @@ class Qwen2AudioModel final : public AudioLanguageModel {
   const WeightStore& weights() const { return *weights_; }
   // "cpu" or "cuda:N"; device_description() adds the GPU's name.
   const std::string& device() const { return device_name_; }
-  std::string device_description() const { return device_model_ ? device_model_->description() : "cpu"; }
-  size_t device_weight_bytes() const { return device_model_ ? device_model_->weight_bytes() : 0; }
+  std::string device_description() const { return ops_->description(); }
+  size_t device_weight_bytes() const { return ops_->weight_bytes(); }
 
   // Each checks its inputs and throws InvalidArgument naming the problem.
   std::vector<int64_t> mel_frames(const AudioBatch& audio) const;
@@ -86,8 +80,6 @@ class Qwen2AudioModel final : public AudioLanguageModel {
     embed(tokens, audio_rows, count, out);
   }
   void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }
-  // Hugging Face's forward: logits [batch, steps, vocab] of every position, positions 0..steps-1.
-  void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
 
   // A KV cache for `batch` rows on the model's device.
   KVCache make_cache(int64_t batch) const override;
@@ -96,7 +88,7 @@ class Qwen2AudioModel final : public AudioLanguageModel {
   // key mask must be set for the new slots, and it advances by `steps`. logits: [batch, vocab] at
   // each row's last step.
   void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions, TextDecoder::Workspace& workspace,
-              float* logits, const Interrupt& interrupt) const override;
+              float* logits, const Interrupt& interrupt, bool all_positions) const override;
   // One token for each row of a ragged batch (TextDecoder::RaggedRows): hidden [count,
   // hidden_size], positions [count], logits [count, vocab]. CPU models only.
   void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
@@ -107,11 +99,13 @@ class Qwen2AudioModel final : public AudioLanguageModel {
   std::shared_ptr<const Checkpoint> checkpoint_;
   Qwen2AudioConfig config_;
   std::unique_ptr<WeightStore> weights_;
-  std::unique_ptr<kernels::Gemm> gemm_;
+  // The ops the graph runs on (the CPU's, or a device's). Declared before the modules holding its
+  // weights, so it outlives them.
+  std::unique_ptr<backend::Ops> ops_;
+  backend::CpuOps* cpu_ops_ = nullptr;  // ops_ on the CPU
   std::unique_ptr<AudioEncoder> encoder_;
-  Linear projector_;
+  std::unique_ptr<backend::LinearWeights> projector_;
   std::unique_ptr<TextDecoder> decoder_;
-  std::unique_ptr<DeviceModel> device_model_;  // null on the CPU
   std::string device_name_ = "cpu";
   std::atomic<int> num_threads_{1};
 };

@@ -5,17 +5,17 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
-#include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
-#include "model/quantization.h"
 
 namespace qwen2audio {
 namespace {
 
-using kernels::linear;
+using backend::Mat;
+using backend::Role;
+
+// The decoder's scratch matrices in a Workspace.
+enum Slot : int { kHidden, kNormed, kQkv, kAttended, kGateUp, kActivated, kCos, kSin, kLogits };
 
 }  // namespace
 
@@ -47,30 +47,41 @@ std::vector<float> rope_inverse_frequencies(const TextConfig& config) {
   return inverse;
 }
 
-TextDecoder::TextDecoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype)
-    : config_(config), kv_cache_dtype_(kv_cache_dtype), inverse_frequencies_(rope_inverse_frequencies(config)) {
+TextDecoder::TextDecoder(const TextConfig& config, WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype)
+    : config_(config),
+      ops_(ops),
+      kv_cache_dtype_(kv_cache_dtype),
+      inverse_frequencies_(rope_inverse_frequencies(config)) {
+  const int64_t width = config.hidden_size;
+  auto norm = [&](const std::string& prefix) {
+    return ops.load_constant(weights.norm(prefix, false).weight, 1, width);
+  };
   embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight");
   for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
     const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
     Layer layer;
-    layer.input_layernorm = weights.norm(prefix + "input_layernorm", false);
-    layer.post_attention_layernorm = weights.norm(prefix + "post_attention_layernorm", false);
-    layer.q_proj = weights.linear(prefix + "self_attn.q_proj", config.attention_bias);
-    layer.k_proj = weights.linear(prefix + "self_attn.k_proj", config.attention_bias);
-    layer.v_proj = weights.linear(prefix + "self_attn.v_proj", config.attention_bias);
-    layer.o_proj = weights.linear(prefix + "self_attn.o_proj", false);
-    layer.gate_proj = weights.linear(prefix + "mlp.gate_proj", false);
-    layer.up_proj = weights.linear(prefix + "mlp.up_proj", false);
-    layer.down_proj = weights.linear(prefix + "mlp.down_proj", false);
-    layers_.push_back(layer);
+    layer.input_layernorm = norm(prefix + "input_layernorm");
+    layer.post_attention_layernorm = norm(prefix + "post_attention_layernorm");
+    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", config.attention_bias),
+                                      weights.linear(prefix + "self_attn.k_proj", config.attention_bias),
+                                      weights.linear(prefix + "self_attn.v_proj", config.attention_bias)});
+    layer.o_proj = ops.load_linear({weights.linear(prefix + "self_attn.o_proj", false)});
+    layer.gate_up_proj = ops.load_linear(
+        {weights.linear(prefix + "mlp.gate_proj", false), weights.linear(prefix + "mlp.up_proj", false)});
+    layer.down_proj = ops.load_linear({weights.linear(prefix + "mlp.down_proj", false)});
+    layers_.push_back(std::move(layer));
   }
-  norm_ = weights.norm("language_model.model.norm", false);
-  lm_head_ = config.tie_word_embeddings ? weights.linear_of(embed_tokens_)
-                                        : weights.linear("language_model.lm_head", /*has_bias=*/false);
+  norm_ = norm("language_model.model.norm");
+  lm_head_ = ops.load_linear({config.tie_word_embeddings ? weights.linear_of(embed_tokens_)
+                                                         : weights.linear("language_model.lm_head", false)});
+  rope_frequencies_ =
+      ops.load_constant(inverse_frequencies_.data(), 1, static_cast<int64_t>(inverse_frequencies_.size()));
 }
 
 KVCache TextDecoder::make_cache(int64_t batch) const {
-  return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch, kv_cache_dtype_);
+  return KVCache(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch, kv_cache_dtype_,
+                 ops_.make_kv_storage(config_.num_hidden_layers, config_.num_key_value_heads, config_.head_dim, batch,
+                                      kv_cache_dtype_));
 }
 
 void TextDecoder::embed(const int64_t* ids, int64_t count, float* out) const {
@@ -78,126 +89,85 @@ void TextDecoder::embed(const int64_t* ids, int64_t count, float* out) const {
                             out, embed_tokens_.cols);
 }
 
-void TextDecoder::forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
-                          Workspace& workspace, const Interrupt& interrupt) const {
+void TextDecoder::decode(float* hidden, int64_t steps, const int64_t* positions, KVCache& cache, Workspace& workspace,
+                         float* logits, const Interrupt& interrupt, bool all_positions) const {
   if (cache.length() + steps > cache.capacity())
     throw std::logic_error("KV cache capacity not reserved before the decoder");
-  run_layers(gemm, hidden, steps, nullptr, positions, cache, workspace, interrupt);
+  const int64_t batch = cache.batch();
+  if (batch * steps == 0) return;
+  const Mat states = ops_.stage_in(workspace, hidden, batch * steps, config_.hidden_size, kHidden);
+  backend::CacheWrite write;
+  write.steps = steps;
+  run_layers(states, write, positions, cache, workspace, interrupt);
   cache.advance(steps);
+  head(all_positions ? states : states.row_stride(steps - 1, batch, steps), logits, workspace);
 }
 
-void TextDecoder::forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
-                          KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const {
-  workspace.kv_lens.resize(static_cast<size_t>(ragged.count));
-  for (int64_t i = 0; i < ragged.count; ++i) {
+void TextDecoder::decode(float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache,
+                         Workspace& workspace, float* logits, const Interrupt& interrupt) const {
+  if (ragged.count == 0) return;
+  for (int64_t i = 0; i < ragged.count; ++i)
     if (ragged.rows[i] < 0 || ragged.rows[i] >= cache.batch() || ragged.lengths[i] < 0 ||
         ragged.lengths[i] >= cache.capacity())
       throw std::logic_error("ragged decode row outside the KV cache");
-    workspace.kv_lens[i] = ragged.lengths[i] + 1;
-  }
-  run_layers(gemm, hidden, 1, &ragged, positions, cache, workspace, interrupt);
+  const Mat states = ops_.stage_in(workspace, hidden, ragged.count, config_.hidden_size, kHidden);
+  backend::CacheWrite write;
+  write.rows = ragged.rows;
+  write.lengths = ragged.lengths;
+  write.count = ragged.count;
+  run_layers(states, write, positions, cache, workspace, interrupt);
+  head(states, logits, workspace);
 }
 
-void TextDecoder::run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged,
-                             const int64_t* positions, KVCache& cache, Workspace& workspace,
-                             const Interrupt& interrupt) const {
-  const int64_t batch = ragged ? ragged->count : cache.batch();
-  const int64_t rows = batch * steps;
+void TextDecoder::run_layers(const Mat& hidden, const backend::CacheWrite& write, const int64_t* positions,
+                             KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const {
+  const int64_t rows = hidden.rows;
   const int64_t width = config_.hidden_size;
   const int64_t heads = config_.num_attention_heads;
   const int64_t kv_heads = config_.num_key_value_heads;
   const int64_t head_dim = config_.head_dim;
   const int64_t q_width = heads * head_dim;
   const int64_t kv_width = kv_heads * head_dim;
-  const int64_t start = cache.length();
+  const int64_t inter = config_.intermediate_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  if (rows == 0) return;
-  const int64_t kv_len = ragged ? *std::max_element(workspace.kv_lens.begin(), workspace.kv_lens.end()) : start + steps;
 
-  float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
-  float* q = workspace.q.reserve(static_cast<size_t>(rows * q_width));
-  float* k = workspace.k.reserve(static_cast<size_t>(rows * kv_width));
-  float* v = workspace.v.reserve(static_cast<size_t>(rows * kv_width));
-  float* attended = workspace.attended.reserve(static_cast<size_t>(rows * q_width));
-  float* gate = workspace.gate.reserve(static_cast<size_t>(rows * config_.intermediate_size));
-  float* up = workspace.up.reserve(static_cast<size_t>(rows * config_.intermediate_size));
-  float* cos = workspace.cos.reserve(static_cast<size_t>(rows * head_dim / 2));
-  float* sin = workspace.sin.reserve(static_cast<size_t>(rows * head_dim / 2));
-  kernels::rope_tables(positions, rows, head_dim, inverse_frequencies_.data(), cos, sin);
+  const Mat normed = workspace.matrix(ops_, kNormed, rows, width, Role::Operand);
+  // Queries and keys are rotated in place, so q/k/v stay in the state precision.
+  const Mat qkv = workspace.matrix(ops_, kQkv, rows, q_width + 2 * kv_width, Role::State);
+  const Mat q = qkv.columns(0, q_width), k = qkv.columns(q_width, kv_width),
+            v = qkv.columns(q_width + kv_width, kv_width);
+  const Mat attended = workspace.matrix(ops_, kAttended, rows, q_width, Role::Operand);
+  const Mat gate_up = workspace.matrix(ops_, kGateUp, rows, 2 * inter, Role::State);
+  const Mat gate = gate_up.columns(0, inter), up = gate_up.columns(inter, inter);
+  // Where operands are kept as the state is, the product overwrites the gate (no second buffer).
+  const Mat activated = ops_.dtype_for(Role::Operand) == gate.dtype
+                            ? gate
+                            : workspace.matrix(ops_, kActivated, rows, inter, Role::Operand);
+  const backend::RopeAngles angles = ops_.rope_angles(workspace, positions, rows, *rope_frequencies_, kCos, kSin);
 
   for (size_t index = 0; index < layers_.size(); ++index) {
     const Layer& layer = layers_[index];
-    kernels::rms_norm(hidden, rows, width, width, layer.input_layernorm.weight, eps, normed, width);
-    linear(gemm, layer.q_proj, normed, rows, width, q, q_width);
-    linear(gemm, layer.k_proj, normed, rows, width, k, kv_width);
-    linear(gemm, layer.v_proj, normed, rows, width, v, kv_width);
-    kernels::apply_rope(q, rows, heads, head_dim, q_width, cos, sin);
-    kernels::apply_rope(k, rows, kv_heads, head_dim, kv_width, cos, sin);
+    ops_.rms_norm(workspace, hidden, *layer.input_layernorm, eps, normed);
+    ops_.linear(workspace, *layer.qkv_proj, normed, qkv);
+    ops_.rope(workspace, q, heads, head_dim, angles);
+    ops_.rope(workspace, k, kv_heads, head_dim, angles);
+    ops_.cached_attention(workspace, cache, static_cast<int64_t>(index), q, k, v, heads, write, attended);
+    ops_.linear(workspace, *layer.o_proj, attended, hidden, /*accumulate=*/true);
 
-    if (ragged)
-      cache.store_rows(static_cast<int64_t>(index), k, v, kv_width, ragged->rows, ragged->lengths, ragged->count);
-    else
-      cache.store(static_cast<int64_t>(index), k, v, steps, kv_width);
-
-    kernels::AttentionArgs attention;
-    attention.batch = batch;
-    attention.q_len = steps;
-    attention.kv_len = kv_len;
-    attention.num_heads = heads;
-    attention.num_kv_heads = kv_heads;
-    attention.head_dim = head_dim;
-    attention.q = q;
-    attention.q_batch_stride = steps * q_width;
-    attention.q_row_stride = q_width;
-    attention.k = cache.keys(static_cast<int64_t>(index));
-    attention.v = cache.values(static_cast<int64_t>(index));
-    attention.kv_dtype = cache.dtype();
-    attention.kv_batch_stride = cache.batch_stride();
-    attention.kv_head_stride = cache.head_stride();
-    attention.kv_row_stride = cache.row_stride();
-    attention.out = attended;
-    attention.out_batch_stride = steps * q_width;
-    attention.out_row_stride = q_width;
-    attention.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    attention.causal = true;
-    attention.key_mask = cache.key_mask();
-    attention.key_mask_stride = cache.key_mask_stride();
-    if (ragged) {
-      attention.kv_rows = ragged->rows;
-      attention.kv_lens = workspace.kv_lens.data();
-    }
-    kernels::attention(attention, workspace.attention);
-    linear(gemm, layer.o_proj, attended, rows, q_width, hidden, width, /*accumulate=*/true);
-
-    kernels::rms_norm(hidden, rows, width, width, layer.post_attention_layernorm.weight, eps, normed, width);
-    linear(gemm, layer.gate_proj, normed, rows, width, gate, config_.intermediate_size);
-    linear(gemm, layer.up_proj, normed, rows, width, up, config_.intermediate_size);
-    kernels::silu_mul(gate, up, gate, rows * config_.intermediate_size);
-    linear(gemm, layer.down_proj, gate, rows, config_.intermediate_size, hidden, width, /*accumulate=*/true);
+    ops_.rms_norm(workspace, hidden, *layer.post_attention_layernorm, eps, normed);
+    ops_.linear(workspace, *layer.gate_up_proj, normed, gate_up);
+    ops_.silu_mul(workspace, gate, up, activated);
+    ops_.linear(workspace, *layer.down_proj, activated, hidden, /*accumulate=*/true);
     check_interrupt(interrupt);
   }
 }
 
-void TextDecoder::decode(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
-                         Workspace& workspace, float* logits_out, const Interrupt& interrupt) const {
-  forward(gemm, hidden, steps, positions, cache, workspace, interrupt);
-  const int64_t width = config_.hidden_size;
-  logits(gemm, hidden + (steps - 1) * width, cache.batch(), steps * width, logits_out, workspace);
-}
-
-void TextDecoder::decode(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions,
-                         KVCache& cache, Workspace& workspace, float* logits_out, const Interrupt& interrupt) const {
-  if (ragged.count == 0) return;
-  forward(gemm, hidden, ragged, positions, cache, workspace, interrupt);
-  logits(gemm, hidden, ragged.count, config_.hidden_size, logits_out, workspace);
-}
-
-void TextDecoder::logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
-                         Workspace& workspace) const {
-  const int64_t width = config_.hidden_size;
-  float* normed = workspace.normed.reserve(static_cast<size_t>(rows * width));
-  kernels::rms_norm(hidden, rows, width, ldh, norm_.weight, static_cast<float>(config_.rms_norm_eps), normed, width);
-  linear(gemm, lm_head_, normed, rows, width, logits, config_.vocab_size);
+void TextDecoder::head(const Mat& hidden, float* logits, Workspace& workspace) const {
+  const Mat normed = workspace.matrix(ops_, kNormed, hidden.rows, config_.hidden_size, Role::Operand);
+  ops_.rms_norm(workspace, hidden, *norm_, static_cast<float>(config_.rms_norm_eps), normed);
+  const Mat out = ops_.stage_out(workspace, logits, hidden.rows, config_.vocab_size, kLogits);
+  ops_.linear(workspace, *lm_head_, normed, out);
+  ops_.finish_out(workspace, out, logits);
 }
 
 }  // namespace qwen2audio

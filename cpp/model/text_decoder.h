@@ -1,15 +1,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "backend/kv_cache.h"
+#include "backend/ops.h"
 #include "io/config.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/gemm.h"
 #include "model/interrupt.h"
-#include "model/kv_cache.h"
 #include "model/weights.h"
-#include "runtime/buffer.h"
 
 namespace qwen2audio {
 
@@ -18,16 +17,13 @@ namespace qwen2audio {
 //   per layer: x += o_proj(attention(rope(q), rope(k), v))  over RMSNorm(x), GQA
 //              x += down_proj(silu(gate_proj(h)) * up_proj(h)),  h = RMSNorm(x)
 //   logits = lm_head(RMSNorm(x))   (lm_head = embed_tokens when tie_word_embeddings)
-// Causal attention over the KV cache: each call appends its tokens' keys and values.
+// Causal attention over the KV cache: each call appends its tokens' keys and values. Written once
+// against the op-level backend (backend/ops.h); token embeddings are looked up on the host.
 class TextDecoder {
  public:
   // Scratch for one stream of calls (a session or one forward); sized by the largest call, so
   // decode steps after a prefill allocate nothing.
-  struct Workspace {
-    Buffer<float> normed, q, k, v, attended, gate, up, cos, sin;
-    kernels::AttentionScratch attention;
-    std::vector<int64_t> kv_lens;  // per-row key counts of a ragged step
-  };
+  using Workspace = backend::Workspace;
 
   // One decode step of rows that advance on their own (generate/decode_batch.h): hidden row i is
   // the next token of cache row rows[i], which holds lengths[i] tokens; its keys and values go to
@@ -38,8 +34,9 @@ class TextDecoder {
     int64_t count = 0;
   };
 
-  // kv_cache_dtype: what make_cache's caches hold (F32 or BF16).
-  TextDecoder(const TextConfig& config, WeightStore& weights, DType kv_cache_dtype = DType::F32);
+  // kv_cache_dtype: what make_cache's caches hold (F32 or BF16). The weights come from `weights`
+  // and live where `ops` keeps them; `ops` must outlive the decoder.
+  TextDecoder(const TextConfig& config, WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype = DType::F32);
 
   const TextConfig& config() const { return config_; }
   int64_t hidden_size() const { return config_.hidden_size; }
@@ -48,47 +45,44 @@ class TextDecoder {
   // out[i, :] = embed_tokens[ids[i]]; ids must be in range.
   void embed(const int64_t* ids, int64_t count, float* out) const;
 
-  // hidden: [batch, steps, hidden_size], the embeddings of `steps` new tokens per cache row, turned
-  // in place into the last layer's output (before the final norm). positions: [batch, steps]
-  // rotary positions. The cache's key_mask must already be set for the new slots
-  // [cache.length(), cache.length() + steps); on return the cache has advanced by `steps`.
-  void forward(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
-               Workspace& workspace, const Interrupt& interrupt) const;
-  // The same layers over a ragged step: hidden [ragged.count, hidden_size], positions [count].
-  void forward(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache,
-               Workspace& workspace, const Interrupt& interrupt) const;
-
-  // logits[r, :] = lm_head(norm(hidden[r, :])) for `rows` rows of hidden with row stride ldh.
-  void logits(kernels::Gemm& gemm, const float* hidden, int64_t rows, int64_t ldh, float* logits,
-              Workspace& workspace) const;
-
-  // forward() and then the logits [batch, vocab] at each row's last step (or of each ragged row):
-  // a model's decode step on the CPU, whatever its family.
-  void decode(kernels::Gemm& gemm, float* hidden, int64_t steps, const int64_t* positions, KVCache& cache,
-              Workspace& workspace, float* logits, const Interrupt& interrupt) const;
-  void decode(kernels::Gemm& gemm, float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache,
-              Workspace& workspace, float* logits, const Interrupt& interrupt) const;
+  // hidden: host [batch, steps, hidden_size], the embeddings of `steps` new tokens per cache row
+  // (used as scratch). positions: [batch, steps] rotary positions. The cache's key_mask must
+  // already be set for the new slots [cache.length(), cache.length() + steps); on return the cache
+  // has advanced by `steps`. logits: [batch, vocab] at each row's last step, or with
+  // `all_positions` [batch * steps, vocab] (the reference's forward).
+  void decode(float* hidden, int64_t steps, const int64_t* positions, KVCache& cache, Workspace& workspace,
+              float* logits, const Interrupt& interrupt, bool all_positions = false) const;
+  // The same layers over a ragged step: hidden [ragged.count, hidden_size], positions [count],
+  // logits [count, vocab].
+  void decode(float* hidden, const RaggedRows& ragged, const int64_t* positions, KVCache& cache, Workspace& workspace,
+              float* logits, const Interrupt& interrupt) const;
 
   KVCache make_cache(int64_t batch) const;
   DType kv_cache_dtype() const { return kv_cache_dtype_; }
 
  private:
-  // The layer loop of both forwards; `ragged` null: `steps` tokens for every cache row.
-  void run_layers(kernels::Gemm& gemm, float* hidden, int64_t steps, const RaggedRows* ragged, const int64_t* positions,
+  // The layer loop of both decodes, over hidden in the backend's memory.
+  void run_layers(const backend::Mat& hidden, const backend::CacheWrite& write, const int64_t* positions,
                   KVCache& cache, Workspace& workspace, const Interrupt& interrupt) const;
+  // logits = lm_head(norm(rows of hidden)), into host logits.
+  void head(const backend::Mat& hidden, float* logits, Workspace& workspace) const;
 
   struct Layer {
-    Norm input_layernorm, post_attention_layernorm;
-    Linear q_proj, k_proj, v_proj, o_proj;
-    Linear gate_proj, up_proj, down_proj;
+    std::unique_ptr<backend::Constant> input_layernorm, post_attention_layernorm;
+    std::unique_ptr<backend::LinearWeights> qkv_proj;  // q, k, v stacked
+    std::unique_ptr<backend::LinearWeights> o_proj;
+    std::unique_ptr<backend::LinearWeights> gate_up_proj;  // gate, up stacked
+    std::unique_ptr<backend::LinearWeights> down_proj;
   };
   TextConfig config_;
+  backend::Ops& ops_;
   DType kv_cache_dtype_;
   Matrix embed_tokens_;
   std::vector<Layer> layers_;
-  Norm norm_;
-  Linear lm_head_;
+  std::unique_ptr<backend::Constant> norm_;
+  std::unique_ptr<backend::LinearWeights> lm_head_;
   std::vector<float> inverse_frequencies_;  // RoPE's, scaling applied; [head_dim / 2]
+  std::unique_ptr<backend::Constant> rope_frequencies_;
 };
 
 // RoPE inverse frequencies of a decoder config: theta's, rescaled per Llama 3's rope_scaling.

@@ -5,12 +5,8 @@
 #include <cstring>
 #include <numeric>
 
-#include "kernels/cpu/elementwise.h"
+#include "backend/device_loader.h"
 #include "kernels/cpu/gemv.h"
-#include "kernels/cpu/linear.h"
-#include "kernels/cpu/norm.h"
-#include "model/device_loader.h"
-#include "runtime/buffer.h"
 #include "runtime/errors.h"
 #include "runtime/threads.h"
 
@@ -20,6 +16,9 @@ namespace {
 constexpr float kProjectorNormEps = 1e-6f;  // UltravoxProjector's RMSNorm
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The projector's scratch matrices in a Workspace, past the encoder's slots.
+enum Slot : int { kStacked = 16, kProjected, kGated, kStagedOutput };
 
 }  // namespace
 
@@ -40,14 +39,12 @@ std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& conf
   return tensors;
 }
 
-std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& path, const std::string& dtype,
-                                                   int num_threads, kernels::GemmOptions gemm_options,
-                                                   const QuantizationRequest& quantization,
-                                                   const std::string& kv_cache_dtype, const std::string& device) {
-  if (parse_device(device).cuda)
-    throw InvalidArgument("Ultravox runs on the CPU only for now; load it with device='cpu' (got '" + device + "')");
+std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& path, const LoadOptions& options) {
+  if (options.device.cuda)
+    throw InvalidArgument("Ultravox runs on the CPU only for now; load it with device='cpu' (got '" +
+                          options.device.str() + "')");
   auto model = std::shared_ptr<UltravoxModel>(new UltravoxModel());
-  model->num_threads_ = num_threads == 0 ? default_num_threads() : checked_num_threads(num_threads);
+  model->num_threads_ = options.num_threads == 0 ? default_num_threads() : checked_num_threads(options.num_threads);
   std::shared_ptr<Checkpoint> checkpoint = Checkpoint::open(path);
   if (checkpoint->model_type() != "ultravox")
     throw ConfigError(path.string() + ": config.json's model_type is '" + checkpoint->model_type() +
@@ -56,22 +53,27 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
   require_weights(check_weights(ultravox_expected_tensors(model->config_), model->config_.text, *checkpoint),
                   *checkpoint);
   model->checkpoint_ = checkpoint;
-  const DType compute = choose_compute_dtype(dtype, *checkpoint);
-  const DType kv_dtype = choose_kv_cache_dtype(kv_cache_dtype, compute);
+  const ResolvedDTypes dtypes = resolve_dtypes(options, *checkpoint);
+  const DType compute = dtypes.compute, kv_dtype = dtypes.kv_cache;
 
   ScopedNumThreads threads(model->num_threads_);
-  model->gemm_ = std::make_unique<kernels::Gemm>(gemm_options);
+  model->ops_ = std::make_unique<backend::CpuOps>(options.gemm);
   model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
   // The quantization rule (model/quantization.h: the decoder layers' projections and lm_head) is the same
   // for both families, whose decoders carry the same tensor names; the encoder and projector stay as loaded.
-  model->weights_->set_quantization(resolve_quantization(*checkpoint, quantization),
-                                    kernels::integer_kernels(*model->gemm_));
-  model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_);
-  model->ln_pre_ = model->weights_->norm("multi_modal_projector.ln_pre", false);
-  model->linear_1_ = model->weights_->linear("multi_modal_projector.linear_1", false);
-  model->ln_mid_ = model->weights_->norm("multi_modal_projector.ln_mid", false);
-  model->linear_2_ = model->weights_->linear("multi_modal_projector.linear_2", false);
-  model->decoder_ = std::make_unique<TextDecoder>(model->config_.text, *model->weights_, kv_dtype);
+  model->weights_->set_quantization(resolve_quantization(*checkpoint, options.quantization),
+                                    kernels::integer_kernels(model->ops_->gemm()));
+  backend::Ops& ops = *model->ops_;
+  WeightStore& weights = *model->weights_;
+  const UltravoxConfig& config = model->config_;
+  model->encoder_ = std::make_unique<AudioEncoder>(config.audio, weights, ops);
+  model->ln_pre_ = ops.load_constant(weights.norm("multi_modal_projector.ln_pre", false).weight, 1,
+                                     config.audio.d_model * config.stack_factor);
+  model->linear_1_ = ops.load_linear({weights.linear("multi_modal_projector.linear_1", false)});
+  model->ln_mid_ = ops.load_constant(weights.norm("multi_modal_projector.ln_mid", false).weight, 1,
+                                     config.projector_hidden_size / 2);
+  model->linear_2_ = ops.load_linear({weights.linear("multi_modal_projector.linear_2", false)});
+  model->decoder_ = std::make_unique<TextDecoder>(config.text, weights, ops, kv_dtype);
   if (compute == DType::BF16) kernels::preferred_read_order();
   return model;
 }
@@ -120,8 +122,12 @@ void UltravoxModel::encode(const AudioBatch& audio, float* out, const Interrupt&
   std::vector<int64_t> attended(lens.size()), computed(lens.size(), positions);
   for (size_t clip = 0; clip < lens.size(); ++clip) attended[clip] = encoder_attended_frames(lens[clip]);
   ScopedNumThreads threads(num_threads_);
-  encoder_->forward_frames(*gemm_, audio.features, audio.frames, audio.clips, attended.data(), computed.data(), out,
-                           interrupt);
+  backend::Workspace workspace;
+  const backend::Mat encoded = encoder_->forward_frames(audio.features, audio.frames, audio.clips, attended.data(),
+                                                        computed.data(), workspace, interrupt);
+  const backend::Mat staged = ops_->stage_out(workspace, out, encoded.rows, encoded.cols, kStagedOutput);
+  ops_->copy(workspace, encoded, staged);
+  ops_->finish_out(workspace, staged, out);
 }
 
 std::vector<float> UltravoxModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt,
@@ -134,42 +140,45 @@ std::vector<float> UltravoxModel::audio_embeddings(const AudioBatch& audio, cons
   // A token's stack may hold frames past the chunk's attended ones (the reference computes them,
   // queries being unmasked), so each chunk runs up to the end of its last stack, no further.
   std::vector<int64_t> attended(clips), computed(clips), rows(clips);
-  int64_t encoded_rows = 0, total = 0;
+  int64_t total = 0;
   for (size_t clip = 0; clip < clips; ++clip) {
     attended[clip] = encoder_attended_frames(lens[clip]);
     rows[clip] = all_rows ? ceil_div(positions, stack) : ceil_div(attended[clip], stack);
     computed[clip] = std::min(positions, rows[clip] * stack);
-    encoded_rows += computed[clip];
     total += rows[clip];
   }
   ScopedNumThreads threads(num_threads_);
-  Buffer<float> encoded(static_cast<size_t>(encoded_rows * d));
-  encoder_->forward_frames(*gemm_, audio.features, audio.frames, audio.clips, attended.data(), computed.data(),
-                           encoded.data(), interrupt);
+  backend::Workspace workspace;
+  const backend::Mat encoded = encoder_->forward_frames(audio.features, audio.frames, audio.clips, attended.data(),
+                                                        computed.data(), workspace, interrupt);
 
   const int64_t width = stack * d;
   const int64_t hidden = config_.projector_hidden_size, half = hidden / 2;
-  std::vector<float> stacked(static_cast<size_t>(total * width), 0.0f);
+  const int64_t text_hidden = config_.text.hidden_size;
+  std::vector<float> embeddings(static_cast<size_t>(total * text_hidden));
+  if (total == 0) return embeddings;
+  // Each chunk's frames laid out `stack` per row; the last stack of a chunk is padded with zeros.
+  const backend::Mat stacked = workspace.matrix(*ops_, kStacked, total, width, backend::Role::State);
+  ops_->zero(workspace, stacked);
   {
     int64_t source = 0, row = 0;
     for (size_t clip = 0; clip < clips; ++clip) {
-      std::memcpy(stacked.data() + row * width, encoded.data() + source * d, sizeof(float) * computed[clip] * d);
+      const backend::Mat frames{stacked.row_range(row, rows[clip]).data, stacked.dtype, computed[clip], d, d};
+      ops_->copy(workspace, encoded.row_range(source, computed[clip]), frames);
       source += computed[clip];
       row += rows[clip];
     }
   }
-  Buffer<float> projected(static_cast<size_t>(total * hidden));
-  kernels::rms_norm(stacked.data(), total, width, width, ln_pre_.weight, kProjectorNormEps, stacked.data(), width);
-  kernels::linear(*gemm_, linear_1_, stacked.data(), total, width, projected.data(), hidden);
-  Buffer<float> gated(static_cast<size_t>(total * half));
-  for (int64_t row = 0; row < total; ++row) {
-    const float* y = projected.data() + row * hidden;
-    kernels::silu_mul(y + half, y, gated.data() + row * half, half);
-  }
-  kernels::rms_norm(gated.data(), total, half, half, ln_mid_.weight, kProjectorNormEps, gated.data(), half);
-  const int64_t text_hidden = config_.text.hidden_size;
-  std::vector<float> embeddings(static_cast<size_t>(total * text_hidden));
-  kernels::linear(*gemm_, linear_2_, gated.data(), total, half, embeddings.data(), text_hidden);
+  const backend::Mat projected = workspace.matrix(*ops_, kProjected, total, hidden, backend::Role::State);
+  const backend::Mat gated = workspace.matrix(*ops_, kGated, total, half, backend::Role::State);
+  ops_->rms_norm(workspace, stacked, *ln_pre_, kProjectorNormEps, stacked);
+  ops_->linear(workspace, *linear_1_, stacked, projected);
+  // SwiGLU as Ultravox writes it: the second half gates the first.
+  ops_->silu_mul(workspace, projected.columns(half, half), projected.columns(0, half), gated);
+  ops_->rms_norm(workspace, gated, *ln_mid_, kProjectorNormEps, gated);
+  const backend::Mat staged = ops_->stage_out(workspace, embeddings.data(), total, text_hidden, kStagedOutput);
+  ops_->linear(workspace, *linear_2_, gated, staged);
+  ops_->finish_out(workspace, staged, embeddings.data());
   return embeddings;
 }
 
@@ -196,43 +205,19 @@ void UltravoxModel::embed(const TokenBatch& tokens, const AudioBatch* audio, con
   }
 }
 
-void UltravoxModel::forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits,
-                            const Interrupt& interrupt) const {
-  check_tokens(tokens);
-  if (tokens.steps > config_.text.max_position_embeddings)
-    throw InvalidArgument("input_ids have " + std::to_string(tokens.steps) +
-                          " tokens, beyond max_position_embeddings (" +
-                          std::to_string(config_.text.max_position_embeddings) + ")");
-  std::vector<float> audio_rows;
-  if (audio != nullptr) audio_rows = audio_embeddings(*audio, interrupt);
-  ScopedNumThreads threads(num_threads_);
-  const int64_t hidden = config_.text.hidden_size;
-  const int64_t rows = tokens.batch * tokens.steps;
-  Buffer<float> states(static_cast<size_t>(rows * hidden));
-  embed(tokens, audio, audio_rows.data(), static_cast<int64_t>(audio_rows.size()) / hidden, states.data());
-  KVCache cache = make_cache(tokens.batch);
-  cache.reserve(tokens.steps);
-  for (int64_t i = 0; i < rows; ++i)
-    cache.key_mask()[i] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[i]) : 1;
-  std::vector<int64_t> positions(static_cast<size_t>(rows));
-  for (int64_t i = 0; i < rows; ++i) positions[i] = i % tokens.steps;
-  TextDecoder::Workspace workspace;
-  decoder_->forward(*gemm_, states.data(), tokens.steps, positions.data(), cache, workspace, interrupt);
-  decoder_->logits(*gemm_, states.data(), rows, hidden, logits, workspace);
-}
-
 void UltravoxModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
-                           TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const {
+                           TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt,
+                           bool all_positions) const {
   if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
   ScopedNumThreads threads(num_threads_);
-  decoder_->decode(*gemm_, hidden, steps, positions, cache, workspace, logits, interrupt);
+  decoder_->decode(hidden, steps, positions, cache, workspace, logits, interrupt, all_positions);
 }
 
 void UltravoxModel::decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows,
                                 const int64_t* positions, TextDecoder::Workspace& workspace, float* logits,
                                 const Interrupt& interrupt) const {
   ScopedNumThreads threads(num_threads_);
-  decoder_->decode(*gemm_, hidden, rows, positions, cache, workspace, logits, interrupt);
+  decoder_->decode(hidden, rows, positions, cache, workspace, logits, interrupt);
 }
 
 }  // namespace qwen2audio

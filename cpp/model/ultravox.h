@@ -7,10 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu_ops.h"
 #include "io/checkpoint.h"
 #include "kernels/cpu/gemm.h"
 #include "model/audio_encoder.h"
 #include "model/language_model.h"
+#include "model/load_options.h"
 #include "model/quantization.h"
 #include "model/text_decoder.h"
 #include "model/weight_layout.h"
@@ -30,12 +32,8 @@ int64_t ultravox_audio_token_count(int64_t frames, int64_t stack_factor);
 // embeddings at each chunk's audio_token_start_idx. CPU only for now.
 class UltravoxModel final : public AudioLanguageModel {
  public:
-  // Arguments as Qwen2AudioModel::load (weight-only int8/int4 of the decoder included); device must be "cpu".
-  static std::shared_ptr<UltravoxModel> load(const std::filesystem::path& path, const std::string& dtype = "auto",
-                                             int num_threads = 0, kernels::GemmOptions gemm_options = {},
-                                             const QuantizationRequest& quantization = {},
-                                             const std::string& kv_cache_dtype = "auto",
-                                             const std::string& device = "cpu");
+  // Options as Qwen2AudioModel::load (weight-only int8/int4 of the decoder included); the CPU only.
+  static std::shared_ptr<UltravoxModel> load(const std::filesystem::path& path, const LoadOptions& options = {});
 
   const UltravoxConfig& config() const { return config_; }
   const TextConfig& text_config() const override { return config_.text; }
@@ -62,12 +60,10 @@ class UltravoxModel final : public AudioLanguageModel {
   void embed(const TokenBatch& tokens, const AudioBatch* audio, const float* audio_rows, int64_t count,
              float* out) const override;
   void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }
-  // Logits [batch, steps, vocab] of every position, positions 0..steps-1 (the reference's forward).
-  void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
 
   KVCache make_cache(int64_t batch) const override { return decoder_->make_cache(batch); }
   void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions, TextDecoder::Workspace& workspace,
-              float* logits, const Interrupt& interrupt) const override;
+              float* logits, const Interrupt& interrupt, bool all_positions) const override;
   void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
                    TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const override;
 
@@ -76,10 +72,11 @@ class UltravoxModel final : public AudioLanguageModel {
   std::shared_ptr<const Checkpoint> checkpoint_;
   UltravoxConfig config_;
   std::unique_ptr<WeightStore> weights_;
-  std::unique_ptr<kernels::Gemm> gemm_;
+  // The graph's ops on the CPU. Declared before the modules holding its weights, so it outlives them.
+  std::unique_ptr<backend::CpuOps> ops_;
   std::unique_ptr<AudioEncoder> encoder_;
-  Norm ln_pre_, ln_mid_;
-  Linear linear_1_, linear_2_;
+  std::unique_ptr<backend::Constant> ln_pre_, ln_mid_;
+  std::unique_ptr<backend::LinearWeights> linear_1_, linear_2_;
   std::unique_ptr<TextDecoder> decoder_;
   std::atomic<int> num_threads_{1};
 };

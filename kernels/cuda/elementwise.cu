@@ -13,11 +13,6 @@ constexpr int kThreads = 256;
 
 __device__ inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)); }
 
-__global__ void to_bf16_kernel(const float* x, int64_t count, bf16* out) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
-    out[i] = __float2bfloat16_rn(x[i]);
-}
-
 __global__ void add_bias_kernel(float* x, int64_t ld, int64_t rows, int64_t n, const float* bias) {
   const int64_t count = rows * n;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
@@ -48,13 +43,34 @@ __global__ void bias_gelu_f32_kernel(const float* x, int64_t ld_x, int64_t rows,
   }
 }
 
-__global__ void silu_mul_kernel(const float* gate_up, int64_t ld, int64_t rows, int64_t inter, bf16* out,
-                                int64_t ld_out) {
-  const int64_t count = rows * inter;
+__global__ void to_bf16_rows_kernel(const float* x, int64_t ld_x, int64_t rows, int64_t n, bf16* out,
+                                    int64_t ld_out) {
+  const int64_t count = rows * n;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = i / inter, c = i % inter;
-    const float gate = gate_up[r * ld + c], up = gate_up[r * ld + inter + c];
-    out[r * ld_out + c] = __float2bfloat16_rn(gate / (1.0f + expf(-gate)) * up);
+    const int64_t r = i / n, c = i % n;
+    out[r * ld_out + c] = __float2bfloat16_rn(x[r * ld_x + c]);
+  }
+}
+
+__global__ void add_rows_kernel(float* y, int64_t ld_y, const float* x, int64_t ld_x, int64_t rows, int64_t n) {
+  const int64_t count = rows * n;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / n, c = i % n;
+    y[r * ld_y + c] += x[r * ld_x + c];
+  }
+}
+
+__device__ inline void store_element(float* out, float value) { *out = value; }
+__device__ inline void store_element(bf16* out, float value) { *out = __float2bfloat16_rn(value); }
+
+template <typename Out>
+__global__ void silu_mul_rows_kernel(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows,
+                                     int64_t n, Out* out, int64_t ld_out) {
+  const int64_t count = rows * n;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / n, c = i % n;
+    const float g = gate[r * ld_gate + c];
+    store_element(out + r * ld_out + c, g / (1.0f + expf(-g)) * up[r * ld_up + c]);
   }
 }
 
@@ -71,13 +87,40 @@ void check_matrix(const char* kernel, int64_t rows, int64_t n, int64_t ld_in, in
   detail::require(ld_in >= n && ld_out >= n, kernel, "row strides must be at least the row length");
 }
 
+template <typename Out>
+void launch_silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows, int64_t n,
+                     Out* out, int64_t ld_out, cudaStream_t stream) {
+  check_matrix("silu_mul", rows, n, ld_gate < ld_up ? ld_gate : ld_up, ld_out);
+  if (rows * n == 0) return;
+  silu_mul_rows_kernel<Out>
+      <<<detail::grid_for(rows * n, kThreads), kThreads, 0, stream>>>(gate, ld_gate, up, ld_up, rows, n, out, ld_out);
+  detail::check_launch("silu_mul");
+}
+
 }  // namespace
 
-void to_bf16(const float* x, int64_t count, bf16* out, cudaStream_t stream) {
-  detail::require(count >= 0, "to_bf16", "negative count");
-  if (count == 0) return;
-  to_bf16_kernel<<<detail::grid_for(count, kThreads), kThreads, 0, stream>>>(x, count, out);
+void to_bf16(const float* x, int64_t ld_x, int64_t rows, int64_t n, bf16* out, int64_t ld_out, cudaStream_t stream) {
+  check_matrix("to_bf16", rows, n, ld_x, ld_out);
+  if (rows * n == 0) return;
+  to_bf16_rows_kernel<<<detail::grid_for(rows * n, kThreads), kThreads, 0, stream>>>(x, ld_x, rows, n, out, ld_out);
   detail::check_launch("to_bf16");
+}
+
+void add_rows(float* y, int64_t ld_y, const float* x, int64_t ld_x, int64_t rows, int64_t n, cudaStream_t stream) {
+  check_matrix("add_rows", rows, n, ld_x, ld_y);
+  if (rows * n == 0) return;
+  add_rows_kernel<<<detail::grid_for(rows * n, kThreads), kThreads, 0, stream>>>(y, ld_y, x, ld_x, rows, n);
+  detail::check_launch("add_rows");
+}
+
+void silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows, int64_t n, bf16* out,
+              int64_t ld_out, cudaStream_t stream) {
+  launch_silu_mul(gate, ld_gate, up, ld_up, rows, n, out, ld_out, stream);
+}
+
+void silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows, int64_t n, float* out,
+              int64_t ld_out, cudaStream_t stream) {
+  launch_silu_mul(gate, ld_gate, up, ld_up, rows, n, out, ld_out, stream);
 }
 
 void add_bias(float* x, int64_t ld, int64_t rows, int64_t n, const float* bias, cudaStream_t stream) {
@@ -103,16 +146,6 @@ void bias_gelu(const float* x, int64_t ld_x, int64_t rows, int64_t n, const floa
   bias_gelu_f32_kernel<<<detail::grid_for(rows * n, kThreads), kThreads, 0, stream>>>(x, ld_x, rows, n, bias, addend,
                                                                                       out, ld_out);
   detail::check_launch("bias_gelu");
-}
-
-void silu_mul(const float* gate_up, int64_t ld, int64_t rows, int64_t inter, bf16* out, int64_t ld_out,
-              cudaStream_t stream) {
-  detail::require(rows >= 0 && inter >= 0, "silu_mul", "negative shape");
-  detail::require(ld >= 2 * inter && ld_out >= inter, "silu_mul", "row strides too small for gate and up halves");
-  if (rows * inter == 0) return;
-  silu_mul_kernel<<<detail::grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, ld, rows, inter, out,
-                                                                                     ld_out);
-  detail::check_launch("silu_mul");
 }
 
 void avg_pool_pairs(const float* x, int64_t rows, int64_t n, float* out, cudaStream_t stream) {

@@ -18,6 +18,8 @@ using bf16 = __nv_bfloat16;
 // out[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * weight
 void rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, float eps, bf16* out,
               int64_t ld_out, cudaStream_t stream);
+void rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, float eps, float* out,
+              int64_t ld_out, cudaStream_t stream);
 // out[r, :] = (x[r, :] - mean) * rsqrt(var + eps) * weight + bias   (biased variance, as torch)
 void layer_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, const float* bias,
                 float eps, bf16* out, int64_t ld_out, cudaStream_t stream);
@@ -25,7 +27,10 @@ void layer_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const flo
                 float eps, float* out, int64_t ld_out, cudaStream_t stream);
 
 // ---- elementwise ----------------------------------------------------------------------------------
-void to_bf16(const float* x, int64_t count, bf16* out, cudaStream_t stream);
+// Float32 rows to BF16 (round to nearest even), each with its row stride.
+void to_bf16(const float* x, int64_t ld_x, int64_t rows, int64_t n, bf16* out, int64_t ld_out, cudaStream_t stream);
+// y[r, c] += x[r, c]
+void add_rows(float* y, int64_t ld_y, const float* x, int64_t ld_x, int64_t rows, int64_t n, cudaStream_t stream);
 // x[r, c] += bias[c]
 void add_bias(float* x, int64_t ld, int64_t rows, int64_t n, const float* bias, cudaStream_t stream);
 // out[r, c] = gelu(x[r, c] + bias[c]) with the exact (erf) GELU; bias may be null.
@@ -35,22 +40,24 @@ void bias_gelu(const float* x, int64_t ld_x, int64_t rows, int64_t n, const floa
 // after its second convolution; addend row stride = n).
 void bias_gelu(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* bias, const float* addend,
                float* out, int64_t ld_out, cudaStream_t stream);
-// SwiGLU with gate and up projections computed by one GEMM: gate_up[r, 0:inter] is the gate,
-// gate_up[r, inter:2*inter] the up projection. out[r, c] = silu(gate) * up.
-void silu_mul(const float* gate_up, int64_t ld, int64_t rows, int64_t inter, bf16* out, int64_t ld_out,
-              cudaStream_t stream);
+// out[r, c] = silu(gate[r, c]) * up[r, c] with gate and up anywhere (each with its row stride).
+void silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows, int64_t n, bf16* out,
+              int64_t ld_out, cudaStream_t stream);
+void silu_mul(const float* gate, int64_t ld_gate, const float* up, int64_t ld_up, int64_t rows, int64_t n, float* out,
+              int64_t ld_out, cudaStream_t stream);
 // out[r, :] = (x[2r, :] + x[2r + 1, :]) / 2 for r < rows / 2 (AvgPool1d(2, 2) over time, rows even
 // or the last odd row dropped, as torch does).
 void avg_pool_pairs(const float* x, int64_t rows, int64_t n, float* out, cudaStream_t stream);
 
 // ---- rotary embedding -----------------------------------------------------------------------------
-// Rotate-half RoPE in place on `heads` heads of each row: x[r, h*D + i] and x[r, h*D + i + D/2]
-// for i < D/2 rotate by angle = positions[r] * inv_freq[i], inv_freq[i] = 1 / theta^(2i/D), both
-// computed in float32 exactly as kernels/cpu/rope.cpp's rope_tables (the reference's float32
-// tables). positions: device int64 [rows]. Queries and keys sit side by side in one fused QKV row,
-// so one call rotates both (heads = q heads + kv heads).
-void rope(float* x, int64_t ld, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* positions, float theta,
-          cudaStream_t stream);
+// Rotary embedding tables of any frequencies (scaled RoPE variants included), as kernels/cpu/rope.cpp's
+// rope_tables forms them: cos/sin [rows, half] of float(positions[r]) * inverse_frequencies[i].
+// positions, inverse_frequencies: device memory.
+void rope_tables(const int64_t* positions, int64_t rows, const float* inverse_frequencies, int64_t half, float* cos,
+                 float* sin, cudaStream_t stream);
+// Rotate-half RoPE in place from such tables (row r of x by table row r).
+void apply_rope(float* x, int64_t ld, int64_t rows, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
+                cudaStream_t stream);
 
 // ---- KV cache -------------------------------------------------------------------------------------
 // Copies keys and values of `steps` new tokens per batch row (source row b * steps + t, head g at

@@ -15,8 +15,9 @@ constexpr int kNormThreads = 256;
 __device__ inline void store_value(float* out, float value) { *out = value; }
 __device__ inline void store_value(bf16* out, float value) { *out = __float2bfloat16_rn(value); }
 
+template <typename Out>
 __global__ void __launch_bounds__(kNormThreads)
-    rms_norm_kernel(const float* x, int64_t ld_x, int64_t n, const float* weight, float eps, bf16* out,
+    rms_norm_kernel(const float* x, int64_t ld_x, int64_t n, const float* weight, float eps, Out* out,
                     int64_t ld_out) {
   __shared__ double scratch[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * ld_x;
@@ -27,7 +28,8 @@ __global__ void __launch_bounds__(kNormThreads)
   }
   sum = detail::block_sum(sum, scratch);
   const float inverse = static_cast<float>(1.0 / sqrt(sum / static_cast<double>(n) + static_cast<double>(eps)));
-  bf16* out_row = out + static_cast<int64_t>(blockIdx.x) * ld_out;
+  Out* out_row = out + static_cast<int64_t>(blockIdx.x) * ld_out;
+  // Every thread has read its values of the row before the sum completes, so out may be x.
   for (int64_t c = threadIdx.x; c < n; c += blockDim.x) store_value(out_row + c, row[c] * inverse * weight[c]);
 }
 
@@ -70,14 +72,26 @@ void launch_layer_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, co
   detail::check_launch("layer_norm");
 }
 
+template <typename Out>
+void launch_rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, float eps, Out* out,
+                     int64_t ld_out, cudaStream_t stream) {
+  check_rows("rms_norm", rows, n, ld_x, ld_out);
+  if (rows == 0) return;
+  rms_norm_kernel<Out>
+      <<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, ld_x, n, weight, eps, out, ld_out);
+  detail::check_launch("rms_norm");
+}
+
 }  // namespace
 
 void rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, float eps, bf16* out,
               int64_t ld_out, cudaStream_t stream) {
-  check_rows("rms_norm", rows, n, ld_x, ld_out);
-  if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, ld_x, n, weight, eps, out, ld_out);
-  detail::check_launch("rms_norm");
+  launch_rms_norm(x, ld_x, rows, n, weight, eps, out, ld_out, stream);
+}
+
+void rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, float eps, float* out,
+              int64_t ld_out, cudaStream_t stream) {
+  launch_rms_norm(x, ld_x, rows, n, weight, eps, out, ld_out, stream);
 }
 
 void layer_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, const float* weight, const float* bias,

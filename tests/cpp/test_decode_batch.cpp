@@ -118,7 +118,10 @@ std::shared_ptr<Qwen2AudioModel> tiny_model() {
     const std::string unzip = "gzip -dc '" + (source / "model.safetensors.gz").string() + "' > '" +
                               (folder / "model.safetensors").string() + "'";
     if (std::system(unzip.c_str()) != 0) return std::shared_ptr<Qwen2AudioModel>();
-    auto loaded = Qwen2AudioModel::load(folder, "float32", 2);
+    LoadOptions options;
+    options.dtype = DTypeChoice::Float32;
+    options.num_threads = 2;
+    auto loaded = Qwen2AudioModel::load(folder, options);
     fs::remove_all(folder);
     return loaded;
   }();

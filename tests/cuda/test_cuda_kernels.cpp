@@ -169,8 +169,9 @@ TEST(CudaKernels, NormsMatchCpu) {
   DeviceArray<Bf16Bits> out_bf16_d(rows * ld_out);
 
   std::vector<float> expected(rows * ld_out);
-  const auto compare_bf16 = [&](const std::string& what) {
-    const std::vector<float> got = widen(out_bf16_d.download());
+  // Rows [0, rows) x columns [0, n) of a device result against `expected`.
+  const auto compare_rows = [&](const std::vector<float>& got, double absolute, double relative,
+                                const std::string& what) {
     std::vector<float> got_rows;
     std::vector<double> expected_rows;
     for (int64_t r = 0; r < rows; ++r)
@@ -178,29 +179,28 @@ TEST(CudaKernels, NormsMatchCpu) {
         got_rows.push_back(got[r * ld_out + c]);
         expected_rows.push_back(expected[r * ld_out + c]);
       }
-    // BF16 output rounding dominates; float32 statistics differ from the CPU's double by ~1e-7.
-    expect_close(got_rows, expected_rows, 1e-6, kBf16Relative, what);
+    expect_close(got_rows, expected_rows, absolute, relative, what);
   };
+  // BF16 output rounding dominates; float32 statistics differ from the CPU's double by ~1e-7.
+  const auto compare_bf16 = [&](const std::string& what) {
+    compare_rows(widen(out_bf16_d.download()), 1e-6, kBf16Relative, what);
+  };
+  // Float32 out: both sides compute statistics in double and the affine step in float (a few ulps).
+  const auto compare_f32 = [&](const std::string& what) { compare_rows(out_f32_d.download(), 1e-5, 1e-5, what); };
 
   kernels::rms_norm(x.data(), rows, n, ld_x, weight.data(), eps, expected.data(), ld_out);
   gpu::rms_norm(x_d.get(), ld_x, rows, n, weight_d.get(), eps, as_bf16(out_bf16_d), ld_out, nullptr);
   compare_bf16("rms_norm");
+
+  gpu::rms_norm(x_d.get(), ld_x, rows, n, weight_d.get(), eps, out_f32_d.get(), ld_out, nullptr);
+  compare_f32("rms_norm (f32 out)");
 
   kernels::layer_norm(x.data(), rows, n, ld_x, weight.data(), bias.data(), eps, expected.data(), ld_out);
   gpu::layer_norm(x_d.get(), ld_x, rows, n, weight_d.get(), bias_d.get(), eps, as_bf16(out_bf16_d), ld_out, nullptr);
   compare_bf16("layer_norm (bf16 out)");
 
   gpu::layer_norm(x_d.get(), ld_x, rows, n, weight_d.get(), bias_d.get(), eps, out_f32_d.get(), ld_out, nullptr);
-  const std::vector<float> got = out_f32_d.download();
-  std::vector<float> got_rows;
-  std::vector<double> expected_rows;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c) {
-      got_rows.push_back(got[r * ld_out + c]);
-      expected_rows.push_back(expected[r * ld_out + c]);
-    }
-  // Float32 out: both sides compute statistics in double and the affine step in float (a few ulps).
-  expect_close(got_rows, expected_rows, 1e-5, 1e-5, "layer_norm (f32 out)");
+  compare_f32("layer_norm (f32 out)");
 }
 
 // ---- elementwise -----------------------------------------------------------------------------------
@@ -214,14 +214,27 @@ TEST(CudaKernels, ElementwiseMatchReference) {
   const std::vector<float> bias = random_floats(n, 12), addend = random_floats(rows * n, 13);
   DeviceArray<float> x_d(x), bias_d(bias), addend_d(addend);
 
-  {  // to_bf16: bit-exact round to nearest even
-    DeviceArray<Bf16Bits> out_d(x.size());
-    gpu::to_bf16(x_d.get(), static_cast<int64_t>(x.size()), as_bf16(out_d), nullptr);
+  {  // to_bf16 over strided rows: bit-exact round to nearest even; padding columns untouched
+    const Bf16Bits sentinel = 0x7fc0;
+    DeviceArray<Bf16Bits> out_d(std::vector<Bf16Bits>(rows * ld_out, sentinel));
+    gpu::to_bf16(x_d.get(), ld_x, rows, n, as_bf16(out_d), ld_out, nullptr);
     const std::vector<Bf16Bits> got = out_d.download();
     size_t mismatches = 0, first = 0;
-    for (size_t i = 0; i < x.size(); ++i)
-      if (got[i] != float_to_bf16(x[i]) && mismatches++ == 0) first = i;
-    EXPECT_EQ(mismatches, 0u) << "to_bf16 first mismatch at " << first << ": x " << x[first];
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < ld_out; ++c) {
+        const Bf16Bits expected = c < n ? float_to_bf16(x[r * ld_x + c]) : sentinel;
+        if (got[r * ld_out + c] != expected && mismatches++ == 0) first = r * ld_out + c;
+      }
+    EXPECT_EQ(mismatches, 0u) << "to_bf16 first mismatch at " << first;
+  }
+  {  // add_rows: one float addition per element, exact
+    const std::vector<float> y = random_floats(rows * ld_out, 16);
+    DeviceArray<float> y_d(y);
+    gpu::add_rows(y_d.get(), ld_out, x_d.get(), ld_x, rows, n, nullptr);
+    std::vector<double> expected(y.begin(), y.end());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < n; ++c) expected[r * ld_out + c] = y[r * ld_out + c] + x[r * ld_x + c];
+    expect_close(y_d.download(), expected, 0.0, 0.0, "add_rows");
   }
   {  // add_bias: one float addition, exact; the padding columns untouched
     DeviceArray<float> y_d(x);
@@ -260,20 +273,28 @@ TEST(CudaKernels, ElementwiseMatchReference) {
       }
     expect_close(got, expected, 2e-6, 2e-6, "bias_gelu f32 + addend");
   }
-  {  // silu_mul over [gate | up] rows
+  {  // silu_mul with gate and up anywhere: [gate | up] rows (Qwen2's MLP) and [up | gate] (Ultravox's
+     // projector), BF16 and float32 out
     const int64_t inter = 150, ld = 2 * inter + 4;
-    const std::vector<float> gate_up = random_floats(rows * ld, 14, 0.0f, 4.0f);
-    DeviceArray<float> gate_up_d(gate_up);
-    DeviceArray<Bf16Bits> out_d(rows * inter);
-    gpu::silu_mul(gate_up_d.get(), ld, rows, inter, as_bf16(out_d), inter, nullptr);
-    const std::vector<float> got = widen(out_d.download());
-    std::vector<double> expected;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < inter; ++c) {
-        const double gate = gate_up[r * ld + c], up = gate_up[r * ld + inter + c];
-        expected.push_back(gate / (1.0 + std::exp(-gate)) * up);
-      }
-    expect_close(got, expected, 1e-6, kBf16Relative, "silu_mul");
+    const std::vector<float> halves = random_floats(rows * ld, 14, 0.0f, 4.0f);
+    DeviceArray<float> halves_d(halves);
+    for (const bool gate_first : {true, false}) {
+      const int64_t gate_at = gate_first ? 0 : inter, up_at = gate_first ? inter : 0;
+      std::vector<double> expected;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < inter; ++c) {
+          const double gate = halves[r * ld + gate_at + c], up = halves[r * ld + up_at + c];
+          expected.push_back(gate / (1.0 + std::exp(-gate)) * up);
+        }
+      DeviceArray<Bf16Bits> out_bf16_d(rows * inter);
+      gpu::silu_mul(halves_d.get() + gate_at, ld, halves_d.get() + up_at, ld, rows, inter, as_bf16(out_bf16_d), inter,
+                    nullptr);
+      expect_close(widen(out_bf16_d.download()), expected, 1e-6, kBf16Relative, "silu_mul bf16");
+      DeviceArray<float> out_f32_d(rows * inter);
+      gpu::silu_mul(halves_d.get() + gate_at, ld, halves_d.get() + up_at, ld, rows, inter, out_f32_d.get(), inter,
+                    nullptr);
+      expect_close(out_f32_d.download(), expected, 1e-6, 1e-6, "silu_mul f32");
+    }
   }
   {  // avg_pool_pairs with an odd row count (the last row dropped): exact
     const int64_t pool_rows = 7, channels = 33;
@@ -295,20 +316,28 @@ TEST(CudaKernels, RopeMatchesCpuTables) {
   const std::vector<int64_t> positions{0, 1, 2, 517, 999, 4095, 8191, 12345};
   const int64_t rows = static_cast<int64_t>(positions.size());
   for (const int64_t head_dim : {16, 64, 128}) {
-    for (const float theta : {10000.0f, 1000000.0f}) {
+    for (const float theta : {10000.0f, 500000.0f, 1000000.0f}) {
+      const int64_t half = head_dim / 2;
+      std::vector<float> frequencies(half);
+      kernels::rope_inverse_frequencies(head_dim, theta, frequencies.data());
+      // Scaled variants (Llama 3) hand over rewritten frequencies: slow the lower half down.
+      if (theta == 500000.0f)
+        for (int64_t i = half / 2; i < half; ++i) frequencies[i] /= 8.0f;
       const int64_t heads = 3, ld = heads * head_dim + 16;  // 16 trailing columns must stay untouched
       const std::vector<float> x = random_floats(rows * ld, 21);
       std::vector<float> expected = x;
-      std::vector<float> cos_table(rows * head_dim / 2), sin_table(rows * head_dim / 2);
-      kernels::rope_tables(positions.data(), rows, head_dim, theta, cos_table.data(), sin_table.data());
+      std::vector<float> cos_table(rows * half), sin_table(rows * half);
+      kernels::rope_tables(positions.data(), rows, head_dim, frequencies.data(), cos_table.data(), sin_table.data());
       kernels::apply_rope(expected.data(), rows, heads, head_dim, ld, cos_table.data(), sin_table.data());
-      DeviceArray<float> x_d(x);
+      DeviceArray<float> x_d(x), frequencies_d(frequencies), cos_d(rows * half), sin_d(rows * half);
       DeviceArray<int64_t> positions_d(positions);
-      gpu::rope(x_d.get(), ld, rows, heads, head_dim, positions_d.get(), theta, nullptr);
+      gpu::rope_tables(positions_d.get(), rows, frequencies_d.get(), half, cos_d.get(), sin_d.get(), nullptr);
+      gpu::apply_rope(x_d.get(), ld, rows, heads, head_dim, cos_d.get(), sin_d.get(), nullptr);
       // The angles are the CPU's float32 angles; cos/sin may still differ by an ulp (glibc's cosf
       // is not always correctly rounded), i.e. ~1.2e-7 per |x| of the pair.
-      expect_close(x_d.download(), to_double(expected), 1e-6, 1e-6,
-                   "rope head_dim " + std::to_string(head_dim) + " theta " + std::to_string(theta));
+      const std::string what = "rope head_dim " + std::to_string(head_dim) + " theta " + std::to_string(theta);
+      expect_close(cos_d.download(), to_double(cos_table), 2.4e-7, 0.0, what + " cos");
+      expect_close(x_d.download(), to_double(expected), 1e-6, 1e-6, what);
     }
   }
 }

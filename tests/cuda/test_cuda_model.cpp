@@ -125,12 +125,19 @@ std::vector<int64_t> greedy(const std::shared_ptr<const Qwen2AudioModel>& model,
   return session.generate(options);
 }
 
+LoadOptions on_device(const std::string& device, DTypeChoice dtype = DTypeChoice::Auto) {
+  LoadOptions options;
+  options.device = parse_device(device);
+  options.dtype = dtype;
+  return options;
+}
+
 class CudaModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!has_cuda_device()) return;
-    gpu_ = Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, {}, "auto", "cuda");
-    cpu_ = Qwen2AudioModel::load(tiny_checkpoint(), "bfloat16");
+    gpu_ = Qwen2AudioModel::load(tiny_checkpoint(), on_device("cuda"));
+    cpu_ = Qwen2AudioModel::load(tiny_checkpoint(), on_device("cpu", DTypeChoice::BFloat16));
     goldens_ = load_goldens();
   }
   static void TearDownTestSuite() {
@@ -265,21 +272,24 @@ TEST_F(CudaModelTest, ConcurrentSessionsMatchSequentialRuns) {
 }
 
 TEST_F(CudaModelTest, RefusesWhatOnlyTheCpuDoes) {
-  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), "float32", 0, {}, {}, "auto", "cuda"), InvalidArgument);
-  QuantizationRequest int8;
-  int8.decoder = WeightQuantization::Int8;
-  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, int8, "auto", "cuda"), InvalidArgument);
-  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, {}, "auto", "cuda:64"), InvalidArgument);
+  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), on_device("cuda", DTypeChoice::Float32)), InvalidArgument);
+  LoadOptions int8 = on_device("cuda");
+  int8.quantization.decoder = WeightQuantization::Int8;
+  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), int8), InvalidArgument);
+  LoadOptions float_cache = on_device("cuda");
+  float_cache.kv_cache_dtype = DTypeChoice::Float32;
+  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), float_cache), InvalidArgument);
+  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), on_device("cuda:64")), InvalidArgument);
 }
 
 // Runs everywhere: without a GPU (or without the backend) asking for CUDA fails with a DeviceError
 // naming the cause, and bad device strings fail before anything is loaded.
 TEST(CudaModelWithoutDevice, FailsClearly) {
-  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, {}, "auto", "tpu"), InvalidArgument);
-  EXPECT_THROW(Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, {}, "auto", "cuda:x"), InvalidArgument);
+  EXPECT_THROW(parse_device("tpu"), InvalidArgument);
+  EXPECT_THROW(parse_device("cuda:x"), InvalidArgument);
   if (has_cuda_device()) GTEST_SKIP() << "a CUDA device is present";
   try {
-    Qwen2AudioModel::load(tiny_checkpoint(), "auto", 0, {}, {}, "auto", "cuda");
+    Qwen2AudioModel::load(tiny_checkpoint(), on_device("cuda"));
     FAIL() << "loading onto a missing GPU succeeded";
   } catch (const DeviceError& error) {
     EXPECT_NE(std::string(error.what()).find("CUDA"), std::string::npos) << error.what();

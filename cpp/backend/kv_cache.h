@@ -4,12 +4,9 @@
 #include <memory>
 #include <vector>
 
+#include "backend/ops.h"
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
-
-namespace qwen2audio {
-class DeviceState;
-}
 
 namespace qwen2audio {
 
@@ -25,15 +22,16 @@ namespace qwen2audio {
 class KVCache {
  public:
   KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype = DType::F32);
-  // A cache whose keys and values live on a device (model/device_model.h): this object keeps the
-  // bookkeeping (length, capacity, key mask) and `device` the storage.
+  // A cache whose keys and values live on a device (backend/ops.h's make_kv_storage): this object
+  // keeps the bookkeeping (length, capacity, the host key mask the device copies) and `storage`
+  // the keys and values. Null `storage`: host memory, as the constructor above.
   KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype,
-          std::unique_ptr<DeviceState> device);
+          std::unique_ptr<backend::KVStorage> storage);
   KVCache(KVCache&&) noexcept;
   KVCache& operator=(KVCache&&) noexcept;
   ~KVCache();
 
-  DeviceState* device_state() const { return device_.get(); }
+  backend::KVStorage* storage() const { return device_.get(); }
 
   int64_t batch() const { return batch_; }
   int64_t length() const { return length_; }
@@ -80,7 +78,7 @@ class KVCache {
   int64_t capacity_ = 0;
   std::vector<Buffer<uint8_t>> keys_, values_;
   Buffer<uint8_t> key_mask_;
-  std::unique_ptr<DeviceState> device_;
+  std::unique_ptr<backend::KVStorage> device_;
 };
 
 }  // namespace qwen2audio

@@ -1,11 +1,10 @@
-#include "model/kv_cache.h"
+#include "backend/kv_cache.h"
 
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include "model/device_model.h"
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -43,9 +42,9 @@ KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t bat
 }
 
 KVCache::KVCache(int64_t layers, int64_t kv_heads, int64_t head_dim, int64_t batch, DType dtype,
-                 std::unique_ptr<DeviceState> device)
+                 std::unique_ptr<backend::KVStorage> storage)
     : KVCache(layers, kv_heads, head_dim, batch, dtype) {
-  device_ = std::move(device);
+  device_ = std::move(storage);
 }
 
 KVCache::KVCache(KVCache&&) noexcept = default;
@@ -53,7 +52,7 @@ KVCache& KVCache::operator=(KVCache&&) noexcept = default;
 KVCache::~KVCache() = default;
 
 size_t KVCache::bytes() const {
-  if (device_) return device_->cache_bytes();
+  if (device_) return device_->bytes();
   return static_cast<size_t>(2 * layers_ * batch_ * kv_heads_ * capacity_ * head_dim_ * element_size_);
 }
 
@@ -93,7 +92,7 @@ void KVCache::advance(int64_t steps) {
 }
 
 void KVCache::store(int64_t layer, const float* k, const float* v, int64_t steps, int64_t ld) {
-  if (device_) throw std::logic_error("a device KV cache is written by its device model");
+  if (device_) throw std::logic_error("a device KV cache is written by its backend's ops");
   if (length_ + steps > capacity_) throw std::logic_error("KV cache capacity not reserved before storing");
   const int64_t start = length_;
   uint8_t* key_base = keys_[layer].data();
@@ -112,7 +111,7 @@ void KVCache::store(int64_t layer, const float* k, const float* v, int64_t steps
 
 void KVCache::store_rows(int64_t layer, const float* k, const float* v, int64_t ld, const int64_t* rows,
                          const int64_t* slots, int64_t count) {
-  if (device_) throw std::logic_error("a device KV cache is written by its device model");
+  if (device_) throw std::logic_error("a device KV cache is written by its backend's ops");
   for (int64_t i = 0; i < count; ++i) {
     if (rows[i] < 0 || rows[i] >= batch_ || slots[i] < 0 || slots[i] >= capacity_)
       throw std::logic_error("KV cache row or slot out of range");

@@ -1,4 +1,4 @@
-#include "model/device_loader.h"
+#include "backend/device_loader.h"
 
 #include <dlfcn.h>
 
@@ -53,9 +53,9 @@ void* open_backend() {
       failures += "\n  " + candidate + ": " + (reason ? reason : "dlopen failed");
       continue;
     }
-    auto* entry = reinterpret_cast<CreateDeviceModelFunction>(dlsym(handle, QWEN2AUDIO_CUDA_ENTRY_POINT));
+    auto* entry = reinterpret_cast<backend::CreateOpsFunction>(dlsym(handle, QWEN2AUDIO_CUDA_OPS_ENTRY_POINT));
     if (entry == nullptr) {
-      failures += "\n  " + candidate + ": not a qwen2audio CUDA backend (no " QWEN2AUDIO_CUDA_ENTRY_POINT ")";
+      failures += "\n  " + candidate + ": not a qwen2audio CUDA backend (no " QWEN2AUDIO_CUDA_OPS_ENTRY_POINT ")";
       continue;
     }
     library = handle;
@@ -82,6 +82,10 @@ std::unique_ptr<Result> create_on_device(Make make, int device_index) {
     return std::unique_ptr<Result>(make());
   } catch (const DeviceError&) {
     throw;
+  } catch (const CheckpointError&) {  // the engine's own errors, raised while setting up on the device
+    throw;
+  } catch (const ConfigError&) {
+    throw;
   } catch (const std::invalid_argument& error) {
     throw InvalidArgument(error.what());
   } catch (const std::bad_alloc&) {
@@ -107,9 +111,18 @@ DeviceName parse_device(const std::string& device) {
   throw InvalidArgument("device must be 'cpu', 'cuda' or 'cuda:N', got '" + device + "'");
 }
 
-std::unique_ptr<DeviceModel> load_cuda_model(const DeviceModelSpec& spec) {
-  auto create = entry_point<CreateDeviceModelFunction>(QWEN2AUDIO_CUDA_ENTRY_POINT);
-  return create_on_device<DeviceModel>([&] { return create(spec); }, spec.device_index);
+std::unique_ptr<backend::Ops> load_cuda_ops(int index) {
+  auto create = entry_point<backend::CreateOpsFunction>(QWEN2AUDIO_CUDA_OPS_ENTRY_POINT);
+  return create_on_device<backend::Ops>([&] { return create(index); }, index);
+}
+
+void run_on_device(const std::function<void()>& work, int index) {
+  create_on_device<int>(
+      [&]() -> int* {
+        work();
+        return nullptr;
+      },
+      index);
 }
 
 std::unique_ptr<DeviceLogMel> load_cuda_log_mel(const DeviceLogMelSpec& spec) {
