@@ -4,9 +4,9 @@
 #include <memory>
 #include <vector>
 
+#include "backend/kv_cache.h"
 #include "generate/sampler.h"
 #include "generate/session.h"
-#include "backend/kv_cache.h"
 #include "model/language_model.h"
 
 namespace qwen2audio {

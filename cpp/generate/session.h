@@ -7,8 +7,8 @@
 #include <optional>
 #include <vector>
 
-#include "generate/sampler.h"
 #include "backend/kv_cache.h"
+#include "generate/sampler.h"
 #include "model/language_model.h"
 
 namespace qwen2audio {

@@ -43,8 +43,7 @@ __global__ void bias_gelu_f32_kernel(const float* x, int64_t ld_x, int64_t rows,
   }
 }
 
-__global__ void to_bf16_rows_kernel(const float* x, int64_t ld_x, int64_t rows, int64_t n, bf16* out,
-                                    int64_t ld_out) {
+__global__ void to_bf16_rows_kernel(const float* x, int64_t ld_x, int64_t rows, int64_t n, bf16* out, int64_t ld_out) {
   const int64_t count = rows * n;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / n, c = i % n;

@@ -17,8 +17,7 @@ __device__ inline void store_value(bf16* out, float value) { *out = __float2bflo
 
 template <typename Out>
 __global__ void __launch_bounds__(kNormThreads)
-    rms_norm_kernel(const float* x, int64_t ld_x, int64_t n, const float* weight, float eps, Out* out,
-                    int64_t ld_out) {
+    rms_norm_kernel(const float* x, int64_t ld_x, int64_t n, const float* weight, float eps, Out* out, int64_t ld_out) {
   __shared__ double scratch[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * ld_x;
   double sum = 0.0;
@@ -77,8 +76,7 @@ void launch_rms_norm(const float* x, int64_t ld_x, int64_t rows, int64_t n, cons
                      int64_t ld_out, cudaStream_t stream) {
   check_rows("rms_norm", rows, n, ld_x, ld_out);
   if (rows == 0) return;
-  rms_norm_kernel<Out>
-      <<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, ld_x, n, weight, eps, out, ld_out);
+  rms_norm_kernel<Out><<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, ld_x, n, weight, eps, out, ld_out);
   detail::check_launch("rms_norm");
 }
 

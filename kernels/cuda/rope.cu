@@ -27,8 +27,8 @@ __global__ void rope_tables_kernel(const int64_t* positions, int64_t rows, const
   }
 }
 
-__global__ void apply_rope_kernel(float* x, int64_t ld, int64_t rows, int64_t heads, int64_t head_dim,
-                                  const float* cos, const float* sin) {
+__global__ void apply_rope_kernel(float* x, int64_t ld, int64_t rows, int64_t heads, int64_t head_dim, const float* cos,
+                                  const float* sin) {
   const int64_t half = head_dim / 2;
   const int64_t count = rows * half;
   for (int64_t item = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; item < count;
@@ -51,9 +51,8 @@ void rope_tables(const int64_t* positions, int64_t rows, const float* inverse_fr
                  float* sin, cudaStream_t stream) {
   detail::require(rows >= 0 && half >= 1, "rope_tables", "negative shape");
   if (rows == 0) return;
-  rope_tables_kernel<<<detail::grid_for(rows * half, kThreads), kThreads, 0, stream>>>(positions, rows,
-                                                                                       inverse_frequencies, half, cos,
-                                                                                       sin);
+  rope_tables_kernel<<<detail::grid_for(rows * half, kThreads), kThreads, 0, stream>>>(
+      positions, rows, inverse_frequencies, half, cos, sin);
   detail::check_launch("rope_tables");
 }
 
@@ -65,7 +64,7 @@ void apply_rope(float* x, int64_t ld, int64_t rows, int64_t heads, int64_t head_
   detail::require(ld >= heads * head_dim, "apply_rope", "row stride smaller than heads * head_dim");
   if (rows == 0 || heads == 0) return;
   apply_rope_kernel<<<detail::grid_for(rows * (head_dim / 2), kThreads), kThreads, 0, stream>>>(x, ld, rows, heads,
-                                                                                                 head_dim, cos, sin);
+                                                                                                head_dim, cos, sin);
   detail::check_launch("apply_rope");
 }
 
