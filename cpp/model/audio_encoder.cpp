@@ -33,27 +33,28 @@ int64_t audio_token_count(int64_t mel_frames) { return floor_div(encoder_attende
 AudioEncoder::AudioEncoder(const AudioEncoderConfig& config, WeightStore& weights, backend::Ops& ops)
     : config_(config), ops_(ops) {
   const int64_t d = config.d_model;
-  conv1_ = ops.load_linear({weights.linear("audio_tower.conv1", true)});
-  conv2_ = ops.load_linear({weights.linear("audio_tower.conv2", true)});
-  positions_ = ops.load_constant(weights.floats("audio_tower.embed_positions.weight"), config.max_source_positions, d);
+  const int64_t ffn = config.encoder_ffn_dim, positions = config.max_source_positions;
+  conv1_ = ops.load_linear({weights.linear("audio_tower.conv1", true, {d, config.num_mel_bins, kConvKernel})});
+  conv2_ = ops.load_linear({weights.linear("audio_tower.conv2", true, {d, d, kConvKernel})});
+  positions_ = ops.load_constant(weights.floats("audio_tower.embed_positions.weight", {positions, d}), positions, d);
   for (int64_t index = 0; index < config.encoder_layers; ++index) {
     const std::string prefix = "audio_tower.layers." + std::to_string(index) + ".";
     Layer layer;
     layer.self_attn_layer_norm = layer_norm(weights, prefix + "self_attn_layer_norm");
-    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", true),
-                                      weights.linear(prefix + "self_attn.k_proj", false),  // Whisper's keys: no bias
-                                      weights.linear(prefix + "self_attn.v_proj", true)});
-    layer.out_proj = ops.load_linear({weights.linear(prefix + "self_attn.out_proj", true)});
+    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", true, {d, d}),
+                                      weights.linear(prefix + "self_attn.k_proj", false, {d, d}),  // Whisper's: no bias
+                                      weights.linear(prefix + "self_attn.v_proj", true, {d, d})});
+    layer.out_proj = ops.load_linear({weights.linear(prefix + "self_attn.out_proj", true, {d, d})});
     layer.final_layer_norm = layer_norm(weights, prefix + "final_layer_norm");
-    layer.fc1 = ops.load_linear({weights.linear(prefix + "fc1", true)});
-    layer.fc2 = ops.load_linear({weights.linear(prefix + "fc2", true)});
+    layer.fc1 = ops.load_linear({weights.linear(prefix + "fc1", true, {ffn, d})});
+    layer.fc2 = ops.load_linear({weights.linear(prefix + "fc2", true, {d, ffn})});
     layers_.push_back(std::move(layer));
   }
   layer_norm_ = layer_norm(weights, "audio_tower.layer_norm");
 }
 
 AudioEncoder::LayerNorm AudioEncoder::layer_norm(WeightStore& weights, const std::string& prefix) const {
-  const Norm norm = weights.norm(prefix, true);
+  const Norm norm = weights.norm(prefix, true, config_.d_model);
   return {ops_.load_constant(norm.weight, 1, config_.d_model), ops_.load_constant(norm.bias, 1, config_.d_model)};
 }
 

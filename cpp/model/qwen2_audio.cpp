@@ -44,13 +44,10 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
     model->ops_ = std::move(cpu);
   }
   const auto build = [&] {
-    backend::Ops& ops = *model->ops_;
     model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
     model->weights_->set_quantization(resolve_quantization(*checkpoint, options.quantization),
                                       model->cpu_ops_ && kernels::integer_kernels(model->cpu_ops_->gemm()));
-    model->encoder_ = std::make_unique<AudioEncoder>(model->config_.audio, *model->weights_, ops);
-    model->projector_ = ops.load_linear({model->weights_->linear("multi_modal_projector.linear", true)});
-    model->decoder_ = std::make_unique<TextDecoder>(model->config_.text, *model->weights_, ops, kv_dtype);
+    model->build_modules(*model->weights_, *model->ops_, kv_dtype);
   };
   if (device_name.cuda)
     run_on_device(build, device_name.index);
@@ -60,6 +57,22 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
   // process (kernels/cpu/gemv.h); measured now so the first token does not wait for it.
   if (!device_name.cuda && compute == DType::BF16) kernels::preferred_read_order();
   return model;
+}
+
+void Qwen2AudioModel::build_modules(WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype) {
+  encoder_ = std::make_unique<AudioEncoder>(config_.audio, weights, ops);
+  projector_ = ops.load_linear(
+      {weights.linear("multi_modal_projector.linear", true, {config_.text.hidden_size, config_.audio.d_model})});
+  decoder_ = std::make_unique<TextDecoder>(config_.text, weights, ops, kv_cache_dtype);
+}
+
+std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
+  Qwen2AudioModel model;
+  model.config_ = config;
+  WeightStore requests(DType::F32);
+  backend::CpuOps ops;
+  model.build_modules(requests, ops, DType::F32);
+  return requests.requested();
 }
 
 void Qwen2AudioModel::set_num_threads(int count) { num_threads_ = checked_num_threads(count); }

@@ -96,6 +96,10 @@ class Qwen2AudioModel final : public AudioLanguageModel {
 
  private:
   Qwen2AudioModel() = default;
+  // The encoder, projector and decoder over `weights` (a checkpoint's, or a recording store's:
+  // expected_tensors) and `ops`.
+  void build_modules(WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype);
+  friend std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config);
   std::shared_ptr<const Checkpoint> checkpoint_;
   Qwen2AudioConfig config_;
   std::unique_ptr<WeightStore> weights_;

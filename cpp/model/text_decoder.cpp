@@ -54,26 +54,31 @@ TextDecoder::TextDecoder(const TextConfig& config, WeightStore& weights, backend
       inverse_frequencies_(rope_inverse_frequencies(config)) {
   const int64_t width = config.hidden_size;
   auto norm = [&](const std::string& prefix) {
-    return ops.load_constant(weights.norm(prefix, false).weight, 1, width);
+    return ops.load_constant(weights.norm(prefix, false, width).weight, 1, width);
   };
-  embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight");
+  const int64_t q_width = config.num_attention_heads * config.head_dim;
+  const int64_t kv_width = config.num_key_value_heads * config.head_dim;
+  const int64_t inter = config.intermediate_size;
+  const bool bias = config.attention_bias;
+  embed_tokens_ = weights.matrix("language_model.model.embed_tokens.weight", {config.vocab_size, width});
   for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
     const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
     Layer layer;
     layer.input_layernorm = norm(prefix + "input_layernorm");
     layer.post_attention_layernorm = norm(prefix + "post_attention_layernorm");
-    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", config.attention_bias),
-                                      weights.linear(prefix + "self_attn.k_proj", config.attention_bias),
-                                      weights.linear(prefix + "self_attn.v_proj", config.attention_bias)});
-    layer.o_proj = ops.load_linear({weights.linear(prefix + "self_attn.o_proj", false)});
-    layer.gate_up_proj = ops.load_linear(
-        {weights.linear(prefix + "mlp.gate_proj", false), weights.linear(prefix + "mlp.up_proj", false)});
-    layer.down_proj = ops.load_linear({weights.linear(prefix + "mlp.down_proj", false)});
+    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", bias, {q_width, width}),
+                                      weights.linear(prefix + "self_attn.k_proj", bias, {kv_width, width}),
+                                      weights.linear(prefix + "self_attn.v_proj", bias, {kv_width, width})});
+    layer.o_proj = ops.load_linear({weights.linear(prefix + "self_attn.o_proj", false, {width, q_width})});
+    layer.gate_up_proj = ops.load_linear({weights.linear(prefix + "mlp.gate_proj", false, {inter, width}),
+                                          weights.linear(prefix + "mlp.up_proj", false, {inter, width})});
+    layer.down_proj = ops.load_linear({weights.linear(prefix + "mlp.down_proj", false, {width, inter})});
     layers_.push_back(std::move(layer));
   }
   norm_ = norm("language_model.model.norm");
-  lm_head_ = ops.load_linear({config.tie_word_embeddings ? weights.linear_of(embed_tokens_)
-                                                         : weights.linear("language_model.lm_head", false)});
+  lm_head_ = ops.load_linear({config.tie_word_embeddings
+                                  ? weights.linear_of(embed_tokens_)
+                                  : weights.linear("language_model.lm_head", false, {config.vocab_size, width})});
   rope_frequencies_ =
       ops.load_constant(inverse_frequencies_.data(), 1, static_cast<int64_t>(inverse_frequencies_.size()));
 }

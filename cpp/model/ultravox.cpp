@@ -27,16 +27,24 @@ int64_t ultravox_audio_token_count(int64_t frames, int64_t stack_factor) {
 }
 
 std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& config) {
-  std::vector<ExpectedTensor> tensors;
-  add_encoder_tensors(config.audio, tensors);
-  const int64_t stacked = config.audio.d_model * config.stack_factor;
-  const int64_t hidden = config.projector_hidden_size;
-  tensors.push_back({"multi_modal_projector.ln_pre.weight", {stacked}});
-  tensors.push_back({"multi_modal_projector.linear_1.weight", {hidden, stacked}});
-  tensors.push_back({"multi_modal_projector.ln_mid.weight", {hidden / 2}});
-  tensors.push_back({"multi_modal_projector.linear_2.weight", {config.text.hidden_size, hidden / 2}});
-  add_decoder_tensors(config.text, tensors);
-  return tensors;
+  UltravoxModel model;
+  model.config_ = config;
+  WeightStore requests(DType::F32);
+  backend::CpuOps ops;
+  model.build_modules(requests, ops, DType::F32);
+  return requests.requested();
+}
+
+void UltravoxModel::build_modules(WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype) {
+  const int64_t stacked = config_.audio.d_model * config_.stack_factor;
+  const int64_t hidden = config_.projector_hidden_size;
+  encoder_ = std::make_unique<AudioEncoder>(config_.audio, weights, ops);
+  ln_pre_ = ops.load_constant(weights.norm("multi_modal_projector.ln_pre", false, stacked).weight, 1, stacked);
+  linear_1_ = ops.load_linear({weights.linear("multi_modal_projector.linear_1", false, {hidden, stacked})});
+  ln_mid_ = ops.load_constant(weights.norm("multi_modal_projector.ln_mid", false, hidden / 2).weight, 1, hidden / 2);
+  linear_2_ = ops.load_linear(
+      {weights.linear("multi_modal_projector.linear_2", false, {config_.text.hidden_size, hidden / 2})});
+  decoder_ = std::make_unique<TextDecoder>(config_.text, weights, ops, kv_cache_dtype);
 }
 
 std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& path, const LoadOptions& options) {
@@ -63,17 +71,7 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
   // for both families, whose decoders carry the same tensor names; the encoder and projector stay as loaded.
   model->weights_->set_quantization(resolve_quantization(*checkpoint, options.quantization),
                                     kernels::integer_kernels(model->ops_->gemm()));
-  backend::Ops& ops = *model->ops_;
-  WeightStore& weights = *model->weights_;
-  const UltravoxConfig& config = model->config_;
-  model->encoder_ = std::make_unique<AudioEncoder>(config.audio, weights, ops);
-  model->ln_pre_ = ops.load_constant(weights.norm("multi_modal_projector.ln_pre", false).weight, 1,
-                                     config.audio.d_model * config.stack_factor);
-  model->linear_1_ = ops.load_linear({weights.linear("multi_modal_projector.linear_1", false)});
-  model->ln_mid_ = ops.load_constant(weights.norm("multi_modal_projector.ln_mid", false).weight, 1,
-                                     config.projector_hidden_size / 2);
-  model->linear_2_ = ops.load_linear({weights.linear("multi_modal_projector.linear_2", false)});
-  model->decoder_ = std::make_unique<TextDecoder>(config.text, weights, ops, kv_dtype);
+  model->build_modules(*model->weights_, *model->ops_, kv_dtype);
   if (compute == DType::BF16) kernels::preferred_read_order();
   return model;
 }

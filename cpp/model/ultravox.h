@@ -69,6 +69,10 @@ class UltravoxModel final : public AudioLanguageModel {
 
  private:
   UltravoxModel() = default;
+  // The encoder, projector and decoder over `weights` (a checkpoint's, or a recording store's:
+  // ultravox_expected_tensors) and `ops`.
+  void build_modules(WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype);
+  friend std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& config);
   std::shared_ptr<const Checkpoint> checkpoint_;
   UltravoxConfig config_;
   std::unique_ptr<WeightStore> weights_;
@@ -81,7 +85,8 @@ class UltravoxModel final : public AudioLanguageModel {
   std::atomic<int> num_threads_{1};
 };
 
-// The tensors of an Ultravox checkpoint (audio_tower.*, multi_modal_projector.*, language_model.*).
+// The tensors of an Ultravox checkpoint (audio_tower.*, multi_modal_projector.*, language_model.*): what
+// its modules ask for.
 std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& config);
 
 }  // namespace qwen2audio

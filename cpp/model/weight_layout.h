@@ -10,8 +10,8 @@
 
 namespace qwen2audio {
 
-// The tensor names and shapes of Hugging Face's Qwen2AudioForConditionalGeneration state dict, as
-// the published checkpoints store them (audio_tower.*, multi_modal_projector.*, language_model.*).
+// A tensor a checkpoint must hold, by its Hugging Face name and shape (audio_tower.*,
+// multi_modal_projector.*, language_model.*, as the published checkpoints store them).
 struct ExpectedTensor {
   std::string name;
   std::vector<int64_t> shape;
@@ -20,11 +20,9 @@ struct ExpectedTensor {
   std::optional<DType> dtype = std::nullopt;
 };
 
+// What a Qwen2AudioForConditionalGeneration checkpoint of `config` must hold: the tensors its
+// modules ask for (model/weights.h), in the order they ask. Defined with the family (qwen2_audio.cpp).
 std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config);
-// The parts every family shares, under the names HF gives them in both (audio_tower.*, a Whisper
-// encoder; language_model.*, a Qwen2 or Llama causal LM).
-void add_encoder_tensors(const AudioEncoderConfig& audio, std::vector<ExpectedTensor>& tensors);
-void add_decoder_tensors(const TextConfig& text, std::vector<ExpectedTensor>& tensors);
 
 struct WeightCheck {
   std::vector<std::string> missing;

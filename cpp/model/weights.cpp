@@ -33,6 +33,9 @@ WeightStore::WeightStore(std::shared_ptr<const Checkpoint> checkpoint, DType mat
     throw InvalidArgument("weights can be computed in float32 or bfloat16 only");
 }
 
+WeightStore::WeightStore(DType matrix_dtype)
+    : matrix_dtype_(matrix_dtype), quantization_(std::make_shared<QuantizationConfig>()), recording_(true) {}
+
 kernels::WeightMatrix weight_view(const Matrix& matrix) {
   kernels::WeightMatrix view;
   view.data = matrix.data;
@@ -61,7 +64,13 @@ kernels::WeightMatrix weight_view(const Matrix& matrix) {
   return view;
 }
 
-Matrix WeightStore::matrix(const std::string& name) {
+Matrix WeightStore::matrix(const std::string& name, const std::vector<int64_t>& shape) {
+  if (recording_) {
+    requested_.push_back({name, shape});
+    int64_t cols = 1;
+    for (size_t i = 1; i < shape.size(); ++i) cols *= shape[i];
+    return {nullptr, matrix_dtype_, shape.empty() ? 0 : shape[0], cols};
+  }
   const TensorView view = checkpoint_->tensor(name);
   if (view.rank() < 2)
     throw CheckpointError("tensor '" + name + "' should be a matrix, has shape " + shape_to_string(view.shape));
@@ -89,7 +98,11 @@ Matrix WeightStore::matrix(const std::string& name) {
   return matrix;
 }
 
-const float* WeightStore::floats(const std::string& name) {
+const float* WeightStore::floats(const std::string& name, const std::vector<int64_t>& shape) {
+  if (recording_) {
+    requested_.push_back({name, shape});
+    return nullptr;
+  }
   const TensorView view = checkpoint_->tensor(name);
   const int64_t count = view.numel();
   Buffer<uint8_t>& owned = owned_.emplace_back(static_cast<size_t>(count) * sizeof(float));
@@ -99,11 +112,13 @@ const float* WeightStore::floats(const std::string& name) {
   return destination;
 }
 
-Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
+Linear WeightStore::linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape) {
+  const std::vector<int64_t> bias_shape{weight_shape.empty() ? 0 : weight_shape[0]};
   Matrix weight;
-  const WeightQuantization quantization = quantization_of(*quantization_, prefix);
+  const WeightQuantization quantization =
+      recording_ ? WeightQuantization::None : quantization_of(*quantization_, prefix);
   if (quantization == WeightQuantization::None) {
-    weight = matrix(prefix + ".weight");
+    weight = matrix(prefix + ".weight", weight_shape);
   } else {
     QuantizedWeight quantized = load_quantized_weight(*checkpoint_, *quantization_, prefix, quantization);
     weight = quantized.matrix;
@@ -116,7 +131,7 @@ Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
       if (quantized.mapped_bytes > 0)
         release_mapped_pages(weight.data, static_cast<size_t>(weight.rows) *
                                               kernels::weight_row_bytes(weight_view(weight).format, weight.cols));
-      Linear linear = linear_of(weight, has_bias ? floats(prefix + ".bias") : nullptr);
+      Linear linear = linear_of(weight, has_bias ? floats(prefix + ".bias", bias_shape) : nullptr);
       linear.weight = packed.view;
       quantized_layers_.push_back({prefix, packed.view, weight.rows, weight.cols});
       return linear;
@@ -127,7 +142,7 @@ Linear WeightStore::linear(const std::string& prefix, bool has_bias) {
     mapped_bytes_ += quantized.mapped_bytes;
     quantized_layers_.push_back({prefix, weight_view(weight), weight.rows, weight.cols});
   }
-  return linear_of(weight, has_bias ? floats(prefix + ".bias") : nullptr);
+  return linear_of(weight, has_bias ? floats(prefix + ".bias", bias_shape) : nullptr);
 }
 
 Linear WeightStore::linear_of(const Matrix& matrix, const float* bias) const {
@@ -140,10 +155,10 @@ Linear WeightStore::linear_of(const Matrix& matrix, const float* bias) const {
   return linear;
 }
 
-Norm WeightStore::norm(const std::string& prefix, bool has_bias) {
+Norm WeightStore::norm(const std::string& prefix, bool has_bias, int64_t width) {
   Norm norm;
-  norm.weight = floats(prefix + ".weight");
-  if (has_bias) norm.bias = floats(prefix + ".bias");
+  norm.weight = floats(prefix + ".weight", {width});
+  if (has_bias) norm.bias = floats(prefix + ".bias", {width});
   return norm;
 }
 

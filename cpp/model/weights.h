@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/quantized_gemm.h"
+#include "model/weight_layout.h"
 #include "runtime/buffer.h"
 #include "runtime/dtype.h"
 
@@ -43,19 +44,27 @@ struct Norm {
 // Hands out the checkpoint's tensors in the form the kernels take. Matrices come in the compute
 // dtype (F32 or BF16), zero-copy whenever the checkpoint already stores them so; everything small
 // (norms, biases, positional table) comes as float32 copies.
+//
+// Modules ask for their tensors by name and with the shape their config gives them. A store made
+// without a checkpoint hands out nothing (null data, the asked shapes) and records every request:
+// a family's modules built over it give the tensors its checkpoints must hold (requested(), what
+// check_weights compares with what a checkpoint has), so no second list of names exists.
 class WeightStore {
  public:
   WeightStore(std::shared_ptr<const Checkpoint> checkpoint, DType matrix_dtype);
+  explicit WeightStore(DType matrix_dtype);  // records requests
+  const std::vector<ExpectedTensor>& requested() const { return requested_; }
 
   DType matrix_dtype() const { return matrix_dtype_; }
   // A tensor of rank >= 2 viewed as [shape[0], product of the rest] (Conv1d weights included).
-  Matrix matrix(const std::string& name);
-  const float* floats(const std::string& name);
-  // Quantized (model/quantization.h) when set_quantization() names the layer.
-  Linear linear(const std::string& prefix, bool has_bias);
+  Matrix matrix(const std::string& name, const std::vector<int64_t>& shape);
+  const float* floats(const std::string& name, const std::vector<int64_t>& shape);
+  // Quantized (model/quantization.h) when set_quantization() names the layer. weight_shape: the
+  // weight's, [out_features, in_features] (or a convolution's [out, in, kernel]).
+  Linear linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape);
   // A Linear over a matrix already handed out (the output head tied to the embedding).
   Linear linear_of(const Matrix& matrix, const float* bias = nullptr) const;
-  Norm norm(const std::string& prefix, bool has_bias);
+  Norm norm(const std::string& prefix, bool has_bias, int64_t width);
 
   // `panels`: quantized layers are repacked into the panel layout of the integer kernels
   // (kernels/cpu/quantized_gemm.h) once loaded.
@@ -84,6 +93,8 @@ class WeightStore {
   std::vector<QuantizedLayer> quantized_layers_;
   bool panels_ = false;
   std::vector<kernels::PackedPanels> packed_;
+  bool recording_ = false;
+  std::vector<ExpectedTensor> requested_;
 };
 
 }  // namespace qwen2audio
