@@ -20,12 +20,6 @@ using kernels::WeightFormat;
 constexpr const char* kQuantMethod = "qwen2audio_weight_only";
 constexpr int kFormatVersion = 1;
 
-constexpr std::array<const char*, 7> kDecoderProjections = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                            "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                                            "mlp.down_proj"};
-constexpr const char* kDecoderLayers = "language_model.model.layers.";
-constexpr const char* kLmHead = "language_model.lm_head";
-
 int bits_of(WeightQuantization quantization) {
   switch (quantization) {
     case WeightQuantization::None:
@@ -177,12 +171,15 @@ std::string quantization_config_json(const QuantizationConfig& config) {
   return entry.dump();
 }
 
-WeightQuantization quantization_of(const QuantizationConfig& config, const std::string& prefix) {
-  if (prefix == kLmHead) return config.lm_head;
-  if (config.decoder == WeightQuantization::None || prefix.rfind(kDecoderLayers, 0) != 0)
-    return WeightQuantization::None;
-  for (const char* projection : kDecoderProjections)
-    if (ends_with(prefix, std::string(".") + projection)) return config.decoder;
+WeightQuantization quantization_of(const QuantizationConfig& config, QuantizationRole role) {
+  switch (role) {
+    case QuantizationRole::DecoderProjection:
+      return config.decoder;
+    case QuantizationRole::OutputHead:
+      return config.lm_head;
+    case QuantizationRole::Never:
+      break;
+  }
   return WeightQuantization::None;
 }
 
@@ -195,7 +192,8 @@ std::vector<ExpectedTensor> quantized_layout(const QuantizationConfig& quantizat
     const std::string suffix = ".weight";
     const std::string prefix =
         ends_with(tensor.name, suffix) ? tensor.name.substr(0, tensor.name.size() - suffix.size()) : std::string();
-    const WeightQuantization format = prefix.empty() ? WeightQuantization::None : quantization_of(quantization, prefix);
+    const WeightQuantization format =
+        prefix.empty() ? WeightQuantization::None : quantization_of(quantization, tensor.quantization_role);
     if (format == WeightQuantization::None || tensor.shape.size() != 2) {
       result.push_back(std::move(tensor));
       continue;

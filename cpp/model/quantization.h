@@ -62,8 +62,8 @@ QuantizationConfig resolve_quantization(const Checkpoint& checkpoint, const Quan
 // config.json's "quantization_config" object for a model loaded with `config`.
 std::string quantization_config_json(const QuantizationConfig& config);
 
-// How the linear layer `prefix` (e.g. "language_model.model.layers.3.mlp.up_proj") is stored.
-WeightQuantization quantization_of(const QuantizationConfig& config, const std::string& prefix);
+// How a linear layer of that role is stored.
+WeightQuantization quantization_of(const QuantizationConfig& config, QuantizationRole role);
 
 // The tensors a checkpoint saved with `quantization` holds, from those of the unquantized layout.
 std::vector<ExpectedTensor> quantized_layout(const QuantizationConfig& quantization,

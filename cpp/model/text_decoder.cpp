@@ -64,21 +64,26 @@ TextDecoder::TextDecoder(const TextConfig& config, WeightStore& weights, backend
   for (int64_t index = 0; index < config.num_hidden_layers; ++index) {
     const std::string prefix = "language_model.model.layers." + std::to_string(index) + ".";
     Layer layer;
+    // Every projection of a layer may be weight-only quantized (the decoder's quantization).
+    const auto projection = [&](const std::string& name, bool has_bias, int64_t out, int64_t in) {
+      return weights.linear(prefix + name, has_bias, {out, in}, QuantizationRole::DecoderProjection);
+    };
     layer.input_layernorm = norm(prefix + "input_layernorm");
     layer.post_attention_layernorm = norm(prefix + "post_attention_layernorm");
-    layer.qkv_proj = ops.load_linear({weights.linear(prefix + "self_attn.q_proj", bias, {q_width, width}),
-                                      weights.linear(prefix + "self_attn.k_proj", bias, {kv_width, width}),
-                                      weights.linear(prefix + "self_attn.v_proj", bias, {kv_width, width})});
-    layer.o_proj = ops.load_linear({weights.linear(prefix + "self_attn.o_proj", false, {width, q_width})});
-    layer.gate_up_proj = ops.load_linear({weights.linear(prefix + "mlp.gate_proj", false, {inter, width}),
-                                          weights.linear(prefix + "mlp.up_proj", false, {inter, width})});
-    layer.down_proj = ops.load_linear({weights.linear(prefix + "mlp.down_proj", false, {width, inter})});
+    layer.qkv_proj = ops.load_linear({projection("self_attn.q_proj", bias, q_width, width),
+                                      projection("self_attn.k_proj", bias, kv_width, width),
+                                      projection("self_attn.v_proj", bias, kv_width, width)});
+    layer.o_proj = ops.load_linear({projection("self_attn.o_proj", false, width, q_width)});
+    layer.gate_up_proj = ops.load_linear(
+        {projection("mlp.gate_proj", false, inter, width), projection("mlp.up_proj", false, inter, width)});
+    layer.down_proj = ops.load_linear({projection("mlp.down_proj", false, width, inter)});
     layers_.push_back(std::move(layer));
   }
   norm_ = norm("language_model.model.norm");
   lm_head_ = ops.load_linear({config.tie_word_embeddings
                                   ? weights.linear_of(embed_tokens_)
-                                  : weights.linear("language_model.lm_head", false, {config.vocab_size, width})});
+                                  : weights.linear("language_model.lm_head", false, {config.vocab_size, width},
+                                                   QuantizationRole::OutputHead)});
   rope_frequencies_ =
       ops.load_constant(inverse_frequencies_.data(), 1, static_cast<int64_t>(inverse_frequencies_.size()));
 }

@@ -10,6 +10,14 @@
 
 namespace qwen2audio {
 
+// Which weight-only quantization may apply to a linear layer's weight: the graph that owns the layer
+// says so when it asks for it (model/weights.h), so the rule is the family's, not a name pattern.
+enum class QuantizationRole : uint8_t {
+  Never,              // the audio encoder, the projectors, embeddings
+  DecoderProjection,  // q/k/v/o and the MLP of every decoder layer: the decoder's quantization
+  OutputHead,         // an untied lm_head: its own setting
+};
+
 // A tensor a checkpoint must hold, by its Hugging Face name and shape (audio_tower.*,
 // multi_modal_projector.*, language_model.*, as the published checkpoints store them).
 struct ExpectedTensor {
@@ -18,6 +26,7 @@ struct ExpectedTensor {
   // Set for the packed tensors of a quantized checkpoint (model/quantization.h), which must have
   // exactly this dtype; unset: F32, BF16 or F16.
   std::optional<DType> dtype = std::nullopt;
+  QuantizationRole quantization_role = QuantizationRole::Never;
 };
 
 // What a Qwen2AudioForConditionalGeneration checkpoint of `config` must hold: the tensors its

@@ -112,13 +112,14 @@ const float* WeightStore::floats(const std::string& name, const std::vector<int6
   return destination;
 }
 
-Linear WeightStore::linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape) {
+Linear WeightStore::linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape,
+                           QuantizationRole role) {
   const std::vector<int64_t> bias_shape{weight_shape.empty() ? 0 : weight_shape[0]};
   Matrix weight;
-  const WeightQuantization quantization =
-      recording_ ? WeightQuantization::None : quantization_of(*quantization_, prefix);
+  const WeightQuantization quantization = recording_ ? WeightQuantization::None : quantization_of(*quantization_, role);
   if (quantization == WeightQuantization::None) {
     weight = matrix(prefix + ".weight", weight_shape);
+    if (recording_) requested_.back().quantization_role = role;
   } else {
     QuantizedWeight quantized = load_quantized_weight(*checkpoint_, *quantization_, prefix, quantization);
     weight = quantized.matrix;

@@ -59,9 +59,10 @@ class WeightStore {
   // A tensor of rank >= 2 viewed as [shape[0], product of the rest] (Conv1d weights included).
   Matrix matrix(const std::string& name, const std::vector<int64_t>& shape);
   const float* floats(const std::string& name, const std::vector<int64_t>& shape);
-  // Quantized (model/quantization.h) when set_quantization() names the layer. weight_shape: the
-  // weight's, [out_features, in_features] (or a convolution's [out, in, kernel]).
-  Linear linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape);
+  // weight_shape: the weight's, [out_features, in_features] (or a convolution's [out, in, kernel]).
+  // Quantized (model/quantization.h) where set_quantization()'s config applies to `role`.
+  Linear linear(const std::string& prefix, bool has_bias, const std::vector<int64_t>& weight_shape,
+                QuantizationRole role = QuantizationRole::Never);
   // A Linear over a matrix already handed out (the output head tied to the embedding).
   Linear linear_of(const Matrix& matrix, const float* bias = nullptr) const;
   Norm norm(const std::string& prefix, bool has_bias, int64_t width);
