@@ -111,14 +111,14 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .modeling import Qwen2AudioForConditionalGeneration
-    from .processor import Qwen2AudioProcessor
+    from .auto import AutoModelForCausalLM, AutoProcessor
 
+    # The family (Qwen2-Audio or Ultravox) comes from the folder's config.json.
     kwargs = _model_kwargs(args)
     if args.threads:
         kwargs["num_threads"] = args.threads
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(args.model, **kwargs)
-    processor = Qwen2AudioProcessor.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
+    processor = AutoProcessor.from_pretrained(args.model)
     return model, processor
 
 
