@@ -132,8 +132,6 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
             result["encoder_window_s"] = _best_time(encode, encoder_repeats)
         result["encoder_s"] = result["encoder_30s_s"]
     limit = _text_id_limit(model)
-    else:
-        limit = _text_id_limit(model)
     session = model.start_session()
     session.append(rng.integers(0, limit, size=(1, 16)))  # threads and caches warm
     session.reset()

@@ -149,6 +149,12 @@ class UltravoxProcessor:
         valid = [-(-clip.size // self.hop_length) for clip in clips]
         return features, valid
 
+    def batch_group(self, samples: int) -> int:
+        """Clips that may share a batch have equal keys. Ultravox's encoder reads a chunk's padding (its last
+        stack of frames runs past the clip, as in the reference), so a clip padded to a longer neighbour gets
+        other audio tokens than alone: only clips of equal frame count batch without changing answers."""
+        return -(-int(samples) // self.hop_length)
+
     def _clips(self, audio: Any, long_audio: str) -> list[np.ndarray]:
         from .audio import AudioTruncatedWarning, load_audio
 
@@ -185,7 +191,9 @@ class UltravoxProcessor:
 
         Several prompts form a left-padded batch (``padding=True``; the engine decodes left-padded rows); the
         clips of one call are padded together to the longest, as the reference pads the clips of one prompt, and
-        ``audio_token_start_idx`` then counts in the flattened ``(batch, steps)`` ids: row * steps + column."""
+        ``audio_token_start_idx`` then counts in the flattened ``(batch, steps)`` ids: row * steps + column.
+        A clip's audio tokens depend on that padding (see :meth:`batch_group`): batch clips of equal length for
+        answers equal to one-by-one ones."""
         if kwargs.get("audios") is not None:
             if audio is not None:
                 raise ValueError("give audio= or audios=, not both")
