@@ -43,6 +43,7 @@ def ultravox_config(encoder_layers: int) -> dict:
     reads a self-contained folder) and the encoder's layer count set to what is measured."""
     config = json.loads((REFERENCE / "config.json").read_text())
     config["text_config"] = json.loads((REFERENCE / "text_config_resolved.json").read_text())
+    config["text_model_id"] = config["audio_model_id"] = None  # the configs are embedded, not fetched by id
     config["audio_config"] = {**config["audio_config"], "encoder_layers": encoder_layers,
                               "num_hidden_layers": encoder_layers}
     return config
