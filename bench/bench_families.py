@@ -119,6 +119,7 @@ def main() -> int:
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--formats", nargs="+", default=["bf16", "int8"])
     parser.add_argument("--ultravox-encoder-layers", type=int, default=ULTRAVOX_ENCODER_LAYERS)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many timings of each part")
     parser.add_argument("--qwen-encoder-layers", type=int, default=4)
     parser.add_argument("--qwen-decoder-layers", type=int, default=2)
     args = parser.parse_args()
@@ -142,7 +143,7 @@ def main() -> int:
             for name, folder in (("Ultravox-1B", uv_folder), ("Qwen2-Audio-7B", qwen_folder)):
                 print(f"measuring {name} {label(fmt)} ...", file=sys.stderr)
                 results[(name, fmt)] = run_format(folder, fmt, args.threads, args.batch_size, [args.clip_seconds],
-                                                  args.new_tokens)
+                                                  args.new_tokens, ("--no-baseline", "--repeats", str(args.repeats)))
         bandwidth = max(bandwidth, _core.read_bandwidth(1 << 30, 5, args.threads))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -155,7 +156,8 @@ def main() -> int:
           f". Qwen2-Audio-7B: {args.qwen_encoder_layers} encoder + {args.qwen_decoder_layers} decoder layers "
           "measured, scaled to 32 + 32 as bench_annotate.py does. Prefill: the clip's audio tokens plus 40 text "
           "tokens per prompt, the batch's prompts in one call; decode: the batch's rows per second; 'of bound': "
-          "the batch-1 step against the weight bytes one step reads over the read bandwidth.\n")
+          "the time of a step if it only read the weights (bytes / read bandwidth) over its measured time (a step reads "
+          f"them once for the whole batch). Each part: the best of {args.repeats} timings.\n")
     print("| model | format | batch | encoder s per clip | prompt tokens | prefill tok/s | decode tok/s | "
           "decode ms/step | of bound | clips/hour |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
