@@ -156,8 +156,8 @@ def main() -> int:
           f". Qwen2-Audio-7B: {args.qwen_encoder_layers} encoder + {args.qwen_decoder_layers} decoder layers "
           "measured, scaled to 32 + 32 as bench_annotate.py does. Prefill: the clip's audio tokens plus 40 text "
           "tokens per prompt, the batch's prompts in one call; decode: the batch's rows per second; 'of bound': "
-          "the time of a step if it only read the weights (bytes / read bandwidth) over its measured time (a step reads "
-          f"them once for the whole batch). Each part: the best of {args.repeats} timings.\n")
+          "the time of a step if it only read the weights (bytes / read bandwidth) over its measured time (a step "
+          f"reads them once for the whole batch). Each part: the best of {args.repeats} timings.\n")
     print("| model | format | batch | encoder s per clip | prompt tokens | prefill tok/s | decode tok/s | "
           "decode ms/step | of bound | clips/hour |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -167,7 +167,8 @@ def main() -> int:
             if name == "Ultravox-1B":
                 step_bytes = ultravox_decode_bytes(uv_config, fmt)
                 def scale(row: dict) -> dict:  # only the encoder may have fewer layers than the real model
-                    return {**row, "encoder_s": row["encoder_s"] * ULTRAVOX_ENCODER_LAYERS / args.ultravox_encoder_layers}
+                    encoder = row["encoder_s"] * ULTRAVOX_ENCODER_LAYERS / args.ultravox_encoder_layers
+                    return {**row, "encoder_s": encoder}
             else:
                 step_bytes = decode_weight_bytes_from(model_config(REAL_LAYERS, REAL_LAYERS), fmt)
                 ratio = step_bytes / decode_weight_bytes_from(qwen_config, fmt)

@@ -18,8 +18,8 @@ import numpy as np
 from . import _core, _files, _torch
 from .config import GenerationConfig, Qwen2AudioConfig, generation_defaults
 
-__all__ = ["AudioCausalLM", "Qwen2AudioForConditionalGeneration", "GenerationSession", "CausalLMOutput", "GenerateDecoderOnlyOutput",
-           "InputEmbeddings"]
+__all__ = ["AudioCausalLM", "Qwen2AudioForConditionalGeneration", "GenerationSession", "CausalLMOutput",
+           "GenerateDecoderOnlyOutput", "InputEmbeddings"]
 
 # model.chat's reply budget when neither the call nor generation_config.json sets one (the CLI's default):
 # transformers' max_length of 20 counts the prompt, which alone is longer than that for any audio.

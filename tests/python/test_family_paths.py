@@ -130,6 +130,31 @@ def test_padding_changes_ultravox_audio_tokens_so_batches_group_by_length(model,
     assert processor.batch_group(9600) == processor.batch_group(9590) != processor.batch_group(9601)
 
 
+def test_generate_arguments_apply_to_ultravox(model, processor, clips, capsys):
+    from qwen2audio import TextStreamer
+
+    inputs = processor.apply_chat_template(_conversation(str(clips / "clip0.wav")), tokenize=True, return_dict=True)
+    prompt = inputs["input_ids"].shape[1]
+    greedy = model.generate(**inputs, max_new_tokens=8, eos_token_id=[])[0, prompt:]
+    seen: list = []
+    output = model.generate(**inputs, max_new_tokens=8, eos_token_id=[],
+                            streamer=lambda step: seen.append(int(step[0])), return_dict_in_generate=True,
+                            output_logprobs=True)
+    assert seen == greedy.tolist() == output.sequences[0, prompt:].tolist()
+    assert output.logprobs.shape == (1, 8) and (output.logprobs <= 0).all()
+    sampled = [model.generate(**inputs, max_new_tokens=8, do_sample=True, temperature=1.5, seed=7, eos_token_id=[])
+               for _ in range(2)]
+    assert (sampled[0] == sampled[1]).all()
+    text = processor.decode(greedy, skip_special_tokens=True)
+    cut = next(index for index in range(1, len(text) + 1) if text[:index].strip())  # the first visible character
+    stopped = model.generate(**inputs, max_new_tokens=8, eos_token_id=[], stop_strings=text[:cut],
+                             tokenizer=processor.tokenizer)[0, prompt:]
+    assert len(stopped) < 8 and stopped.tolist() == greedy[:len(stopped)].tolist()
+    model.generate(**inputs, max_new_tokens=8, eos_token_id=[],
+                   streamer=TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True))
+    assert capsys.readouterr().out.rstrip("\n") == text
+
+
 def test_long_audio_truncate_or_chunk(processor):
     clip = np.random.default_rng(0).standard_normal(16000 * 31).astype(np.float32) * 0.1
     chunked = processor(text="<|audio|>", audio=[clip])
@@ -279,7 +304,8 @@ def test_serve_answers_as_the_python_api(server, model, processor, clips):
 
 
 def test_serve_transcribes_with_the_chat_template(server, clips):
-    response = server.client.post("/v1/audio/transcriptions", files={"file": ("a.wav", (clips / "clip0.wav").read_bytes())},
+    audio = (clips / "clip0.wav").read_bytes()
+    response = server.client.post("/v1/audio/transcriptions", files={"file": ("a.wav", audio)},
                                   data={"model": "tiny", "response_format": "json"})
     assert response.status_code == 200, response.text
     assert isinstance(response.json()["text"], str)
