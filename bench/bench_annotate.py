@@ -31,11 +31,13 @@ from bench_model import (decode_weight_bytes_from, label, model_config, print_ma
 REAL_LAYERS = 32
 
 
-def run_format(folder: Path, fmt, threads: int, batch_size: int, clips: list[float], new_tokens: int) -> dict:
-    """One format in a fresh process (each holds its own copy of the quantized weights)."""
+def run_format(folder: Path, fmt, threads: int, batch_size: int, clips: list[float], new_tokens: int,
+               extra: tuple = ()) -> dict:
+    """One format in a fresh process (each holds its own copy of the quantized weights); ``extra``: more
+    ``qwen2audio bench --annotate`` options."""
     command = [sys.executable, "-m", "qwen2audio", "bench", "--annotate", "--json", "--model", str(folder),
                "--threads", str(threads), "--batch-size", str(batch_size), "--new-tokens", str(new_tokens),
-               "--clip-seconds", *[str(seconds) for seconds in clips]]
+               "--clip-seconds", *[str(seconds) for seconds in clips], *extra]
     if fmt:
         command += ["--quantization", fmt]
     environment = dict(os.environ, PYTHONPATH=str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))

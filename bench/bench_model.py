@@ -106,10 +106,12 @@ def gaussian_bf16(rng: np.random.Generator, shape: tuple[int, ...], std: float) 
     return float32_to_bf16_bits((rng.standard_normal(shape, dtype=np.float32) * std))
 
 
-def write_checkpoint(folder: Path, config: dict, make) -> None:
-    """Streams one tensor at a time into model.safetensors (the 7B-shaped files are gigabytes)."""
+def write_checkpoint(folder: Path, config: dict, make, shapes: list | None = None,
+                     generation_config: dict | None = None) -> None:
+    """Streams one tensor at a time into model.safetensors (the 7B-shaped files are gigabytes). ``shapes``:
+    another family's state dict (default: Qwen2-Audio's for ``config``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = tensor_shapes(config)
+    shapes = tensor_shapes(config) if shapes is None else shapes
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape in shapes:
         size = int(np.prod(shape)) * 2
@@ -123,7 +125,7 @@ def write_checkpoint(folder: Path, config: dict, make) -> None:
         for name, shape in shapes:
             stream.write(np.ascontiguousarray(make(name, shape), dtype=np.uint16).tobytes())
     (folder / "config.json").write_text(json.dumps(config, indent=1))
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [151645, 151643]}))
+    (folder / "generation_config.json").write_text(json.dumps(generation_config or {"eos_token_id": [151645, 151643]}))
 
 
 def norm_or_weight(rng, fast: bool, std: float = 0.02):

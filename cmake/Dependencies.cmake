@@ -6,11 +6,10 @@ pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 # ICU for Unicode normalization (NFC) in the tokenizer.
 pkg_check_modules(ICU REQUIRED IMPORTED_TARGET icu-uc)
-find_package(Eigen3 3.3 REQUIRED NO_MODULE)
 # Debian's dnnl CMake package insists on OpenCL headers for its GPU runtime, which the CPU engine
 # never uses; the library and its header are all we need.
 find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp REQUIRED)
 find_library(DNNL_LIBRARY dnnl REQUIRED)
 target_include_directories(qwen2audio_engine SYSTEM PUBLIC ${DNNL_INCLUDE_DIR})
 target_link_libraries(qwen2audio_engine PUBLIC PkgConfig::SNDFILE PkgConfig::SOXR PkgConfig::PCRE2 PkgConfig::ICU
-  Eigen3::Eigen ${DNNL_LIBRARY})
+  ${DNNL_LIBRARY})

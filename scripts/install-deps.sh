@@ -10,7 +10,7 @@ PACKAGES=(
   python3-numpy python3-pybind11 pybind11-dev python3-pytest python3-jinja2
   python3-tqdm python3-nbclient python3-nbformat python3-ipykernel python3-distributed python3-matplotlib
   python3-torch
-  libdnnl-dev libeigen3-dev libsndfile1-dev libsoxr-dev nlohmann-json3-dev
+  libdnnl-dev libsndfile1-dev libsoxr-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libicu-dev
   clang clang-format clang-tidy libclang-rt-14-dev
   espeak-ng sox ffmpeg

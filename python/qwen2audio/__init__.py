@@ -26,6 +26,7 @@ _LAZY = {
     "Qwen2Tokenizer": "tokenizer",
     "Qwen2AudioProcessor": "processor",
     "BatchFeature": "processor",
+    "AudioCausalLM": "modeling",
     "Qwen2AudioForConditionalGeneration": "modeling",
     "GenerateDecoderOnlyOutput": "modeling",
     "UltravoxForConditionalGeneration": "ultravox",

@@ -388,7 +388,10 @@ class Annotator:
             loaded.append((item, audio[:window] if truncated else audio, facts))
         if len(loaded) > 1:
             try:
-                return records + self._generate(loaded, default_prompt, settings)
+                generated = []
+                for group in self._padding_groups(loaded):
+                    generated += self._generate(group, default_prompt, settings)
+                return records + generated
             except KeyboardInterrupt:
                 raise
             except Exception:  # noqa: BLE001 - retried one file at a time below, to find the culprit
@@ -402,6 +405,18 @@ class Annotator:
                 item, _, facts = entry
                 records.append(_error_record(item, item.prompt or default_prompt or "", error, facts, settings))
         return records
+
+    def _padding_groups(self, loaded: list[tuple[AnnotationItem, Any, dict[str, Any]]]
+                        ) -> list[list[tuple[AnnotationItem, Any, dict[str, Any]]]]:
+        """The batch split where the model family's answers depend on the padding a clip gets from longer
+        neighbours (Ultravox: the processor's batch_group), so a file's answer never depends on its batch."""
+        group_of = getattr(self.processor, "batch_group", None)
+        if group_of is None:
+            return [loaded]
+        groups: dict[Any, list[tuple[AnnotationItem, Any, dict[str, Any]]]] = {}
+        for entry in loaded:
+            groups.setdefault(group_of(len(entry[1])), []).append(entry)
+        return list(groups.values())
 
     def _generate(self, loaded: list[tuple[AnnotationItem, Any, dict[str, Any]]], default_prompt: str | None,
                   settings: dict[str, Any]) -> list[dict[str, Any]]:

@@ -78,6 +78,40 @@ def _peak_rss_bytes() -> int:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB
 
 
+def _is_ultravox(model: Any) -> bool:
+    from .ultravox import UltravoxForConditionalGeneration
+
+    return isinstance(model, UltravoxForConditionalGeneration)
+
+
+def _text_id_limit(model: Any) -> int:
+    # Llama 3's special tokens take the last 256 ids (128000+); Qwen2's start above 151643.
+    return min(_MAX_TEXT_ID, int(model.config.text_config.vocab_size) - 256)
+
+
+def _audio_workload(model: Any, count: int, seconds: float, rng: np.random.Generator,
+                    full_window: bool = False) -> tuple[Any, int]:
+    """``count`` synthetic clips of ``seconds`` in the model's own audio inputs: a callable that runs the
+    encoder and projector on them, and the audio tokens each clip puts in a prompt. ``full_window``: each
+    clip's whole 30 s window, as the reference Qwen2-Audio runs every clip (Qwen2-Audio only: Ultravox's
+    reference already pads only to the longest clip)."""
+    features, mask = synthetic_clips(count, seconds, rng)
+    if _is_ultravox(model):
+        if full_window:
+            raise ValueError("the 30 s window baseline is Qwen2-Audio's; Ultravox pads to the longest clip")
+        frames = int(mask[0].sum())
+        values = np.ascontiguousarray(features[:, :, :frames])
+        lens = np.full(count, frames, dtype=np.int64)
+        from . import _core
+
+        return (lambda: model.audio_embeddings(values, lens)), \
+            _core.ultravox_audio_token_count(frames, model._core.stack_factor)
+    tokens = int(model.audio_token_counts(mask)[0])
+    if full_window:
+        return (lambda: model._core.audio_embeddings(features, mask, full_window=True)), tokens
+    return (lambda: model.encode_audio(features, mask)), tokens
+
+
 def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, context: int = 1024,
                   encoder: bool = True, encoder_repeats: int = 2, seed: int = 0) -> dict:
     """Times one loaded model. Prefill: ``prompt_tokens`` random text tokens in one call. Decode:
@@ -91,22 +125,23 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
         # What generation runs (each clip's attended positions), for 5, 10 and 30 s clips, and the
         # whole 30 s window every clip costs in the reference implementation.
         for seconds in (5, 10, 30):
-            features, mask = synthetic_clips(1, seconds, rng)
-            result[f"encoder_{seconds}s_s"] = _best_time(lambda: model.encode_audio(features, mask), encoder_repeats)
-        features, mask = synthetic_clips(1, 5, rng)
-        result["encoder_window_s"] = _best_time(
-            lambda: model._core.audio_embeddings(features, mask, full_window=True), encoder_repeats)
+            encode, _ = _audio_workload(model, 1, seconds, rng)
+            result[f"encoder_{seconds}s_s"] = _best_time(encode, encoder_repeats)
+        if not _is_ultravox(model):
+            encode, _ = _audio_workload(model, 1, 5, rng, full_window=True)
+            result["encoder_window_s"] = _best_time(encode, encoder_repeats)
         result["encoder_s"] = result["encoder_30s_s"]
+    limit = _text_id_limit(model)
     session = model.start_session()
-    session.append(rng.integers(0, _MAX_TEXT_ID, size=(1, 16)))  # threads and caches warm
+    session.append(rng.integers(0, limit, size=(1, 16)))  # threads and caches warm
     session.reset()
-    prompt = rng.integers(0, _MAX_TEXT_ID, size=(1, prompt_tokens))
+    prompt = rng.integers(0, limit, size=(1, prompt_tokens))
     started = time.perf_counter()
     session.append(prompt)
     result["prefill_s"] = time.perf_counter() - started
     result["prefill_tokens_per_s"] = prompt_tokens / result["prefill_s"]
     if context > prompt_tokens:
-        session.append(rng.integers(0, _MAX_TEXT_ID, size=(1, context - prompt_tokens)))
+        session.append(rng.integers(0, limit, size=(1, context - prompt_tokens)))
     # The bound's bandwidth is read right before and right after the decode, and the higher of the
     # two kept: on a shared machine it drifts, and the bound must not be a lucky low. Its 1 GiB buffer
     # would raise the high-water mark, so the peak is taken before it; decoding allocates nothing per
@@ -159,14 +194,10 @@ def measure_annotation(model: Any, clip_seconds: float, batch_size: int = 1, new
     decoder prefill of their prompts (audio tokens plus ANNOTATION_TEXT_TOKENS), and ``new_tokens``
     decode steps of the batch. ``clips_per_hour`` follows from their sum."""
     rng = np.random.default_rng(seed)
-    features, mask = synthetic_clips(batch_size, clip_seconds, rng)
-    if encoder_window:
-        encode = lambda: model._core.audio_embeddings(features, mask, full_window=True)  # noqa: E731
-    else:
-        encode = lambda: model.encode_audio(features, mask)  # noqa: E731
+    encode, audio_tokens = _audio_workload(model, batch_size, clip_seconds, rng, full_window=encoder_window)
     encoder_s = _best_time(encode, repeats)
-    prompt_tokens = int(model.audio_token_counts(mask)[0]) + ANNOTATION_TEXT_TOKENS
-    prompt = rng.integers(0, _MAX_TEXT_ID, size=(batch_size, prompt_tokens))
+    prompt_tokens = audio_tokens + ANNOTATION_TEXT_TOKENS
+    prompt = rng.integers(0, _text_id_limit(model), size=(batch_size, prompt_tokens))
     # One untimed pass sizes the session's buffers and the thread team, so the timed passes measure
     # compute: the first touch of a batch's buffers (KV cache, activations) costs about 0.1 s a batch at
     # 32 layers, a fraction of a percent of its prefill, but a benchmark of 2 layers scaled to 32 would
@@ -200,17 +231,21 @@ def run_annotation_benchmark(model_dir: str, dtype: str = "auto", quantization: 
     process the behaviour before packed encoding and batching: each clip's whole 30 s window through
     the encoder, batch 1, and for a quantized model the prefill on weights widened to floats."""
     from . import _core
+    from .auto import AutoModelForCausalLM
     from .modeling import Qwen2AudioForConditionalGeneration
 
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
-                                                               quantization=quantization)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
+                                                 quantization=quantization)
+    # The baseline is Qwen2-Audio's engine before packing and batching: Ultravox never had that engine.
+    baseline = baseline and not _is_ultravox(model)
     rows = []
     for seconds in clip_seconds:
         rows.append({"run": "batched", **measure_annotation(model, seconds, batch_size, new_tokens, repeats=repeats)})
         if batch_size > 1:  # the same engine one clip at a time: what batching itself gains
             rows.append({"run": "batch 1", **measure_annotation(model, seconds, 1, new_tokens, repeats=repeats)})
     result = {"model": str(model_dir), "dtype": model.dtype, "quantization": quantization, "threads": model.num_threads,
-              "integer_kernels": bool(model._core.integer_kernels), "rows": rows}
+              "integer_kernels": bool(getattr(model._core, "integer_kernels", quantization is not None)),
+              "rows": rows}
     if baseline:
         reference = model
         if model._core.integer_kernels:
@@ -243,11 +278,11 @@ def run_model_benchmark(model_dir: str, dtype: str = "auto", quantization: Optio
                         context: int = 1024, encoder: bool = True, print_results: bool = True) -> dict:
     """Loads ``model_dir`` and measures it (see :func:`measure_model`); prints a summary unless told
     not to, and returns the figures with the load time and the decode bandwidth bound."""
-    from .modeling import Qwen2AudioForConditionalGeneration
+    from .auto import AutoModelForCausalLM
 
     started = time.perf_counter()
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
-                                                               quantization=quantization)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, num_threads=threads,
+                                                 quantization=quantization)
     load_s = time.perf_counter() - started
     stored = model.quantization_config
     fmt = quantization or (None if stored is None else {8: "int8", 4: "int4"}[stored["bits"]])
@@ -269,8 +304,9 @@ def _print(result: dict) -> None:
     print(f"model {result['model']} ({label}, {result['threads']} threads), loaded in {result['load_s']:.1f} s")
     if "encoder_s" in result:
         print(f"  encoder, one clip of 5 / 10 / 30 s: {result['encoder_5s_s']:.2f} / {result['encoder_10s_s']:.2f} / "
-              f"{result['encoder_30s_s']:.2f} s (the whole 30 s window, as the reference runs every clip: "
-              f"{result['encoder_window_s']:.2f} s)")
+              f"{result['encoder_30s_s']:.2f} s" + (
+                  f" (the whole 30 s window, as the reference runs every clip: {result['encoder_window_s']:.2f} s)"
+                  if "encoder_window_s" in result else ""))
     print(f"  prefill:                    {result['prefill_tokens_per_s']:.1f} tokens/s")
     print(f"  decode at {result['decode_context']} tokens:       {result['decode_tokens_per_s']:.2f} tokens/s "
           f"({result['decode_s_per_token'] * 1e3:.0f} ms/token)")

@@ -36,18 +36,15 @@ class _StopStreaming(Exception):
     """Raised inside the generation callback to end generation when the reader stops reading."""
 
 
-def _audio_runs(ids: np.ndarray, audio_token: int, features: np.ndarray | None) -> list[_AudioRun]:
-    positions = np.flatnonzero(ids == audio_token)
+def _audio_runs(model: Any, ids: np.ndarray, inputs: dict[str, Any]) -> list[_AudioRun]:
+    """Each clip's span among the prompt's tokens (the model's family says where its audio tokens sit) and a
+    fingerprint of its features: equal tokens do not mean equal audio."""
     runs: list[_AudioRun] = []
-    if positions.size:
-        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-        for clip, group in enumerate(np.split(positions, breaks)):
-            # Consecutive clips with no token between them would merge into one run; the chat template
-            # always separates them, and a mismatch below only costs reuse, never correctness.
-            fingerprint = b""
-            if features is not None and clip < len(features):
-                fingerprint = hashlib.blake2b(np.ascontiguousarray(features[clip]).tobytes(), digest_size=16).digest()
-            runs.append(_AudioRun(int(group[0]), int(group.size), fingerprint))
+    for start, length, clip in model.audio_runs(ids, inputs):
+        fingerprint = b""
+        if clip is not None:
+            fingerprint = hashlib.blake2b(np.ascontiguousarray(clip).tobytes(), digest_size=16).digest()
+        runs.append(_AudioRun(int(start), int(length), fingerprint))
     return runs
 
 
@@ -56,7 +53,7 @@ def _reusable_prefix(cache: ChatCache, ids: np.ndarray, runs: list[_AudioRun]) -
     limit = min(len(cached), len(ids) - 1)  # at least one token must be fed to get the next logits
     mismatch = np.flatnonzero(cached[:limit] != ids[:limit])
     prefix = int(mismatch[0]) if mismatch.size else limit
-    # Equal <|AUDIO|> tokens do not mean equal audio: stop before the first clip that differs, and never
+    # Equal audio tokens do not mean equal audio: stop before the first clip that differs, and never
     # inside a clip's run.
     for old, new in zip(cache.audio_runs, runs):
         if old.start >= prefix:
@@ -69,14 +66,17 @@ def _reusable_prefix(cache: ChatCache, ids: np.ndarray, runs: list[_AudioRun]) -
 
 
 def _prepare(model: Any, processor: Any, conversation: Sequence[dict[str, Any]], long_audio: str
-             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The conversation's prompt ids (1-D) and the processor's audio fields, rendered by the processor's own
+    chat template and placeholder rules."""
     inputs = processor.apply_chat_template(list(conversation), add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="np", long_audio=long_audio,
                                            sampling_rate=processor.feature_extractor.sampling_rate)
     ids = np.asarray(inputs["input_ids"], dtype=np.int64)
     if ids.ndim != 2 or ids.shape[0] != 1:
         raise ValueError("chat takes one conversation (a list of messages), not a batch")
-    return ids[0], inputs.get("input_features"), inputs.get("feature_attention_mask")
+    audio = {key: np.asarray(value) for key, value in inputs.items() if key not in ("input_ids", "attention_mask")}
+    return ids[0], audio
 
 
 def chat(model: Any, processor: Any, conversation: Sequence[dict[str, Any]], stream: bool = False,
@@ -102,8 +102,8 @@ def _begin(model: Any, processor: Any, conversation: Sequence[dict[str, Any]], l
            stats: dict[str, Any] | None) -> ChatCache:
     """Feeds the part of the conversation the model's chat session does not hold yet. Returns the
     cache with its lock held."""
-    ids, features, feature_mask = _prepare(model, processor, conversation, long_audio)
-    runs = _audio_runs(ids, model.config.audio_token_index, features)
+    ids, audio = _prepare(model, processor, conversation, long_audio)
+    runs = _audio_runs(model, ids, audio)
 
     cache: ChatCache | None = getattr(model, "_chat_cache", None)
     if cache is None:
@@ -117,11 +117,8 @@ def _begin(model: Any, processor: Any, conversation: Sequence[dict[str, Any]], l
         prefix = _reusable_prefix(cache, ids, runs)
         cache.session.truncate(prefix)
         new_clips = [index for index, run in enumerate(runs) if run.start >= prefix]
-        clip_features = clip_mask = None
-        if new_clips:
-            clip_features, clip_mask = features[new_clips], feature_mask[new_clips]
         cache.audio_runs = []  # until the append succeeds, nothing of this call is trusted
-        cache.session.append(ids[None, prefix:], None, clip_features, clip_mask)
+        cache.session.append(ids[None, prefix:], None, **model.clip_audio(audio, new_clips, prefix))
         cache.audio_runs = runs
         if stats is not None:
             stats.update(prompt_tokens=int(len(ids)), reused_tokens=prefix, prefill_tokens=int(len(ids) - prefix))

@@ -111,14 +111,14 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .modeling import Qwen2AudioForConditionalGeneration
-    from .processor import Qwen2AudioProcessor
+    from .auto import AutoModelForCausalLM, AutoProcessor
 
+    # The family (Qwen2-Audio or Ultravox) comes from the folder's config.json.
     kwargs = _model_kwargs(args)
     if args.threads:
         kwargs["num_threads"] = args.threads
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(args.model, **kwargs)
-    processor = Qwen2AudioProcessor.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs)
+    processor = AutoProcessor.from_pretrained(args.model)
     return model, processor
 
 
@@ -352,7 +352,8 @@ def _bench(args: argparse.Namespace) -> int:
         result = run_annotation_benchmark(args.model, dtype=args.dtype, quantization=args.quantization,
                                           threads=args.threads, clip_seconds=tuple(args.clip_seconds),
                                           batch_size=args.batch_size, new_tokens=args.new_tokens,
-                                          baseline=not args.no_baseline, print_results=not args.json)
+                                          baseline=not args.no_baseline, repeats=args.repeats,
+                                          print_results=not args.json)
         if args.json:
             print(json.dumps(result))
         return 0
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clip-seconds", type=float, nargs="+", default=[5, 10, 30], help="clip lengths (--annotate)")
     bench.add_argument("--batch-size", type=_positive_int, default=4, help="clips per batch (--annotate)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the baseline run (--annotate)")
+    bench.add_argument("--repeats", type=_positive_int, default=1,
+                       help="the best of this many timings of each part (--annotate): a shared machine's noise is slow")
 
     serve = command("serve", _serve, "an OpenAI-compatible HTTP server (chat completions with audio, transcriptions)",
                     "An OpenAI-compatible HTTP server: POST /v1/chat/completions (audio as input_audio or audio_url "

@@ -251,8 +251,7 @@ def run_demo(model: str | None = None, workdir: str | None = None) -> int:
     from .annotate import Annotator, annotate, read_manifest
     from .chat import ChatSession
     from .cli import turn_summary
-    from .modeling import Qwen2AudioForConditionalGeneration
-    from .processor import Qwen2AudioProcessor
+    from .auto import AutoModelForCausalLM, AutoProcessor
 
     if model is None:
         model = str(demo_checkpoint())
@@ -269,8 +268,8 @@ def run_demo(model: str | None = None, workdir: str | None = None) -> int:
         print(f"Synthesized {len(DEMO_SENTENCES)} spoken clips into {clips}")
 
         started = time.perf_counter()
-        loaded_model = Qwen2AudioForConditionalGeneration.from_pretrained(model)
-        processor = Qwen2AudioProcessor.from_pretrained(model)
+        loaded_model = AutoModelForCausalLM.from_pretrained(model)
+        processor = AutoProcessor.from_pretrained(model)
         print(f"Loaded {model} in {time.perf_counter() - started:.2f} s")
 
         generation = {"max_new_tokens": 24}

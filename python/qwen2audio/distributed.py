@@ -36,11 +36,10 @@ class ModelPlugin:
         self.annotator: Annotator | None = None
 
     def setup(self, worker: Any) -> None:
-        from .modeling import Qwen2AudioForConditionalGeneration
-        from .processor import Qwen2AudioProcessor
+        from .auto import AutoModelForCausalLM, AutoProcessor
 
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(self.model_dir, **self.model_kwargs)
-        processor = Qwen2AudioProcessor.from_pretrained(self.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, **self.model_kwargs)
+        processor = AutoProcessor.from_pretrained(self.model_dir)
         factory = self.annotator_factory or Annotator
         self.annotator = factory(model, processor, self.generation_kwargs, self.long_audio, self.logprobs)
 

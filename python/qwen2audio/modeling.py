@@ -18,8 +18,8 @@ import numpy as np
 from . import _core, _files, _torch
 from .config import GenerationConfig, Qwen2AudioConfig, generation_defaults
 
-__all__ = ["Qwen2AudioForConditionalGeneration", "GenerationSession", "CausalLMOutput", "GenerateDecoderOnlyOutput",
-           "InputEmbeddings"]
+__all__ = ["AudioCausalLM", "Qwen2AudioForConditionalGeneration", "GenerationSession", "CausalLMOutput",
+           "GenerateDecoderOnlyOutput", "InputEmbeddings"]
 
 # model.chat's reply budget when neither the call nor generation_config.json sets one (the CLI's default):
 # transformers' max_length of 20 counts the prompt, which alone is longer than that for any audio.
@@ -383,7 +383,7 @@ class GenerationSession:
     # Each row keeps its own token history and cache slots: a typo such as 10**9 must not allocate them.
     _MAX_BATCH_SIZE = 1 << 16
 
-    def __init__(self, model: "Qwen2AudioForConditionalGeneration", batch_size: int = 1):
+    def __init__(self, model: "AudioCausalLM", batch_size: int = 1):
         batch_size = _integer(batch_size, "batch_size", 1, self._MAX_BATCH_SIZE + 1)
         self.model = model
         self._core = _core.Session(model._core, batch_size)
@@ -402,12 +402,19 @@ class GenerationSession:
         return np.asarray(rows, dtype=np.int64).reshape(self.batch_size, -1)
 
     def append(self, input_ids: Any, attention_mask: Any = None, input_features: Any = None,
-               feature_attention_mask: Any = None) -> None:
+               feature_attention_mask: Any = None, **audio: Any) -> None:
         """Feeds more tokens; audio placeholders among them take the given clips in order.
-        ``attention_mask`` rows must be left-padded."""
+        ``attention_mask`` rows must be left-padded. ``audio``: the audio fields of a family whose processor
+        names them otherwise (Ultravox: ``audio_values``, ``audio_lens``, ``audio_token_start_idx``)."""
         ids, mask = _tokens(input_ids, attention_mask)
-        features, feature_mask = _audio(input_features, feature_attention_mask)
-        self._core.append(ids, mask, features, feature_mask)
+        self._core.append(ids, mask, *self._audio(input_features, feature_attention_mask, audio))
+
+    def _audio(self, input_features: Any, feature_attention_mask: Any, audio: dict) -> tuple:
+        if input_features is not None:
+            audio["input_features"] = input_features
+        if feature_attention_mask is not None:
+            audio["feature_attention_mask"] = feature_attention_mask
+        return self.model._session_audio(**audio)
 
     def generate(self, input_ids: Any = None, attention_mask: Any = None, input_features: Any = None,
                  feature_attention_mask: Any = None, *, streamer: Any = None, **generation: Any) -> Any:
@@ -417,13 +424,14 @@ class GenerationSession:
         ``return_dict_in_generate=True`` an output whose ``sequences`` are the new tokens."""
         as_torch = _torch.is_tensor(input_ids)
         prompt = np.zeros((self.batch_size, 0), dtype=np.int64)
+        audio = self.model._split_audio(generation)
         if input_ids is not None:
             prompt, mask = _tokens(input_ids, attention_mask)
-            features, feature_mask = _audio(input_features, feature_attention_mask)
+            audio_arguments = self._audio(input_features, feature_attention_mask, audio)
             plan = self.model._plan(len(self) + prompt.shape[1], generation, prompt_rows=None)
-            self._core.append(prompt, mask, features, feature_mask)
-        elif input_features is not None or attention_mask is not None:
-            raise ValueError("attention_mask and input_features go with input_ids")
+            self._core.append(prompt, mask, *audio_arguments)
+        elif input_features is not None or attention_mask is not None or audio:
+            raise ValueError("attention_mask and audio inputs go with input_ids")
         else:
             plan = self.model._plan(len(self), generation, prompt_rows=None)
         if plan.stop_strings is not None:
@@ -487,155 +495,37 @@ def _same_device(first: str, second: str) -> Optional[bool]:
     return first_name == second_name
 
 
-class Qwen2AudioForConditionalGeneration:
-    """Qwen2-Audio: Whisper-style audio encoder, projector and Qwen2 decoder, in C++.
+class AudioCausalLM:
+    """What generation, sessions, chat, annotation, evaluation and serving use of a model, whatever its family:
+    generation settings resolved against generation_config.json, sessions over the engine's ``Session``, and
+    three family rules (how the processor's audio fields reach the engine, where each clip's audio tokens sit in
+    a prompt, and which clips a continued prompt still has to feed). Subclasses hold ``_core`` (an engine model),
+    ``config`` (with ``text_config``) and ``generation_config``."""
 
-    >>> model = Qwen2AudioForConditionalGeneration.from_pretrained("Qwen2-Audio-7B-Instruct")
-    >>> inputs = processor(text=prompt, audios=[audio], sampling_rate=16000, return_tensors="np")
-    >>> ids = model.generate(**inputs, max_new_tokens=64)
+    # The processor's audio fields this family's model takes beside input_ids and attention_mask.
+    AUDIO_INPUTS: tuple = ()
+    # Processor fields that describe the audio but are not model inputs (accepted and ignored).
+    AUDIO_METADATA: tuple = ()
 
-    transformers' habits work too: ``from_pretrained(..., torch_dtype=, device_map=)``, ``.to()``, ``.eval()``,
-    ``num_parameters()``, ``get_input_embeddings()``, torch tensors in and out, streamers, and generate's
-    ``min_new_tokens``, ``stop_strings``, ``generation_config`` and ``return_dict_in_generate`` outputs.
-    """
+    def _session_audio(self, **audio: Any) -> tuple:
+        """The engine Session.append's (features, feature_mask, audio_lens, audio_token_start_idx)."""
+        raise NotImplementedError
 
-    def __init__(self, core: "_core.Model", name_or_path: str):
-        self._core = core
-        self.name_or_path = name_or_path
-        self.config = Qwen2AudioConfig._from_resolved(json.loads(core.config_json))
-        folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
-        self.generation_config = GenerationConfig._for_model(json.loads(core.generation_config_json), folder)
+    def audio_runs(self, input_ids: np.ndarray, inputs: dict) -> list:
+        """Where each clip (or 30 s chunk) of one prompt sits: ``[(start, length, clip_array), ...]`` in the order
+        of the processor's audio axis; ``input_ids`` is the prompt's 1-D ids."""
+        raise NotImplementedError
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: Any = None,
-                        num_threads: Optional[int] = None, quantization: Optional[str] = None,
-                        quantization_group_size: Optional[int] = None, kv_cache_dtype: str = "auto",
-                        device: Any = None, *, torch_dtype: Any = None, device_map: Any = None,
-                        trust_remote_code: Optional[bool] = None, low_cpu_mem_usage: Optional[bool] = None,
-                        attn_implementation: Optional[str] = None) -> "Qwen2AudioForConditionalGeneration":
-        """Loads a checkpoint folder as published on the Hub (config.json, safetensors). A Hub id that is not
-        a local folder is refused with the command that downloads it: this package never downloads.
+    def clip_audio(self, inputs: dict, clips: Sequence[int], offset: int) -> dict:
+        """The audio fields of ``clips`` alone, for a session fed the prompt from token ``offset`` on."""
+        raise NotImplementedError
 
-        ``dtype``: ``"auto"`` (the default: as stored; BF16 weights compute in bfloat16, used in place from
-        the memory map; F32 in float32), ``"bfloat16"`` or ``"float32"`` (converted at load).
-        ``torch_dtype`` (transformers' name) is the same setting and also takes ``torch.bfloat16`` /
-        ``torch.float32``; float16 is not supported (use bfloat16). ``num_threads``: OpenMP threads of this
-        model (default: OMP_NUM_THREADS, else one per physical core).
-
-        ``quantization``: ``"int8"`` or ``"int4"`` quantizes the language model's linear layers at load
-        (weight-only, symmetric, a float32 scale per ``quantization_group_size`` weights, default 128;
-        the output head in int8, the audio encoder and embeddings as stored). A folder written by
-        :meth:`save_pretrained` from a quantized model loads its packed weights as they are.
-
-        ``kv_cache_dtype``: what generation keeps keys and values in: ``"auto"`` (bfloat16 for a
-        bfloat16 model, halving the cache; float32 otherwise), ``"bfloat16"`` or ``"float32"``.
-
-        ``device``: ``"cpu"`` (default) or ``"cuda"`` / ``"cuda:N"``: the encoder, projector and decoder run
-        on that GPU with bfloat16 weights (converted at load when the file holds float32) and a bfloat16
-        KV cache; the same generate, streaming and chat API applies. Needs a build with the CUDA backend
-        (made when nvcc is found) and an Ampere or newer GPU; raises :class:`qwen2audio.DeviceError`
-        otherwise. Quantization and float32 compute are CPU-only.
-
-        ``device_map`` (transformers' name): ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a GPU index or a
-        torch.device, as ``device``; or ``"auto"``: ``"cuda"`` when the CUDA backend loads and finds a GPU
-        and the other settings can run there (not float32, not quantized), else ``"cpu"``. The model is never
-        split over devices: a dict ``device_map`` is refused. ``trust_remote_code``, ``low_cpu_mem_usage``
-        and ``attn_implementation`` are accepted for transformers code and change nothing (no remote code
-        runs; loading is memory-mapped; attention is the engine's own).
-        """
-        _files.refuse_hub_id(pretrained_model_name_or_path, _core.CheckpointError)
-        key = cls._dtype_key(dtype, torch_dtype)
-        if attn_implementation not in (None, "eager", "sdpa", "flash_attention_2"):
-            raise ValueError(f"attn_implementation must be 'eager', 'sdpa' or 'flash_attention_2' (all run the "
-                             f"engine's attention), got {attn_implementation!r}")
-        kv_key = str(kv_cache_dtype).replace("torch.", "")
-        if kv_key not in _DTYPES:
-            raise ValueError(f"kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got {kv_cache_dtype!r}")
-        if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
-            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-        from .quantization import check_quantization_arguments
-
-        quantization, group_size = check_quantization_arguments(quantization, quantization_group_size)
-        device = cls._load_device(device, device_map, _DTYPES[key], quantization)
-        path = os.fspath(pretrained_model_name_or_path)
-        core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0), quantization=quantization,
-                                quantization_group_size=group_size, kv_cache_dtype=_DTYPES[kv_key],
-                                device=device)
-        return cls(core, path)
-
-    @staticmethod
-    def _dtype_key(dtype: Any, torch_dtype: Any) -> str:
-        keys = {}
-        for name, value in (("dtype", dtype), ("torch_dtype", torch_dtype)):
-            if value is None:
-                continue
-            key = str(value).replace("torch.", "")
-            if key not in _DTYPES:
-                hint = " (float16 is not supported: use bfloat16)" if key in ("float16", "half", "fp16") else ""
-                raise ValueError(f"{name} must be 'auto', 'float32' or 'bfloat16' (or torch.float32 / "
-                                 f"torch.bfloat16), got {value!r}{hint}")
-            keys[name] = _DTYPES[key]
-        chosen = set(keys.values()) - {"auto"}  # "auto" defers to a specific dtype given beside it
-        if len(chosen) > 1:
-            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: give one of them")
-        return next(iter(chosen), "auto")
-
-    @staticmethod
-    def _load_device(device: Any, device_map: Any, dtype: str, quantization: str) -> str:
-        if isinstance(device_map, dict):
-            raise ValueError("device_map as a dict (layers placed on several devices) is not supported: the model "
-                             "runs whole on one device; pass device_map='auto', 'cpu' or 'cuda'")
-        if device_map is not None:
-            if device_map == "auto":
-                mapped = _auto_device(dtype, quantization)
-            elif isinstance(device_map, (int, np.integer)) and not isinstance(device_map, bool):
-                mapped = f"cuda:{int(device_map)}"
-            elif isinstance(device_map, str) or _torch.is_device(device_map):
-                mapped = str(device_map)
-                if mapped in ("balanced", "balanced_low_0", "sequential"):
-                    raise ValueError(f"device_map={device_map!r} spreads a model over several GPUs, which this "
-                                     "engine does not do: pass device_map='auto', 'cpu' or 'cuda'")
-                if _same_device(mapped, mapped) is None:
-                    raise ValueError(f"device_map must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device_map!r}")
-            else:
-                raise ValueError(f"device_map must be 'auto', 'cpu', 'cuda', 'cuda:N', a GPU index or a "
-                                 f"torch.device, got {device_map!r}")
-            if device is not None and _same_device(str(device), mapped) is False:
-                raise ValueError(f"device={device!r} and device_map={device_map!r} disagree: give one of them")
-            return mapped
-        return "cpu" if device is None else str(device)  # str(): torch.device("cuda:0") and the like
-
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
-        """Writes a checkpoint folder that :meth:`from_pretrained` loads back: the weights as this model
-        holds them (quantized layers packed, with ``quantization_config`` in config.json; the others as
-        stored in the source folder), and the source's other files (generation config, tokenizer,
-        preprocessor)."""
-        from .quantization import save_pretrained
-
-        save_pretrained(self, save_directory)
-
-    @property
-    def quantization_config(self) -> Optional[dict]:
-        """The weight-only quantization this model runs with (config.json's form), or None."""
-        text = self._core.quantization_config_json
-        return None if text is None else json.loads(text)
-
-    # --- properties ---
-
-    @property
-    def dtype(self) -> str:
-        """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
-        return self._core.dtype
-
-    @property
-    def device(self) -> str:
-        """``"cpu"`` or ``"cuda:N"``: where the model computes."""
-        return self._core.device
-
-    @property
-    def kv_cache_dtype(self) -> str:
-        """``"float32"`` or ``"bfloat16"``: what generation sessions keep keys and values in."""
-        return self._core.kv_cache_dtype
+    def _split_audio(self, generation: dict) -> dict:
+        """Takes the audio fields out of a generate call's keyword arguments."""
+        audio = {name: generation.pop(name) for name in self.AUDIO_INPUTS if name in generation}
+        for name in self.AUDIO_METADATA:
+            generation.pop(name, None)
+        return audio
 
     @property
     def num_threads(self) -> int:
@@ -645,168 +535,17 @@ class Qwen2AudioForConditionalGeneration:
     def num_threads(self, count: int) -> None:
         self._core.num_threads = int(count)
 
-    # --- transformers' nn.Module habits ---
-
-    def to(self, *args: Any, **kwargs: Any) -> "Qwen2AudioForConditionalGeneration":
-        """Returns this model when asked for the device and dtype it already has (``model.to("cpu")`` on a CPU
-        model, ``model.to(torch.bfloat16)`` on a bfloat16 one). A loaded model cannot move or convert: for
-        another device or dtype this raises ValueError saying what to pass to :meth:`from_pretrained`
-        (``device_map="cuda"``, ``torch_dtype=...``)."""
-        unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
-        if unknown:
-            raise TypeError(f"to() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
-        for value in (*args, kwargs.get("device"), kwargs.get("dtype")):
-            if value is None:
-                continue
-            name = f"cuda:{int(value)}" if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
-                else str(value)
-            same = _same_device(name, self.device)
-            if same is True:
-                continue
-            if same is False:
-                raise ValueError(
-                    f"model.to({name!r}): this model was loaded on {self.device!r}, and a loaded model cannot move. "
-                    f"Load it there instead: from_pretrained(path, device_map={name!r}) (or device={name!r})")
-            key = name.replace("torch.", "")
-            if key in _DTYPES and key != "auto":
-                if _DTYPES[key] == self.dtype:
-                    continue
-                raise ValueError(f"model.to({name}): this model computes in {self.dtype}, and a loaded model cannot "
-                                 f"convert. Load it so instead: from_pretrained(path, torch_dtype={_DTYPES[key]!r})")
-            raise ValueError(f"model.to() takes a device ('cpu', 'cuda', ...) or a dtype, got {value!r}")
-        return self
-
-    def cpu(self) -> "Qwen2AudioForConditionalGeneration":
-        return self.to("cpu")
-
-    def cuda(self, device: Any = None) -> "Qwen2AudioForConditionalGeneration":
-        return self.to("cuda" if device is None else device)
-
-    def eval(self) -> "Qwen2AudioForConditionalGeneration":
-        """Returns this model: it is always in inference mode (no dropout, no gradients)."""
-        return self
-
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """Parameters in the checkpoint's tensors, as transformers counts them: each tensor once (tied
-        weights are stored once); ``exclude_embeddings=True`` leaves out the embedding tables (the language
-        model's ``embed_tokens`` and the audio encoder's ``embed_positions``). Quantized weights count one
-        parameter per weight, whatever their packing; their scales are not parameters. ``only_trainable`` is
-        accepted for transformers code: every parameter counts (nothing is frozen)."""
-        from .checkpoint import Checkpoint
-
-        checkpoint = Checkpoint(self.name_or_path)
-        total = 0
-        for name in checkpoint.tensor_names():
-            if exclude_embeddings and name.endswith(("embed_tokens.weight", "embed_positions.weight")):
-                continue
-            if name.endswith(".scales") and name[: -len(".scales")] + ".qweight" in checkpoint:
-                continue
-            count = int(np.prod(checkpoint.shape(name), dtype=np.int64))
-            if name.endswith(".qweight") and checkpoint.dtype(name) == "U8":
-                count *= 2  # int4: two weights per byte
-            total += count
-        return total
-
-    def get_input_embeddings(self) -> InputEmbeddings:
-        """The token embedding table as a callable: ``model.get_input_embeddings()(ids)`` gives ``(*ids.shape,
-        hidden_size)`` float32 rows (torch when given torch). See :class:`InputEmbeddings`."""
-        return InputEmbeddings(self)
-
-    # --- layer by layer ---
-
-    def audio_encoder(self, input_features: Any, feature_attention_mask: Any = None) -> np.ndarray:
-        """The audio encoder's last hidden state, ``(clips, 750, d_model)`` float32. Without a mask
-        every frame counts as valid."""
-        features, mask = _audio(input_features, feature_attention_mask)
-        if features is None:
-            raise ValueError("input_features are required")
-        return self._core.encode(features, mask)
-
-    def encode_audio(self, input_features: Any, feature_attention_mask: Any = None) -> np.ndarray:
-        """Projected audio embeddings of every clip's audio tokens, clip after clip:
-        ``(sum of audio_token_counts, hidden_size)`` float32 — what replaces the placeholders."""
-        features, mask = _audio(input_features, feature_attention_mask)
-        if features is None:
-            raise ValueError("input_features are required")
-        return self._core.audio_embeddings(features, mask)
-
-    def audio_token_counts(self, feature_attention_mask: Any) -> np.ndarray:
-        """Audio tokens each clip yields (the ``<|AUDIO|>`` expansion), from its feature mask."""
-        mask = _array(feature_attention_mask, "feature_attention_mask")
-        if mask.ndim == 1:
-            mask = mask[None]
-        lengths = _mask(mask, "feature_attention_mask", mask.shape).sum(axis=-1)
-        return np.array([_core.audio_token_count(int(length)) for length in lengths], dtype=np.int64)
-
-    # --- forward ---
-
-    def forward(self, input_ids: Any = None, attention_mask: Any = None, input_features: Any = None,
-                feature_attention_mask: Any = None) -> CausalLMOutput:
-        """Logits of every position, ``(batch, sequence, vocab)`` float32, as transformers'
-        forward (positions 0..sequence-1 in every row); a torch tensor when ``input_ids`` is one."""
-        ids, mask = _tokens(input_ids, attention_mask)
-        features, feature_mask = _audio(input_features, feature_attention_mask)
-        logits = self._core.forward(ids, mask, features, feature_mask)
-        if _torch.is_tensor(input_ids):
-            logits = _torch.as_tensor(logits, input_ids.device)
-        return CausalLMOutput(logits=logits)
-
-    __call__ = forward
-
-    # --- generation ---
-
     def start_session(self, batch_size: int = 1) -> GenerationSession:
         """A session that keeps its KV cache across calls (multi-turn chat)."""
         return GenerationSession(self, batch_size)
 
-    def generate(self, input_ids: Any = None, attention_mask: Any = None, input_features: Any = None,
-                 feature_attention_mask: Any = None, *, max_new_tokens: Optional[int] = None,
-                 max_length: Optional[int] = None, min_new_tokens: Optional[int] = None,
-                 min_length: Optional[int] = None, do_sample: Optional[bool] = None,
-                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-                 eos_token_id: Union[None, int, Sequence[int]] = None, pad_token_id: Optional[int] = None,
-                 num_beams: Optional[int] = None, stop_strings: Union[None, str, Sequence[str]] = None,
-                 tokenizer: Any = None, generation_config: Optional[GenerationConfig] = None, streamer: Any = None,
-                 return_dict_in_generate: Optional[bool] = None, output_scores: Optional[bool] = None,
-                 output_logits: Optional[bool] = None, output_logprobs: Optional[bool] = None,
-                 use_cache: Optional[bool] = None) -> Any:
-        """Prompt plus new tokens, ``(batch, sequence + steps)`` int64, as transformers' generate (a torch
-        tensor, on the inputs' device, when ``input_ids`` is one; NumPy otherwise).
-
-        Unset arguments come from ``generation_config`` (the argument, else the model's; see
-        :class:`GenerationConfig`). Batches are left-padded (``attention_mask`` 0 on the left). Rows that
-        finished continue with ``pad_token_id`` until all have; ``eos_token_id=[]`` never stops early.
-        ``seed`` makes sampling reproducible. Greedy or sampling only: ``num_beams`` must be 1.
-
-        ``min_new_tokens`` / ``min_length``: EOS tokens are kept out until that many new tokens / that total
-        length (transformers' MinNewTokensLength and MinLength processors). ``stop_strings``: a row finishes
-        once its text contains one of them, completed by its latest token (transformers' semantics; needs
-        ``tokenizer=processor.tokenizer``). ``streamer``: an object with ``put``/``end`` (:class:`TextStreamer`,
-        :class:`TextIteratorStreamer`, transformers' own: ``put`` gets the prompt first, then each step's
-        tokens) or a callable receiving each step's tokens ``(batch,)``.
-
-        ``return_dict_in_generate=True`` returns a :class:`GenerateDecoderOnlyOutput` whose ``scores``
-        (``output_scores=True``), ``logits`` (``output_logits=True``) and ``logprobs`` (``output_logprobs=True``,
-        per chosen token, computed in the engine) are filled as asked; without it only the sequences come
-        back. ``use_cache`` is accepted and changes nothing (the engine always keeps a KV cache).
-        """
-        as_torch = _torch.is_tensor(input_ids)
-        ids, mask = _tokens(input_ids, attention_mask)
-        features, feature_mask = _audio(input_features, feature_attention_mask)
-        plan = self._plan(ids.shape[1], dict(
-            max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
-            min_length=min_length, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            num_beams=num_beams, stop_strings=stop_strings, tokenizer=tokenizer, generation_config=generation_config,
-            return_dict_in_generate=return_dict_in_generate, output_scores=output_scores,
-            output_logits=output_logits, output_logprobs=output_logprobs, use_cache=use_cache))
+    def _generate_from(self, ids: np.ndarray, mask: Optional[np.ndarray], audio: tuple, plan: "_Plan",
+                       streamer: Any, as_torch: bool, device: Any) -> Any:
         plan.prompt_rows = ids
         session = self.start_session(ids.shape[0])
-        session._core.append(ids, mask, features, feature_mask)
+        session._core.append(ids, mask, *audio)
         result = session._run(plan, streamer, prompt=ids, as_torch=as_torch)
-        return result.output(np.concatenate([ids, result.tokens], axis=1), plan,
-                             input_ids.device if as_torch else None)
+        return result.output(np.concatenate([ids, result.tokens], axis=1), plan, device)
 
     def compute_transition_scores(self, sequences: Any, scores: Sequence[Any], beam_indices: Any = None,
                                   normalize_logits: bool = False) -> Any:
@@ -957,6 +696,341 @@ class Qwen2AudioForConditionalGeneration:
         if generation.get("stop_strings") is not None and generation.get("tokenizer") is None:
             generation["tokenizer"] = getattr(processor, "tokenizer", processor)
         return chat(self, processor, conversation, stream=stream, long_audio=long_audio, **generation)
+
+
+class Qwen2AudioForConditionalGeneration(AudioCausalLM):
+    """Qwen2-Audio: Whisper-style audio encoder, projector and Qwen2 decoder, in C++.
+
+    >>> model = Qwen2AudioForConditionalGeneration.from_pretrained("Qwen2-Audio-7B-Instruct")
+    >>> inputs = processor(text=prompt, audios=[audio], sampling_rate=16000, return_tensors="np")
+    >>> ids = model.generate(**inputs, max_new_tokens=64)
+
+    transformers' habits work too: ``from_pretrained(..., torch_dtype=, device_map=)``, ``.to()``, ``.eval()``,
+    ``num_parameters()``, ``get_input_embeddings()``, torch tensors in and out, streamers, and generate's
+    ``min_new_tokens``, ``stop_strings``, ``generation_config`` and ``return_dict_in_generate`` outputs.
+    """
+
+    def __init__(self, core: "_core.Model", name_or_path: str):
+        self._core = core
+        self.name_or_path = name_or_path
+        self.config = Qwen2AudioConfig._from_resolved(json.loads(core.config_json))
+        folder = name_or_path if os.path.isdir(name_or_path) else os.path.dirname(name_or_path)
+        self.generation_config = GenerationConfig._for_model(json.loads(core.generation_config_json), folder)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: Any = None,
+                        num_threads: Optional[int] = None, quantization: Optional[str] = None,
+                        quantization_group_size: Optional[int] = None, kv_cache_dtype: str = "auto",
+                        device: Any = None, *, torch_dtype: Any = None, device_map: Any = None,
+                        trust_remote_code: Optional[bool] = None, low_cpu_mem_usage: Optional[bool] = None,
+                        attn_implementation: Optional[str] = None) -> "Qwen2AudioForConditionalGeneration":
+        """Loads a checkpoint folder as published on the Hub (config.json, safetensors). A Hub id that is not
+        a local folder is refused with the command that downloads it: this package never downloads.
+
+        ``dtype``: ``"auto"`` (the default: as stored; BF16 weights compute in bfloat16, used in place from
+        the memory map; F32 in float32), ``"bfloat16"`` or ``"float32"`` (converted at load).
+        ``torch_dtype`` (transformers' name) is the same setting and also takes ``torch.bfloat16`` /
+        ``torch.float32``; float16 is not supported (use bfloat16). ``num_threads``: OpenMP threads of this
+        model (default: OMP_NUM_THREADS, else one per physical core).
+
+        ``quantization``: ``"int8"`` or ``"int4"`` quantizes the language model's linear layers at load
+        (weight-only, symmetric, a float32 scale per ``quantization_group_size`` weights, default 128;
+        the output head in int8, the audio encoder and embeddings as stored). A folder written by
+        :meth:`save_pretrained` from a quantized model loads its packed weights as they are.
+
+        ``kv_cache_dtype``: what generation keeps keys and values in: ``"auto"`` (bfloat16 for a
+        bfloat16 model, halving the cache; float32 otherwise), ``"bfloat16"`` or ``"float32"``.
+
+        ``device``: ``"cpu"`` (default) or ``"cuda"`` / ``"cuda:N"``: the encoder, projector and decoder run
+        on that GPU with bfloat16 weights (converted at load when the file holds float32) and a bfloat16
+        KV cache; the same generate, streaming and chat API applies. Needs a build with the CUDA backend
+        (made when nvcc is found) and an Ampere or newer GPU; raises :class:`qwen2audio.DeviceError`
+        otherwise. Quantization and float32 compute are CPU-only.
+
+        ``device_map`` (transformers' name): ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a GPU index or a
+        torch.device, as ``device``; or ``"auto"``: ``"cuda"`` when the CUDA backend loads and finds a GPU
+        and the other settings can run there (not float32, not quantized), else ``"cpu"``. The model is never
+        split over devices: a dict ``device_map`` is refused. ``trust_remote_code``, ``low_cpu_mem_usage``
+        and ``attn_implementation`` are accepted for transformers code and change nothing (no remote code
+        runs; loading is memory-mapped; attention is the engine's own).
+        """
+        _files.refuse_hub_id(pretrained_model_name_or_path, _core.CheckpointError)
+        key = cls._dtype_key(dtype, torch_dtype)
+        if attn_implementation not in (None, "eager", "sdpa", "flash_attention_2"):
+            raise ValueError(f"attn_implementation must be 'eager', 'sdpa' or 'flash_attention_2' (all run the "
+                             f"engine's attention), got {attn_implementation!r}")
+        kv_key = str(kv_cache_dtype).replace("torch.", "")
+        if kv_key not in _DTYPES:
+            raise ValueError(f"kv_cache_dtype must be 'auto', 'float32' or 'bfloat16', got {kv_cache_dtype!r}")
+        if num_threads is not None and (not isinstance(num_threads, (int, np.integer)) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        from .quantization import check_quantization_arguments
+
+        quantization, group_size = check_quantization_arguments(quantization, quantization_group_size)
+        device = cls._load_device(device, device_map, _DTYPES[key], quantization)
+        path = os.fspath(pretrained_model_name_or_path)
+        core = _core.Model.load(path, _DTYPES[key], int(num_threads or 0), quantization=quantization,
+                                quantization_group_size=group_size, kv_cache_dtype=_DTYPES[kv_key],
+                                device=device)
+        return cls(core, path)
+
+    @staticmethod
+    def _dtype_key(dtype: Any, torch_dtype: Any) -> str:
+        keys = {}
+        for name, value in (("dtype", dtype), ("torch_dtype", torch_dtype)):
+            if value is None:
+                continue
+            key = str(value).replace("torch.", "")
+            if key not in _DTYPES:
+                hint = " (float16 is not supported: use bfloat16)" if key in ("float16", "half", "fp16") else ""
+                raise ValueError(f"{name} must be 'auto', 'float32' or 'bfloat16' (or torch.float32 / "
+                                 f"torch.bfloat16), got {value!r}{hint}")
+            keys[name] = _DTYPES[key]
+        chosen = set(keys.values()) - {"auto"}  # "auto" defers to a specific dtype given beside it
+        if len(chosen) > 1:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: give one of them")
+        return next(iter(chosen), "auto")
+
+    @staticmethod
+    def _load_device(device: Any, device_map: Any, dtype: str, quantization: str) -> str:
+        if isinstance(device_map, dict):
+            raise ValueError("device_map as a dict (layers placed on several devices) is not supported: the model "
+                             "runs whole on one device; pass device_map='auto', 'cpu' or 'cuda'")
+        if device_map is not None:
+            if device_map == "auto":
+                mapped = _auto_device(dtype, quantization)
+            elif isinstance(device_map, (int, np.integer)) and not isinstance(device_map, bool):
+                mapped = f"cuda:{int(device_map)}"
+            elif isinstance(device_map, str) or _torch.is_device(device_map):
+                mapped = str(device_map)
+                if mapped in ("balanced", "balanced_low_0", "sequential"):
+                    raise ValueError(f"device_map={device_map!r} spreads a model over several GPUs, which this "
+                                     "engine does not do: pass device_map='auto', 'cpu' or 'cuda'")
+                if _same_device(mapped, mapped) is None:
+                    raise ValueError(f"device_map must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device_map!r}")
+            else:
+                raise ValueError(f"device_map must be 'auto', 'cpu', 'cuda', 'cuda:N', a GPU index or a "
+                                 f"torch.device, got {device_map!r}")
+            if device is not None and _same_device(str(device), mapped) is False:
+                raise ValueError(f"device={device!r} and device_map={device_map!r} disagree: give one of them")
+            return mapped
+        return "cpu" if device is None else str(device)  # str(): torch.device("cuda:0") and the like
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
+        """Writes a checkpoint folder that :meth:`from_pretrained` loads back: the weights as this model
+        holds them (quantized layers packed, with ``quantization_config`` in config.json; the others as
+        stored in the source folder), and the source's other files (generation config, tokenizer,
+        preprocessor)."""
+        from .quantization import save_pretrained
+
+        save_pretrained(self, save_directory)
+
+    @property
+    def quantization_config(self) -> Optional[dict]:
+        """The weight-only quantization this model runs with (config.json's form), or None."""
+        text = self._core.quantization_config_json
+        return None if text is None else json.loads(text)
+
+    # --- properties ---
+
+    @property
+    def dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
+        return self._core.dtype
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``: where the model computes."""
+        return self._core.device
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: what generation sessions keep keys and values in."""
+        return self._core.kv_cache_dtype
+
+    # --- transformers' nn.Module habits ---
+
+    def to(self, *args: Any, **kwargs: Any) -> "Qwen2AudioForConditionalGeneration":
+        """Returns this model when asked for the device and dtype it already has (``model.to("cpu")`` on a CPU
+        model, ``model.to(torch.bfloat16)`` on a bfloat16 one). A loaded model cannot move or convert: for
+        another device or dtype this raises ValueError saying what to pass to :meth:`from_pretrained`
+        (``device_map="cuda"``, ``torch_dtype=...``)."""
+        unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
+        if unknown:
+            raise TypeError(f"to() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+        for value in (*args, kwargs.get("device"), kwargs.get("dtype")):
+            if value is None:
+                continue
+            name = f"cuda:{int(value)}" if isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+                else str(value)
+            same = _same_device(name, self.device)
+            if same is True:
+                continue
+            if same is False:
+                raise ValueError(
+                    f"model.to({name!r}): this model was loaded on {self.device!r}, and a loaded model cannot move. "
+                    f"Load it there instead: from_pretrained(path, device_map={name!r}) (or device={name!r})")
+            key = name.replace("torch.", "")
+            if key in _DTYPES and key != "auto":
+                if _DTYPES[key] == self.dtype:
+                    continue
+                raise ValueError(f"model.to({name}): this model computes in {self.dtype}, and a loaded model cannot "
+                                 f"convert. Load it so instead: from_pretrained(path, torch_dtype={_DTYPES[key]!r})")
+            raise ValueError(f"model.to() takes a device ('cpu', 'cuda', ...) or a dtype, got {value!r}")
+        return self
+
+    def cpu(self) -> "Qwen2AudioForConditionalGeneration":
+        return self.to("cpu")
+
+    def cuda(self, device: Any = None) -> "Qwen2AudioForConditionalGeneration":
+        return self.to("cuda" if device is None else device)
+
+    def eval(self) -> "Qwen2AudioForConditionalGeneration":
+        """Returns this model: it is always in inference mode (no dropout, no gradients)."""
+        return self
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters in the checkpoint's tensors, as transformers counts them: each tensor once (tied
+        weights are stored once); ``exclude_embeddings=True`` leaves out the embedding tables (the language
+        model's ``embed_tokens`` and the audio encoder's ``embed_positions``). Quantized weights count one
+        parameter per weight, whatever their packing; their scales are not parameters. ``only_trainable`` is
+        accepted for transformers code: every parameter counts (nothing is frozen)."""
+        from .checkpoint import Checkpoint
+
+        checkpoint = Checkpoint(self.name_or_path)
+        total = 0
+        for name in checkpoint.tensor_names():
+            if exclude_embeddings and name.endswith(("embed_tokens.weight", "embed_positions.weight")):
+                continue
+            if name.endswith(".scales") and name[: -len(".scales")] + ".qweight" in checkpoint:
+                continue
+            count = int(np.prod(checkpoint.shape(name), dtype=np.int64))
+            if name.endswith(".qweight") and checkpoint.dtype(name) == "U8":
+                count *= 2  # int4: two weights per byte
+            total += count
+        return total
+
+    def get_input_embeddings(self) -> InputEmbeddings:
+        """The token embedding table as a callable: ``model.get_input_embeddings()(ids)`` gives ``(*ids.shape,
+        hidden_size)`` float32 rows (torch when given torch). See :class:`InputEmbeddings`."""
+        return InputEmbeddings(self)
+
+    # --- layer by layer ---
+
+    def audio_encoder(self, input_features: Any, feature_attention_mask: Any = None) -> np.ndarray:
+        """The audio encoder's last hidden state, ``(clips, 750, d_model)`` float32. Without a mask
+        every frame counts as valid."""
+        features, mask = _audio(input_features, feature_attention_mask)
+        if features is None:
+            raise ValueError("input_features are required")
+        return self._core.encode(features, mask)
+
+    def encode_audio(self, input_features: Any, feature_attention_mask: Any = None) -> np.ndarray:
+        """Projected audio embeddings of every clip's audio tokens, clip after clip:
+        ``(sum of audio_token_counts, hidden_size)`` float32 — what replaces the placeholders."""
+        features, mask = _audio(input_features, feature_attention_mask)
+        if features is None:
+            raise ValueError("input_features are required")
+        return self._core.audio_embeddings(features, mask)
+
+    def audio_token_counts(self, feature_attention_mask: Any) -> np.ndarray:
+        """Audio tokens each clip yields (the ``<|AUDIO|>`` expansion), from its feature mask."""
+        mask = _array(feature_attention_mask, "feature_attention_mask")
+        if mask.ndim == 1:
+            mask = mask[None]
+        lengths = _mask(mask, "feature_attention_mask", mask.shape).sum(axis=-1)
+        return np.array([_core.audio_token_count(int(length)) for length in lengths], dtype=np.int64)
+
+    # --- forward ---
+
+    # --- the family rules generation and serving use (see AudioCausalLM) ---
+
+    AUDIO_INPUTS = ("input_features", "feature_attention_mask")
+
+    def _session_audio(self, input_features: Any = None, feature_attention_mask: Any = None, **other: Any) -> tuple:
+        if other:
+            raise TypeError(f"Qwen2-Audio takes input_features and feature_attention_mask, not {sorted(other)}")
+        return (*_audio(input_features, feature_attention_mask), None, None)
+
+    def audio_runs(self, input_ids: np.ndarray, inputs: dict) -> list:
+        # Each clip's audio tokens are one run of <|AUDIO|> ids; consecutive clips are always separated by
+        # <|audio_eos|><|audio_bos|>, so runs and clips correspond one to one.
+        features = inputs.get("input_features")
+        positions = np.flatnonzero(np.asarray(input_ids) == self.config.audio_token_index)
+        runs = []
+        if positions.size:
+            breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+            for clip, group in enumerate(np.split(positions, breaks)):
+                clip_features = features[clip] if features is not None and clip < len(features) else None
+                runs.append((int(group[0]), int(group.size), clip_features))
+        return runs
+
+    def clip_audio(self, inputs: dict, clips: Sequence[int], offset: int) -> dict:
+        if not clips:
+            return {}
+        clips = list(clips)
+        return {"input_features": np.asarray(inputs["input_features"])[clips],
+                "feature_attention_mask": np.asarray(inputs["feature_attention_mask"])[clips]}
+
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, input_features: Any = None,
+                feature_attention_mask: Any = None) -> CausalLMOutput:
+        """Logits of every position, ``(batch, sequence, vocab)`` float32, as transformers'
+        forward (positions 0..sequence-1 in every row); a torch tensor when ``input_ids`` is one."""
+        ids, mask = _tokens(input_ids, attention_mask)
+        features, feature_mask = _audio(input_features, feature_attention_mask)
+        logits = self._core.forward(ids, mask, features, feature_mask)
+        if _torch.is_tensor(input_ids):
+            logits = _torch.as_tensor(logits, input_ids.device)
+        return CausalLMOutput(logits=logits)
+
+    __call__ = forward
+
+    # --- generation ---
+
+    def generate(self, input_ids: Any = None, attention_mask: Any = None, input_features: Any = None,
+                 feature_attention_mask: Any = None, *, max_new_tokens: Optional[int] = None,
+                 max_length: Optional[int] = None, min_new_tokens: Optional[int] = None,
+                 min_length: Optional[int] = None, do_sample: Optional[bool] = None,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 eos_token_id: Union[None, int, Sequence[int]] = None, pad_token_id: Optional[int] = None,
+                 num_beams: Optional[int] = None, stop_strings: Union[None, str, Sequence[str]] = None,
+                 tokenizer: Any = None, generation_config: Optional[GenerationConfig] = None, streamer: Any = None,
+                 return_dict_in_generate: Optional[bool] = None, output_scores: Optional[bool] = None,
+                 output_logits: Optional[bool] = None, output_logprobs: Optional[bool] = None,
+                 use_cache: Optional[bool] = None) -> Any:
+        """Prompt plus new tokens, ``(batch, sequence + steps)`` int64, as transformers' generate (a torch
+        tensor, on the inputs' device, when ``input_ids`` is one; NumPy otherwise).
+
+        Unset arguments come from ``generation_config`` (the argument, else the model's; see
+        :class:`GenerationConfig`). Batches are left-padded (``attention_mask`` 0 on the left). Rows that
+        finished continue with ``pad_token_id`` until all have; ``eos_token_id=[]`` never stops early.
+        ``seed`` makes sampling reproducible. Greedy or sampling only: ``num_beams`` must be 1.
+
+        ``min_new_tokens`` / ``min_length``: EOS tokens are kept out until that many new tokens / that total
+        length (transformers' MinNewTokensLength and MinLength processors). ``stop_strings``: a row finishes
+        once its text contains one of them, completed by its latest token (transformers' semantics; needs
+        ``tokenizer=processor.tokenizer``). ``streamer``: an object with ``put``/``end`` (:class:`TextStreamer`,
+        :class:`TextIteratorStreamer`, transformers' own: ``put`` gets the prompt first, then each step's
+        tokens) or a callable receiving each step's tokens ``(batch,)``.
+
+        ``return_dict_in_generate=True`` returns a :class:`GenerateDecoderOnlyOutput` whose ``scores``
+        (``output_scores=True``), ``logits`` (``output_logits=True``) and ``logprobs`` (``output_logprobs=True``,
+        per chosen token, computed in the engine) are filled as asked; without it only the sequences come
+        back. ``use_cache`` is accepted and changes nothing (the engine always keeps a KV cache).
+        """
+        as_torch = _torch.is_tensor(input_ids)
+        ids, mask = _tokens(input_ids, attention_mask)
+        audio = self._session_audio(input_features=input_features, feature_attention_mask=feature_attention_mask)
+        plan = self._plan(ids.shape[1], dict(
+            max_new_tokens=max_new_tokens, max_length=max_length, min_new_tokens=min_new_tokens,
+            min_length=min_length, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            num_beams=num_beams, stop_strings=stop_strings, tokenizer=tokenizer, generation_config=generation_config,
+            return_dict_in_generate=return_dict_in_generate, output_scores=output_scores,
+            output_logits=output_logits, output_logprobs=output_logprobs, use_cache=use_cache))
+        return self._generate_from(ids, mask, audio, plan, streamer, as_torch,
+                                   input_ids.device if as_torch else None)
 
     def __repr__(self) -> str:
         return (f"Qwen2AudioForConditionalGeneration({self.name_or_path!r}, dtype={self.dtype}, "

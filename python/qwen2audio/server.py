@@ -91,12 +91,11 @@ class ServerState:
         self.ready = threading.Event()
 
     def load(self) -> None:
-        from .modeling import Qwen2AudioForConditionalGeneration
-        from .processor import Qwen2AudioProcessor
+        from .auto import AutoModelForCausalLM, AutoProcessor
 
         try:
-            model = Qwen2AudioForConditionalGeneration.from_pretrained(self.model_path, **self.model_kwargs)
-            processor = Qwen2AudioProcessor.from_pretrained(self.model_path)
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, **self.model_kwargs)
+            processor = AutoProcessor.from_pretrained(self.model_path)
             self.attach(model, processor)
         except BaseException as error:  # noqa: BLE001 - /health reports it
             logger.exception("loading %s failed", self.model_path)
@@ -105,6 +104,16 @@ class ServerState:
     def attach(self, model: Any, processor: Any) -> None:
         limit = model.config.text_config.max_position_embeddings
         self.limits.context_length = min(self.limits.context_length, limit)
+        from .modeling import Qwen2AudioForConditionalGeneration
+
+        # The base prompt is the one Qwen2-Audio-7B was trained on for ASR; other families are asked in their chat
+        # template.
+        has_base_prompt = isinstance(model, Qwen2AudioForConditionalGeneration)
+        if self.asr_style == "base" and not has_base_prompt:
+            raise ValueError(f"--asr-prompt base is Qwen2-Audio-7B's ASR prompt; {type(model).__name__} has none: "
+                             "use --asr-prompt chat (or auto)")
+        if self.asr_style == "auto" and not has_base_prompt:
+            self.asr_style = "chat"
         self.model, self.processor = model, processor
         if self.asr_style == "auto":
             folder = Path(self.model_path) if self.model_path else None
@@ -373,10 +382,10 @@ def prepare_prompt(state: ServerState, conversation: list[dict[str, Any]]) -> Pr
     from .chat import _prepare
 
     try:
-        ids, features, mask = _prepare(state.model, state.processor, conversation, long_audio="chunk")
+        ids, audio = _prepare(state.model, state.processor, conversation, long_audio="chunk")
     except ValueError as error:
         raise ApiError(400, str(error), code="invalid_value") from None
-    return Prompt(ids, features, mask)
+    return Prompt(ids, audio)
 
 
 def sampling_params(state: ServerState, body: dict, prompt_tokens: int) -> SamplingParams:
@@ -616,7 +625,8 @@ def _transcription_prompt(state: ServerState, window: np.ndarray, language: Opti
     except ValueError as error:
         raise ApiError(400, str(error), code="invalid_value") from None
     ids = np.asarray(inputs["input_ids"], dtype=np.int64)[0]
-    return Prompt(ids, inputs.get("input_features"), inputs.get("feature_attention_mask"))
+    return Prompt(ids, {key: np.asarray(value) for key, value in inputs.items()
+                        if key not in ("input_ids", "attention_mask")})
 
 
 def _usage(request: Request) -> dict:

@@ -47,8 +47,9 @@ class SamplingParams:
 @dataclass
 class Prompt:
     ids: np.ndarray  # 1-D int64
-    features: Optional[np.ndarray] = None
-    feature_mask: Optional[np.ndarray] = None
+    # The processor's audio fields for these ids (per family: Qwen2-Audio's input_features and
+    # feature_attention_mask, Ultravox's audio_values, audio_lens, audio_token_start_idx, ...).
+    audio: dict = field(default_factory=dict)
 
 
 class Request:
@@ -92,7 +93,6 @@ class Engine:
         self._batch = _core.DecodeBatch(model._core, max_batch, context_length)
         eos = model.generation_config.eos_token_id
         self._eos = [] if eos is None else ([int(eos)] if isinstance(eos, (int, np.integer)) else [int(e) for e in eos])
-        self._audio_token = model.config.audio_token_index
         self._waiting: collections.deque[Request] = collections.deque()
         self._running: dict[int, Request] = {}
         self._sessions: collections.OrderedDict[int, ChatCache] = collections.OrderedDict()
@@ -226,7 +226,7 @@ class Engine:
         """Takes the cached conversation sharing the longest prefix with this prompt (or a fresh session)
         and feeds it the rest of the prompt."""
         prompt = request.prompt
-        runs = _audio_runs(prompt.ids, self._audio_token, prompt.features)
+        runs = _audio_runs(self.model, prompt.ids, prompt.audio)
         best_key, best_prefix = None, 0
         for key, cached in self._sessions.items():
             prefix = _reusable_prefix(cached, prompt.ids, runs)
@@ -239,11 +239,9 @@ class Engine:
         try:
             cache.session.truncate(best_prefix)
             new_clips = [index for index, run in enumerate(runs) if run.start >= best_prefix]
-            features = mask = None
-            if new_clips:
-                features, mask = prompt.features[new_clips], prompt.feature_mask[new_clips]
             cache.audio_runs = []
-            cache.session.append(prompt.ids[None, best_prefix:], None, features, mask)
+            cache.session.append(prompt.ids[None, best_prefix:], None,
+                                 **self.model.clip_audio(prompt.audio, new_clips, best_prefix))
             cache.audio_runs = runs
         except BaseException:
             cache.session.reset()

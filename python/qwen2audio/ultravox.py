@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence, Union
 
 import numpy as np
 
-from . import _core, _files
+from . import _core, _files, _torch
+from .config import GenerationConfig
+from .modeling import AudioCausalLM, _tokens
 
-__all__ = ["UltravoxForConditionalGeneration", "UltravoxModelOutput", "UltravoxProcessor"]
+__all__ = ["UltravoxConfig", "UltravoxForConditionalGeneration", "UltravoxModelOutput", "UltravoxProcessor"]
 
 _SAMPLING_RATE = 16000
 _MIN_SAMPLES = 320  # the reference pads shorter clips to 320 samples (two encoder frames)
@@ -57,6 +61,13 @@ class UltravoxProcessor:
         if eos is None:
             raise ValueError("the tokenizer has no eos_token: Ultravox's audio positions carry its id")
         self.audio_token_replacement_id = int(eos)
+        # What readers of the processor (the CLI, annotate, chat, serve) ask of any family's: the rate and the
+        # 30 s window. The features themselves are computed by _features (padded to the longest clip, not 30 s).
+        from .audio import WhisperFeatureExtractor
+
+        self.feature_extractor = WhisperFeatureExtractor(
+            feature_size=feature_size, sampling_rate=_SAMPLING_RATE, hop_length=hop_length,
+            chunk_length=audio_context_size * hop_length // _SAMPLING_RATE, n_fft=n_fft)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any) -> "UltravoxProcessor":
@@ -81,11 +92,50 @@ class UltravoxProcessor:
         settings.update(kwargs)
         return cls(Qwen2Tokenizer.from_pretrained(folder), **settings)
 
-    def apply_chat_template(self, conversation: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
-                            tokenize: bool = False, **variables: Any) -> Any:
-        """The Llama 3.2 chat template's text (``<|audio|>`` left in place for :meth:`__call__`)."""
-        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt,
-                                                  tokenize=tokenize, **variables)
+    def apply_chat_template(self, conversation: Sequence[Any], add_generation_prompt: bool = True,
+                            tokenize: bool = False, return_dict: bool = False, return_tensors: str | None = None,
+                            padding: bool | str = False, sampling_rate: int | None = None,
+                            long_audio: str = "chunk", **variables: Any) -> Any:
+        """The Llama 3.2 chat template's text, ``<|audio|>`` left in place for :meth:`__call__` (a list of
+        conversations gives a list). Message content may be a string (with ``<|audio|>`` where a clip goes, as
+        fixie-ai's examples write it) or HF's list of parts: an audio part (``audio`` / ``audio_url`` / ``path``
+        / ``url``: a file path, bytes or a 16 kHz array) becomes ``<|audio|>``, parts are joined by newlines.
+        ``tokenize=True`` processes the audio too (``return_dict=True``: every model input)."""
+        from .processor import audio_items
+
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        conversations = list(conversation) if batched else [conversation]
+        prompts = [self.tokenizer.apply_chat_template([self._flatten(message) for message in messages],
+                                                      add_generation_prompt=add_generation_prompt, tokenize=False,
+                                                      **variables)
+                   for messages in conversations]
+        if not tokenize:
+            return prompts if batched else prompts[0]
+        audio = [clip for messages in conversations for clip in audio_items(messages)]
+        inputs = self(text=prompts, audio=audio or None, sampling_rate=sampling_rate, padding=padding,
+                      long_audio=long_audio, return_tensors="np" if return_tensors is None else return_tensors)
+        if return_dict:
+            return inputs
+        return inputs["input_ids"] if batched else inputs["input_ids"][0]
+
+    def _flatten(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A message with list content as the template reads it: one string, audio parts as placeholders."""
+        if not isinstance(message, dict):
+            raise ValueError(f"a message must be a dict with 'role' and 'content', got {message!r}")
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            return message
+        parts = []
+        for item in content:
+            if not isinstance(item, dict):
+                raise ValueError(f"message content items must be dicts, got {item!r}")
+            if "audio" in item or "audio_url" in item:
+                parts.append(self.audio_placeholder)
+            elif item.get("type", "text") == "text":
+                parts.append(str(item.get("text", "")))
+            else:
+                raise ValueError(f"Ultravox takes text and audio content, not {item.get('type')!r}")
+        return {**message, "content": "\n".join(part for part in parts if part)}
 
     def audio_token_count(self, frames: int) -> int:
         return _core.ultravox_audio_token_count(int(frames), self.stack_factor)
@@ -99,69 +149,119 @@ class UltravoxProcessor:
         valid = [-(-clip.size // self.hop_length) for clip in clips]
         return features, valid
 
-    def __call__(self, text: Union[str, Sequence[str]], audio: Any = None, sampling_rate: int | None = None,
-                 return_tensors: str | None = "np", **kwargs: Any) -> dict[str, Any]:
-        if kwargs.get("audios") is not None:
-            if audio is not None:
-                raise ValueError("give audio= or audios=, not both")
-            audio = kwargs.pop("audios")
-        if kwargs:
-            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
-        if return_tensors not in ("np", None):
-            raise ValueError(f"return_tensors must be 'np' or None, got {return_tensors!r}")
-        if sampling_rate is not None and sampling_rate != _SAMPLING_RATE:
-            raise ValueError(f"audio must be {_SAMPLING_RATE} Hz, got sampling_rate={sampling_rate}; resample it first "
-                             f"(qwen2audio.load_audio(path, sampling_rate={_SAMPLING_RATE}))")
-        if not isinstance(text, str):
-            texts = list(text)
-            if len(texts) != 1 or not isinstance(texts[0], str):
-                raise ValueError("UltravoxProcessor takes one prompt string per call")
-            text = texts[0]
-        clips = [] if audio is None else ([audio] if isinstance(audio, np.ndarray) else list(audio))
+    def batch_group(self, samples: int) -> int:
+        """Clips that may share a batch have equal keys. Ultravox's encoder reads a chunk's padding (its last
+        stack of frames runs past the clip, as in the reference), so a clip padded to a longer neighbour gets
+        other audio tokens than alone: only clips of equal frame count batch without changing answers."""
+        return -(-int(samples) // self.hop_length)
+
+    def _clips(self, audio: Any, long_audio: str) -> list[np.ndarray]:
+        from .audio import AudioTruncatedWarning, load_audio
+
+        if audio is None:
+            return []
+        items = [audio] if isinstance(audio, (np.ndarray, str, bytes, os.PathLike)) else list(audio)
+        window = self.audio_context_size * self.hop_length
         prepared = []
-        for index, clip in enumerate(clips):
-            clip = np.asarray(clip, dtype=np.float32)
+        for index, item in enumerate(items):
+            if isinstance(item, (str, bytes, os.PathLike)):
+                item = load_audio(item, sampling_rate=_SAMPLING_RATE)  # decoded and resampled
+            clip = np.asarray(item, dtype=np.float32)
             if clip.ndim != 1 or clip.size == 0:
                 raise ValueError(f"audio clip {index} must be a non-empty 1-D array of samples, got shape {clip.shape}")
             if not np.isfinite(clip).all():
                 raise ValueError(f"audio clip {index} holds a NaN or infinite sample")
+            if long_audio == "truncate" and clip.size > window:
+                warnings.warn(AudioTruncatedWarning(
+                    f"audio clip {index} is {clip.size / _SAMPLING_RATE:.1f} s; the model hears its first "
+                    f"{window / _SAMPLING_RATE:.0f} s (long_audio='chunk', Ultravox's own rule, hears all of it)"),
+                    stacklevel=3)
+                clip = clip[:window]
             if clip.size < _MIN_SAMPLES:
                 clip = np.pad(clip, (0, _MIN_SAMPLES - clip.size))
             prepared.append(clip)
-        pieces = text.split(self.audio_placeholder)
-        if len(pieces) - 1 != len(prepared):
-            raise ValueError(f"the text holds {len(pieces) - 1} {self.audio_placeholder} placeholders but "
+        return prepared
+
+    def __call__(self, text: Union[str, Sequence[str]], audio: Any = None, sampling_rate: int | None = None,
+                 return_tensors: str | None = "np", padding: bool | str = False, long_audio: str = "chunk",
+                 **kwargs: Any) -> dict[str, Any]:
+        """Model inputs for one prompt or a list of them; the clips of ``audio`` (arrays at 16 kHz, paths or
+        bytes) fill the ``<|audio|>`` placeholders in order. ``long_audio``: ``"chunk"`` (fixie-ai's rule: a clip
+        over 30 s becomes several chunks) or ``"truncate"`` (its first 30 s, with an AudioTruncatedWarning).
+
+        Several prompts form a left-padded batch (``padding=True``; the engine decodes left-padded rows); the
+        clips of one call are padded together to the longest, as the reference pads the clips of one prompt, and
+        ``audio_token_start_idx`` then counts in the flattened ``(batch, steps)`` ids: row * steps + column.
+        A clip's audio tokens depend on that padding (see :meth:`batch_group`): batch clips of equal length for
+        answers equal to one-by-one ones."""
+        if kwargs.get("audios") is not None:
+            if audio is not None:
+                raise ValueError("give audio= or audios=, not both")
+            audio = kwargs.pop("audios")
+        kwargs.pop("audios", None)
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        if return_tensors not in ("np", None):
+            raise ValueError(f"return_tensors must be 'np' or None, got {return_tensors!r}")
+        if long_audio not in ("truncate", "chunk"):
+            raise ValueError(f"long_audio must be 'truncate' or 'chunk', got {long_audio!r}")
+        if sampling_rate is not None and sampling_rate != _SAMPLING_RATE:
+            raise ValueError(f"audio must be {_SAMPLING_RATE} Hz, got sampling_rate={sampling_rate}; resample it first "
+                             f"(qwen2audio.load_audio(path, sampling_rate={_SAMPLING_RATE}))")
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(sample, str) for sample in texts):
+            raise ValueError("text must be a prompt string or a non-empty list of them")
+        prepared = self._clips(audio, long_audio)
+        placeholders = sum(sample.count(self.audio_placeholder) for sample in texts)
+        if placeholders != len(prepared):
+            raise ValueError(f"the text holds {placeholders} {self.audio_placeholder} placeholders but "
                              f"{len(prepared)} audio clips were given")
 
-        ids: list[int] = []
-        result: dict[str, Any] = {}
-        if prepared:
-            features, valid = self._features(prepared)
-            context = self.audio_context_size
-            chunks, lens, owner = [], [], []
-            for index, frames in enumerate(valid):
-                for offset in range(0, frames, context):
-                    chunk = features[index, :, offset:offset + context]
+        features, valid = self._features(prepared) if prepared else (None, [])
+        context = self.audio_context_size
+        rows: list[list[int]] = []
+        chunks, lens, token_len, starts, chunk_row = [], [], [], [], []
+        clip = 0
+        for row, sample in enumerate(texts):
+            pieces = sample.split(self.audio_placeholder)
+            ids: list[int] = []
+            for piece in pieces[:-1]:
+                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+                for offset in range(0, valid[clip], context):
+                    chunk = features[clip, :, offset:offset + context]
                     if offset > 0 and chunk.shape[1] < context:
                         chunk = np.pad(chunk, ((0, 0), (0, context - chunk.shape[1])))
                     chunks.append(chunk)
-                    lens.append(min(frames - offset, context))
-                    owner.append(index)
-            token_len = [self.audio_token_count(length) for length in lens]
-            starts = []
-            for chunk, index in enumerate(owner):
-                if chunk == 0 or owner[chunk - 1] != index:
-                    ids += self.tokenizer.encode(pieces[index], add_special_tokens=False)
-                starts.append(len(ids))
-                ids += [self.audio_token_replacement_id] * token_len[chunk]
+                    lens.append(min(valid[clip] - offset, context))
+                    token_len.append(self.audio_token_count(lens[-1]))
+                    starts.append(len(ids))
+                    chunk_row.append(row)
+                    ids += [self.audio_token_replacement_id] * token_len[-1]
+                clip += 1
+            ids += self.tokenizer.encode(pieces[-1], add_special_tokens=False)
+            rows.append(ids)
+
+        steps = max(len(ids) for ids in rows)
+        if len(rows) > 1 and not padding and any(len(ids) != steps for ids in rows):
+            raise ValueError("the prompts have different lengths: pass padding=True to left-pad them into a batch")
+        pad = self.tokenizer.pad_token_id
+        pad = self.audio_token_replacement_id if pad is None else int(pad)
+        input_ids = np.full((len(rows), steps), pad, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), steps), dtype=np.int64)
+        for row, ids in enumerate(rows):
+            input_ids[row, steps - len(ids):] = ids
+            attention_mask[row, steps - len(ids):] = 1
+        result: dict[str, Any] = {}
+        if chunks:
+            flat_starts = [row * steps + steps - len(rows[row]) + start for row, start in zip(chunk_row, starts)]
             result.update(audio_values=np.stack(chunks).astype(np.float32),
                           audio_lens=np.asarray(lens, dtype=np.int64),
                           audio_token_len=np.asarray(token_len, dtype=np.int64),
-                          audio_token_start_idx=np.asarray(starts, dtype=np.int64),
-                          audio_batch_size=np.asarray([len(chunks)], dtype=np.int64))
-        ids += self.tokenizer.encode(pieces[-1], add_special_tokens=False)
-        result["input_ids"] = np.asarray([ids], dtype=np.int64)
-        result["attention_mask"] = np.ones_like(result["input_ids"])
+                          audio_token_start_idx=np.asarray(flat_starts, dtype=np.int64),
+                          audio_batch_size=np.bincount(np.asarray(chunk_row, dtype=np.int64),
+                                                       minlength=len(rows)).astype(np.int64))
+        result["input_ids"] = input_ids
+        result["attention_mask"] = attention_mask
         if return_tensors is None:
             result = {key: value.tolist() for key, value in result.items()}
         return result
@@ -190,14 +290,39 @@ def _int_array(value: Any, name: str, ndim: int) -> np.ndarray:
     return array
 
 
-class UltravoxForConditionalGeneration:
-    """An Ultravox checkpoint on the CPU: ``model(**processor(...)).logits`` and ``model.generate(**inputs)``."""
+class UltravoxConfig(dict):
+    """config.json as a dict, with attribute access; ``text_config`` gives the decoder's resolved sizes
+    (``vocab_size``, ``hidden_size``, ``max_position_embeddings``) as the engine loaded them."""
 
-    def __init__(self, core: Any, folder: Path):
+    def __init__(self, document: dict, core: Any):
+        super().__init__(document)
+        embedded = document.get("text_config") if isinstance(document.get("text_config"), dict) else {}
+        self.text_config = SimpleNamespace(**{**embedded, "vocab_size": int(core.vocab_size),
+                                              "hidden_size": int(core.hidden_size),
+                                              "max_position_embeddings": int(core.max_position_embeddings)})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as missing:
+            raise AttributeError(name) from missing
+
+
+class UltravoxForConditionalGeneration(AudioCausalLM):
+    """An Ultravox checkpoint on the CPU: ``model(**processor(...)).logits``, ``model.generate(**inputs)`` with
+    transformers' generation arguments (as Qwen2-Audio's: streamers, stop strings, sampling, logprobs, ...),
+    ``start_session`` and ``chat``."""
+
+    AUDIO_INPUTS = ("audio_values", "audio_lens", "audio_token_start_idx")
+    AUDIO_METADATA = ("audio_token_len", "audio_batch_size")
+
+    def __init__(self, core: Any, folder: Path, quantization: str | None = None, group_size: int = 128):
         self._core = core
         self.name_or_path = str(folder)
-        self.config = _read_json_object(folder / "config.json")
-        self.generation_config = json.loads(core.generation_config_json)
+        self.config = UltravoxConfig(_read_json_object(folder / "config.json"), core)
+        self.generation_config = GenerationConfig._for_model(json.loads(core.generation_config_json), folder)
+        self._quantization = None if quantization is None else {"bits": {"int8": 8, "int4": 4}[quantization],
+                                                                "group_size": group_size}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], dtype: str = "auto",
@@ -219,11 +344,23 @@ class UltravoxForConditionalGeneration:
         folder = _files.local_folder(pretrained_model_name_or_path, what="a checkpoint folder")
         if quantization is not None and not isinstance(quantization, str):
             raise ValueError(f"quantization must be None, 'int8' or 'int4', got {quantization!r}")
+        if quantization not in (None, "int8", "int4"):
+            raise ValueError(f"quantization must be None, 'int8' or 'int4', got {quantization!r}")
         core = _core.UltravoxModel.load(folder, dtype=dtype, num_threads=num_threads or 0,
                                         kv_cache_dtype=kv_cache_dtype, device=str(device),
                                         quantization=quantization or "none",
                                         quantization_group_size=int(quantization_group_size))
-        return cls(core, folder)
+        return cls(core, folder, quantization, int(quantization_group_size))
+
+    @property
+    def quantization_config(self) -> dict | None:
+        """The weight-only quantization asked for at load (decoder projections): ``bits`` and ``group_size``, as
+        Qwen2-Audio's reports it; None when unquantized."""
+        return None if self._quantization is None else dict(self._quantization)
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        return self._core.kv_cache_dtype
 
     @property
     def dtype(self) -> str:
@@ -271,26 +408,49 @@ class UltravoxForConditionalGeneration:
     forward = __call__
 
     def generate(self, input_ids: Any, attention_mask: Any = None, audio_values: Any = None, audio_lens: Any = None,
-                 audio_token_start_idx: Any = None, audio_token_len: Any = None, audio_batch_size: Any = None,
-                 max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
-                 eos_token_id: Any = None) -> np.ndarray:
-        """Prompt plus new tokens, (batch, steps + new). eos_token_id: None takes generation_config.json's;
-        ``[]`` never stops early."""
-        ids = _int_array(input_ids, "input_ids", 2)
-        if isinstance(max_new_tokens, bool) or int(max_new_tokens) < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        if eos_token_id is None:
-            eos_token_id = self.generation_config.get("eos_token_id") or []
-        eos = [int(eos_token_id)] if isinstance(eos_token_id, (int, np.integer)) else [int(t) for t in eos_token_id]
-        pad = self.generation_config.get("pad_token_id")
-        pad = int(pad) if pad is not None else (eos[0] if eos else 0)
+                 audio_token_start_idx: Any = None, audio_token_len: Any = None, audio_batch_size: Any = None, *,
+                 streamer: Any = None, **generation: Any) -> Any:
+        """Prompt plus new tokens, (batch, steps + new), with Qwen2-Audio's generate arguments and semantics
+        (transformers': unset ones from generation_config.json; ``eos_token_id=[]`` never stops early;
+        ``return_dict_in_generate``, ``output_logprobs``, ``stop_strings``, ``streamer``, ...)."""
+        as_torch = _torch.is_tensor(input_ids)
+        ids, mask = _tokens(input_ids, attention_mask)
+        audio = self._session_audio(audio_values=audio_values, audio_lens=audio_lens,
+                                    audio_token_start_idx=audio_token_start_idx)
+        plan = self._plan(ids.shape[1], generation)
+        return self._generate_from(ids, mask, audio, plan, streamer, as_torch, input_ids.device if as_torch else None)
+
+    # --- the family rules generation and serving use (see AudioCausalLM) ---
+
+    def _session_audio(self, audio_values: Any = None, audio_lens: Any = None, audio_token_start_idx: Any = None,
+                       **other: Any) -> tuple:
+        for name in self.AUDIO_METADATA:
+            other.pop(name, None)
+        if other:
+            raise TypeError(f"Ultravox takes audio_values, audio_lens and audio_token_start_idx (its processor's "
+                            f"fields), not {sorted(other)}")
         audio = self._audio_arguments(audio_values, audio_lens, audio_token_start_idx)
-        session = _core.Session(self._core, ids.shape[0])
-        mask = None if attention_mask is None else _int_array(attention_mask, "attention_mask", 2)
-        session.append(ids, mask, audio.get("audio_values"), None, audio.get("audio_lens"),
-                       audio.get("audio_token_start_idx"))
-        new = session.generate(int(max_new_tokens), do_sample=do_sample, temperature=temperature, top_k=top_k,
-                               top_p=top_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_ids=eos,
-                               pad_token_id=pad)
-        return np.concatenate([ids, np.asarray(new, dtype=np.int64)], axis=1)
+        return (audio.get("audio_values"), None, audio.get("audio_lens"), audio.get("audio_token_start_idx"))
+
+    def audio_runs(self, input_ids: np.ndarray, inputs: dict) -> list:
+        # The audio positions carry the EOS id, which text uses too: the processor's starts say where they are.
+        if inputs.get("audio_values") is None:
+            return []
+        values = np.asarray(inputs["audio_values"])
+        lens = np.asarray(inputs["audio_lens"], dtype=np.int64)
+        starts = np.asarray(inputs["audio_token_start_idx"], dtype=np.int64)
+        counts = [_core.ultravox_audio_token_count(int(length), self._core.stack_factor) for length in lens]
+        return [(int(start), count, np.append(values[chunk].ravel(), np.float32(lens[chunk])))
+                for chunk, (start, count) in enumerate(zip(starts, counts))]
+
+    def clip_audio(self, inputs: dict, clips: Sequence[int], offset: int) -> dict:
+        if not clips:
+            return {}
+        clips = list(clips)
+        return {"audio_values": np.asarray(inputs["audio_values"])[clips],
+                "audio_lens": np.asarray(inputs["audio_lens"], dtype=np.int64)[clips],
+                "audio_token_start_idx": np.asarray(inputs["audio_token_start_idx"], dtype=np.int64)[clips] - offset}
+
+    def __repr__(self) -> str:
+        return (f"UltravoxForConditionalGeneration({self.name_or_path!r}, dtype={self.dtype}, "
+                f"num_threads={self.num_threads}, device={self.device!r})")

@@ -126,6 +126,10 @@ def _run(args: argparse.Namespace) -> tuple[list[DatasetResult], list[str]]:
         loaded.append((data, records))
     if not args.dask_scheduler or _HUB_ID.fullmatch(args.model):
         check_model_path(args.model)  # with Dask the folder need only exist on the workers
+    if Path(args.model, "config.json").is_file():
+        from ..auto import _resolve
+
+        tasks.check_model_family(_resolve(args.model, "model"), chosen)
     client = None
     model = processor = None
     if args.dask_scheduler:

@@ -2,8 +2,9 @@
 similar length, Dask, progress bar), prompted and decoded as the official scripts do.
 
 Base-model tasks: the text is ``<|audio_bos|><|AUDIO|><|audio_eos|>`` + the record's prompt, without a
-chat template. AIR-Bench: the Instruct chat template with the system prompt "You are a helpful
-assistant." and the audio then the instruction in the user turn. Greedy, 256 new tokens at most, at
+chat template (Qwen2-Audio only: another family is refused before its model loads). AIR-Bench: the model's
+own chat template (Qwen2-Audio-Instruct's, Ultravox's Llama 3.2 one) with the system prompt "You are a
+helpful assistant." and the audio then the instruction in the user turn. Greedy, 256 new tokens at most, at
 least 1, left-padded batches; the response is the decoded text with special tokens skipped and
 nothing stripped (the scorers strip what the official ones strip).
 """
@@ -44,6 +45,11 @@ class EvalAnnotator(Annotator):
                                                         return_dict=True, padding=True, sampling_rate=rate,
                                                         long_audio=self.long_audio)
         else:
+            from ..modeling import Qwen2AudioForConditionalGeneration
+
+            if not isinstance(self.model, Qwen2AudioForConditionalGeneration):
+                raise ValueError(f"the base-model tasks use Qwen2-Audio-7B's prompt; {type(self.model).__name__} "
+                                 "runs the AIR-Bench tasks (its chat template)")
             inputs = self.processor(text=prompts, audio=audios, sampling_rate=rate, padding=True,
                                     long_audio=self.long_audio)
         sequences = self.model.generate(**inputs, **self.generation_kwargs)

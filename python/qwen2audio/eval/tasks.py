@@ -62,6 +62,20 @@ DATASETS: dict[str, Dataset] = {d.key: d for d in [
 ALIASES = {"fleurs_zh": "fluers_zh"}
 
 
+def check_model_family(model_type: str, chosen: list[Dataset]) -> None:
+    """The base-model tasks are prompted as upstream prompts Qwen2-Audio-7B (its audio tags and task tokens such as
+    ``<|en|>``, no chat template), which mean nothing to another family; AIR-Bench goes through the model's own
+    chat template, so any family runs it."""
+    if model_type == "qwen2_audio":
+        return
+    base = [data.key for data in chosen if not data.chat_template]
+    if base:
+        raise ValueError(f"{', '.join(base)}: prompted with Qwen2-Audio-7B's base-model prompt "
+                         f"({AUDIO_PROMPT} + the record's prompt), which a {model_type!r} model was not trained on; "
+                         "this model runs airbench_foundation and airbench_chat (its own chat template), and any "
+                         "engine's responses can be scored with --score-only")
+
+
 def dataset(name: str) -> Dataset:
     key = ALIASES.get(name, name)
     if key not in DATASETS:
