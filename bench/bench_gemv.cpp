@@ -9,7 +9,8 @@
 // a file mapped from DIR as the model keeps its checkpoint, `--offset 40` starts every matrix that many
 // bytes past a cache line (a mapped checkpoint's tensors start wherever the safetensors header ends:
 // 40 bytes past a line in the synthetic 7B checkpoint; without it every matrix starts on a page),
-// `--prefetch -1,0,4096` tries distances, `--formats bfloat16` measures only the named formats.
+// `--prefetch -1,0,4096` tries distances, `--formats bfloat16` measures only the named formats,
+// `--kernels avx512_bf16/rows,avx512_bf16/tiles` only the named kernels and `--rows 1,4` those row counts.
 // Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
 // gate, up: 11008x4096; down: 4096x11008) once each with one activation row, as a decode step does,
 // over weights far larger than the last-level cache. The bound is the read bandwidth of a
@@ -119,6 +120,8 @@ int main(int argc, char** argv) {
   std::string mapped_folder;  // empty: anonymous memory
   int64_t offset = 0;         // bytes past a cache line where every matrix starts
   std::string formats = "bfloat16,int8,int4";
+  std::string kernels;  // empty: every kernel
+  std::vector<int64_t> row_counts = {1, 4};
   std::vector<int64_t> prefetches = {-1};  // the tier's default
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -130,14 +133,19 @@ int main(int argc, char** argv) {
     if (flag == "--mapped") mapped_folder = argv[i + 1];            // weights in a file mapped from here
     if (flag == "--offset") offset = std::atoll(argv[i + 1]);       // e.g. 40, as in a safetensors file
     if (flag == "--formats") formats = argv[i + 1];                 // comma-separated, e.g. bfloat16,int4
-    if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default)
-      prefetches.clear();
-      for (const char* item = argv[i + 1]; *item;) {
+    if (flag == "--kernels") kernels = argv[i + 1];                 // comma-separated names as printed
+    auto numbers = [](const char* item) {
+      std::vector<int64_t> values;
+      while (*item) {
         char* next = nullptr;
-        prefetches.push_back(std::strtoll(item, &next, 10));
+        values.push_back(std::strtoll(item, &next, 10));
         item = *next == ',' ? next + 1 : next;
       }
-    }
+      return values;
+    };
+    // Comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default).
+    if (flag == "--prefetch") prefetches = numbers(argv[i + 1]);
+    if (flag == "--rows") row_counts = numbers(argv[i + 1]);
   }
   omp_set_num_threads(threads);
   std::printf("cpu: %s\nthreads: %d, physical cores: %d\n", cpu_description().c_str(), threads, physical_core_count());
@@ -191,7 +199,11 @@ int main(int argc, char** argv) {
       for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
         if (order == ReadOrder::Rows && !float_weights) continue;
         options.read_order = order;
-        for (int64_t rows : {1, 4}) {
+        const std::string kernel = panel_variant ? std::string("panels")
+                                                 : std::string(isa_name(isa)) +
+                                                       (float_weights ? std::string("/") + read_order_name(order) : "");
+        if (!kernels.empty() && ("," + kernels + ",").find("," + kernel + ",") == std::string::npos) continue;
+        for (int64_t rows : row_counts) {
           for (int64_t prefetch : prefetches) {
             if (isa == Isa::Scalar && prefetch != prefetches.front()) continue;
             if (isa == Isa::Scalar && rows > 1) continue;
@@ -221,10 +233,6 @@ int main(int argc, char** argv) {
               return values[values.size() / 2];
             };
             const double time = median(times);
-            const std::string kernel =
-                panel_variant
-                    ? std::string("panels")
-                    : std::string(isa_name(isa)) + (float_weights ? std::string("/") + read_order_name(order) : "");
             std::printf("%-9s %-18s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
                         kernel.c_str(), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
                         time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));
