@@ -6,7 +6,11 @@
 //       kernels/cpu/quantized_gemm*.cpp kernels/cpu/cpu_features.cpp kernels/cpu/memory_bandwidth.cpp \
 //       cpp/runtime/dtype.cpp -o bench_gemv && ./bench_gemv --threads 2
 // `--head 1` adds the output head (156032 x 4096) to every token, `--mapped DIR` keeps the weights in
-// a file mapped from DIR as the model keeps its checkpoint, `--prefetch -1,0,4096` tries distances.
+// a file mapped from DIR as the model keeps its checkpoint, `--offset 40` starts every matrix that many
+// bytes past a cache line (a mapped checkpoint's tensors start wherever the safetensors header ends:
+// 40 bytes past a line in the synthetic 7B checkpoint; without it every matrix starts on a page),
+// `--prefetch -1,0,4096` tries distances, `--formats bfloat16` measures only the named formats,
+// `--kernels avx512_bf16/rows,avx512_bf16/tiles` only the named kernels and `--rows 1,4` those row counts.
 // Per "token" it runs the seven projections of `--layers` decoder layers (q, k, v, o: 4096x4096;
 // gate, up: 11008x4096; down: 4096x11008) once each with one activation row, as a decode step does,
 // over weights far larger than the last-level cache. The bound is the read bandwidth of a
@@ -74,14 +78,16 @@ std::shared_ptr<void> map_file_bytes(const std::string& folder, size_t bytes, ui
   return std::shared_ptr<void>(mapping, [bytes](void* address) { ::munmap(address, bytes); });
 }
 
-Matrix make_matrix(WeightFormat format, int64_t n, int64_t k, int64_t group, const std::string& mapped_folder) {
+Matrix make_matrix(WeightFormat format, int64_t n, int64_t k, int64_t group, const std::string& mapped_folder,
+                   int64_t offset) {
   Matrix m{n, k, {}, {}, {}, {}};
   const size_t bytes = static_cast<size_t>(n * weight_row_bytes(format, k));
   uint8_t* data = nullptr;
   if (mapped_folder.empty())
-    data = m.data.reserve(bytes);
+    data = m.data.reserve(bytes + static_cast<size_t>(offset));
   else
-    m.mapping = map_file_bytes(mapped_folder, bytes, &data);
+    m.mapping = map_file_bytes(mapped_folder, bytes + static_cast<size_t>(offset), &data);
+  data += offset;
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < bytes; ++i) data[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
   if (format == WeightFormat::BF16) {  // sign and mantissa from the hash, exponents 2^-10 .. 2^-3
@@ -111,7 +117,11 @@ size_t matrix_bytes(const Matrix& m) {
 int main(int argc, char** argv) {
   int threads = 2, layers = 4, tokens = 8;
   bool with_scalar = true, with_head = false;
-  std::string mapped_folder;               // empty: anonymous memory
+  std::string mapped_folder;  // empty: anonymous memory
+  int64_t offset = 0;         // bytes past a cache line where every matrix starts
+  std::string formats = "bfloat16,int8,int4";
+  std::string kernels;  // empty: every kernel
+  std::vector<int64_t> row_counts = {1, 4};
   std::vector<int64_t> prefetches = {-1};  // the tier's default
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -121,14 +131,21 @@ int main(int argc, char** argv) {
     if (flag == "--scalar") with_scalar = std::atoi(argv[i + 1]) != 0;
     if (flag == "--head") with_head = std::atoi(argv[i + 1]) != 0;  // the 156032 x 4096 output head too
     if (flag == "--mapped") mapped_folder = argv[i + 1];            // weights in a file mapped from here
-    if (flag == "--prefetch") {  // comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default)
-      prefetches.clear();
-      for (const char* item = argv[i + 1]; *item;) {
+    if (flag == "--offset") offset = std::atoll(argv[i + 1]);       // e.g. 40, as in a safetensors file
+    if (flag == "--formats") formats = argv[i + 1];                 // comma-separated, e.g. bfloat16,int4
+    if (flag == "--kernels") kernels = argv[i + 1];                 // comma-separated names as printed
+    auto numbers = [](const char* item) {
+      std::vector<int64_t> values;
+      while (*item) {
         char* next = nullptr;
-        prefetches.push_back(std::strtoll(item, &next, 10));
+        values.push_back(std::strtoll(item, &next, 10));
         item = *next == ',' ? next + 1 : next;
       }
-    }
+      return values;
+    };
+    // Comma-separated distances in bytes, e.g. -1,0,1024 (-1: the tier's default).
+    if (flag == "--prefetch") prefetches = numbers(argv[i + 1]);
+    if (flag == "--rows") row_counts = numbers(argv[i + 1]);
   }
   omp_set_num_threads(threads);
   std::printf("cpu: %s\nthreads: %d, physical cores: %d\n", cpu_description().c_str(), threads, physical_core_count());
@@ -146,21 +163,22 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {hidden, hidden},       {hidden, hidden},       {hidden, hidden},      {hidden, hidden},
       {intermediate, hidden}, {intermediate, hidden}, {hidden, intermediate}};
-  std::printf("weights: %s%s\n",
+  std::printf("weights: %s%s, starting %lld bytes past a cache line\n",
               mapped_folder.empty() ? "anonymous memory" : ("a file mapped from " + mapped_folder).c_str(),
-              with_head ? ", output head included" : "");
+              with_head ? ", output head included" : "", static_cast<long long>(offset));
   std::printf("%-9s %-18s %4s %8s %10s %10s %8s %9s %9s\n", "format", "kernel", "rows", "prefetch", "MB/token",
               "ms/token", "GB/s", "read GB/s", "fraction");
   for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
+    if (("," + formats + ",").find(std::string(",") + weight_format_name(format) + ",") == std::string::npos) continue;
     std::vector<Matrix> matrices;
     size_t bytes = 0;
     for (int layer = 0; layer < layers; ++layer)
       for (const auto& [n, k] : shapes) {
-        matrices.push_back(make_matrix(format, n, k, 128, mapped_folder));
+        matrices.push_back(make_matrix(format, n, k, 128, mapped_folder, offset));
         bytes += matrix_bytes(matrices.back());
       }
     if (with_head) {
-      matrices.push_back(make_matrix(format, vocab, hidden, 128, mapped_folder));
+      matrices.push_back(make_matrix(format, vocab, hidden, 128, mapped_folder, offset));
       bytes += matrix_bytes(matrices.back());
     }
     std::vector<float> x(8 * intermediate, 0.01f), y(8 * vocab);
@@ -181,7 +199,11 @@ int main(int argc, char** argv) {
       for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
         if (order == ReadOrder::Rows && !float_weights) continue;
         options.read_order = order;
-        for (int64_t rows : {1, 4}) {
+        const std::string kernel = panel_variant ? std::string("panels")
+                                                 : std::string(isa_name(isa)) +
+                                                       (float_weights ? std::string("/") + read_order_name(order) : "");
+        if (!kernels.empty() && ("," + kernels + ",").find("," + kernel + ",") == std::string::npos) continue;
+        for (int64_t rows : row_counts) {
           for (int64_t prefetch : prefetches) {
             if (isa == Isa::Scalar && prefetch != prefetches.front()) continue;
             if (isa == Isa::Scalar && rows > 1) continue;
@@ -211,10 +233,6 @@ int main(int argc, char** argv) {
               return values[values.size() / 2];
             };
             const double time = median(times);
-            const std::string kernel =
-                panel_variant
-                    ? std::string("panels")
-                    : std::string(isa_name(isa)) + (float_weights ? std::string("/") + read_order_name(order) : "");
             std::printf("%-9s %-18s %4lld %8lld %10.0f %10.2f %8.1f %9.1f %8.0f%%\n", weight_format_name(format),
                         kernel.c_str(), static_cast<long long>(rows), static_cast<long long>(prefetch), bytes / 1e6,
                         time * 1e3, static_cast<double>(bytes) / time / 1e9, median(reads), 100.0 * median(fractions));

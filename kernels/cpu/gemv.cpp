@@ -356,12 +356,11 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
     if (isa == Isa::Avx512Bf16) {
       // Weights used in place from a checkpoint start wherever the file put them (a safetensors
       // tensor sits 8 + header bytes into the file: 40 bytes past a cache line in the synthetic 7B
-      // checkpoint), and a misaligned 64-byte load touches two lines. Read row by row, every row
-      // shares its start's offset when the row stride is whole lines, so the kernel reads from the
-      // line boundary before each row, and x is shifted by as many zeros to line up with it.
+      // checkpoint), and a misaligned 64-byte load touches two lines. Every row shares its start's
+      // offset when the row stride is whole lines, so both read orders read from the line boundary
+      // before each row, and x is shifted by as many zeros to line up with it.
       const auto address = reinterpret_cast<uintptr_t>(args.w.data);
-      if (problem.row_by_row && address % 2 == 0 && (args.w.ld * 2) % 64 == 0)
-        problem.row_shift = static_cast<int64_t>(address % 64 / 2);
+      if (address % 2 == 0 && (args.w.ld * 2) % 64 == 0) problem.row_shift = static_cast<int64_t>(address % 64 / 2);
       // Rows padded with zeros to whole 32-element steps, so the kernel loads x without masks.
       const int64_t shift = problem.row_shift;
       const int64_t ld = (args.k + shift + 31) / 32 * 32;

@@ -85,8 +85,9 @@ constexpr int64_t kGemvMaxRows = 8;
 // hardware prefetcher of a Zen 5 EPYC follows far better: two 7B decoder layers and the output head
 // took 32-36 ms against 44-46 ms (bench_gemv, 2 threads; 89-106 % of its streaming read against
 // 67-78 %). Batches always read tiles: a row order re-reads every activation row once per weight
-// row, and 4 rows took 67-75 ms that way against 54-60 ms in tiles. Auto takes the order
-// preferred_read_order measured on this CPU; other tiers and formats have one order.
+// row, and 4 rows took 67-75 ms that way against 54-60 ms in tiles (81 ms against 44 ms with both
+// reading mapped rows from their cache line). Auto takes the order preferred_read_order measured on this
+// CPU; other tiers and formats have one order.
 enum class ReadOrder : uint8_t { Auto, Tiles, Rows };
 
 const char* read_order_name(ReadOrder order);

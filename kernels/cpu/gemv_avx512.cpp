@@ -138,24 +138,32 @@ namespace without_vnni {
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
 
-// acc += x . w over pairs of BF16 values; x comes converted to BF16 with rows zero-padded to a
-// multiple of 32, so only the weights need a masked load at the tail.
+// acc += x . w over pairs of BF16 values, C weight rows side by side against R activation rows. Like
+// bf16_dot_row, each weight row is read from the cache-line boundary at or before its start
+// (Problem::row_shift, the same for every row when the row stride is whole lines), so each 64-byte
+// load touches one line instead of two; x_bf16 holds as many zeros before x and is zero-padded to
+// whole steps, so only the weights need masks, and only in the first and last steps (the lanes
+// outside a row hold its neighbours or the file's header, which may not even be numbers). A masked
+// load reads only lines that hold part of the row, so it never touches a page the row is not on;
+// the unmasked steps lie wholly inside the row.
 template <int R, int C>
 void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
-  const uint16_t* base = static_cast<const uint16_t*>(p.w.data);
+  const int64_t shift = p.row_shift;
+  const int64_t end = p.k + shift;
+  const uint16_t* base = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld - shift;
   __m512 acc[R][C];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < p.k; i += 32) {
-    const __mmask32 mask = i + 32 <= p.k ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (p.k - i)) - 1);
+  const auto step = [&](int64_t i, __mmask32 mask) __attribute__((always_inline)) {
     __m512bh x[R];
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
       x[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + (row0 + r) * p.ldx_bf16 + i));
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      const uint16_t* row = base + (column + c) * p.w.ld + i;
+      const uint16_t* row = base + c * p.w.ld + i;
       if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row) + p.prefetch, _MM_HINT_T0);
       const __m512bh weights = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row));
       // The intrinsic here, with every loop over the accumulators unrolled: GCC 12 then keeps all
@@ -164,7 +172,20 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
     }
+  };
+  const auto edge_mask = [&](int64_t i) {
+    uint64_t lanes = ~uint64_t{0};
+    if (i < shift) lanes &= ~uint64_t{0} << (shift - i);
+    if (i + 32 > end) lanes &= (uint64_t{1} << (end - i)) - 1;
+    return static_cast<__mmask32>(lanes);
+  };
+  int64_t i = 0;
+  if (shift > 0) {
+    step(0, edge_mask(0));
+    i = 32;
   }
+  for (; i + 32 <= end; i += 32) step(i, ~__mmask32{0});
+  if (i < end) step(i, edge_mask(i));
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4

@@ -40,8 +40,9 @@ struct Problem {
   // ReadOrder::Rows (gemv.h): each weight row front to back instead of a column tile's rows side by
   // side. Set only for one activation row of BF16 weights on the AVX512-BF16 tier.
   bool row_by_row = false;
-  // With row_by_row: the elements each weight row starts past a 64-byte boundary; x_bf16 then holds
-  // as many zeros before x, so step i of a row read from that boundary meets x_bf16 + i.
+  // BF16 weights on the AVX512-BF16 tier (either order): the elements each weight row starts past a
+  // 64-byte boundary; x_bf16 then holds as many zeros before x, so step i of a row read from that
+  // boundary meets x_bf16 + i.
   int64_t row_shift = 0;
   const float* bias = nullptr;
   float* y = nullptr;

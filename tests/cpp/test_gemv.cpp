@@ -299,30 +299,45 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
 }
 
 // Checkpoint weights start anywhere (8 + header bytes into a safetensors file). Rows read from the
-// cache line before their start must ignore what lies outside the row: NaN bit patterns here.
+// cache line before their start must ignore what lies outside the row: NaN bit patterns here, before
+// the first row, after the last and between rows (k < ld). Every even byte offset within a line, in
+// both read orders and with 1-4 activation rows (a batch's decode step reads tiles), on every tier;
+// n = 37 leaves a column tail after the 4-row tiles.
 TEST(Gemv, Bf16RowsAtAnyOffsetIgnoreTheirNeighbours) {
-  const int64_t n = 37, k = 96;  // 192-byte rows: every row shares its start's offset
-  std::vector<float> values = random_values(static_cast<size_t>(n * k), 41);
-  const std::vector<float> x = random_values(static_cast<size_t>(k), 42);
-  Buffer<uint16_t> storage(static_cast<size_t>(n * k + 128));
-  for (int64_t offset = 0; offset < 32; ++offset) {
-    std::fill(storage.data(), storage.data() + n * k + 128, uint16_t{0x7fc1});  // NaN
-    uint16_t* w = storage.data() + 32 + offset;
-    for (int64_t i = 0; i < n * k; ++i) w[i] = float_to_bf16(values[i]);
-    for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
-      SCOPED_TRACE("offset " + std::to_string(offset) + " order " + read_order_name(order));
-      GemvOptions options{true, best_isa()};
-      options.read_order = order;
-      std::vector<float> y(static_cast<size_t>(n));
-      gemv({1, n, k, x.data(), k, WeightMatrix{WeightFormat::BF16, w, k}, nullptr, y.data(), n, false}, options);
-      for (int64_t j = 0; j < n; ++j) {
-        double sum = 0.0, magnitude = 0.0;
-        for (int64_t i = 0; i < k; ++i) {
-          const double product = static_cast<double>(bf16_to_float(float_to_bf16(x[i]))) * bf16_to_float(w[j * k + i]);
-          sum += product;
-          magnitude += std::abs(product);
+  const int64_t n = 37, ld = 96;  // 192-byte rows: every row shares its start's offset
+  for (int64_t k : {int64_t{96}, int64_t{83}}) {
+    const std::vector<float> values = random_values(static_cast<size_t>(n * k), 41);
+    const std::vector<float> x = random_values(static_cast<size_t>(4 * k), 42);
+    Buffer<uint16_t> storage(static_cast<size_t>(n * ld + 128));
+    for (int64_t offset = 0; offset < 32; ++offset) {
+      std::fill(storage.data(), storage.data() + n * ld + 128, uint16_t{0x7fc1});  // NaN
+      uint16_t* w = storage.data() + 32 + offset;
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < k; ++i) w[j * ld + i] = float_to_bf16(values[j * k + i]);
+      for (Isa isa : supported_isas()) {
+        for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
+          for (int64_t m = 1; m <= 4; ++m) {
+            SCOPED_TRACE("k " + std::to_string(k) + " offset " + std::to_string(offset) + " isa " + isa_name(isa) +
+                         " order " + read_order_name(order) + " rows " + std::to_string(m));
+            GemvOptions options{true, isa};
+            options.read_order = order;
+            std::vector<float> y(static_cast<size_t>(m * n));
+            gemv({m, n, k, x.data(), k, WeightMatrix{WeightFormat::BF16, w, ld}, nullptr, y.data(), n, false}, options);
+            for (int64_t r = 0; r < m; ++r) {
+              for (int64_t j = 0; j < n; ++j) {
+                double sum = 0.0, magnitude = 0.0;
+                for (int64_t i = 0; i < k; ++i) {
+                  const double product =
+                      static_cast<double>(bf16_to_float(float_to_bf16(x[r * k + i]))) * bf16_to_float(w[j * ld + i]);
+                  sum += product;
+                  magnitude += std::abs(product);
+                }
+                ASSERT_NEAR(y[r * n + j], sum, 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(k))))
+                    << "row " << r << " column " << j;
+              }
+            }
+          }
         }
-        ASSERT_NEAR(y[j], sum, 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(k)))) << "column " << j;
       }
     }
   }
