@@ -49,43 +49,6 @@ def ultravox_config(encoder_layers: int) -> dict:
     return config
 
 
-def ultravox_shapes(config: dict) -> list[tuple[str, tuple[int, ...]]]:
-    """The state dict the engine loads (cpp/model/ultravox.cpp): the hub file's encoder and projector, plus
-    the Llama decoder under language_model.*; the head is tied to the embedding."""
-    audio, text = config["audio_config"], config["text_config"]
-    d, ffn = audio["d_model"], audio["encoder_ffn_dim"]
-    shapes = [("audio_tower.conv1.weight", (d, audio["num_mel_bins"], 3)), ("audio_tower.conv1.bias", (d,)),
-              ("audio_tower.conv2.weight", (d, d, 3)), ("audio_tower.conv2.bias", (d,)),
-              ("audio_tower.embed_positions.weight", (audio["max_source_positions"], d))]
-    for layer in range(audio["encoder_layers"]):
-        p = f"audio_tower.layers.{layer}."
-        shapes.append((p + "self_attn.k_proj.weight", (d, d)))
-        for projection in ("q_proj", "v_proj", "out_proj"):
-            shapes += [(p + f"self_attn.{projection}.weight", (d, d)), (p + f"self_attn.{projection}.bias", (d,))]
-        for norm in ("self_attn_layer_norm", "final_layer_norm"):
-            shapes += [(p + norm + ".weight", (d,)), (p + norm + ".bias", (d,))]
-        shapes += [(p + "fc1.weight", (ffn, d)), (p + "fc1.bias", (ffn,)), (p + "fc2.weight", (d, ffn)),
-                   (p + "fc2.bias", (d,))]
-    shapes += [("audio_tower.layer_norm.weight", (d,)), ("audio_tower.layer_norm.bias", (d,))]
-    stacked, projector, h = d * config["stack_factor"], config["hidden_size"], text["hidden_size"]
-    shapes += [("multi_modal_projector.ln_pre.weight", (stacked,)),
-               ("multi_modal_projector.linear_1.weight", (projector, stacked)),
-               ("multi_modal_projector.ln_mid.weight", (projector // 2,)),
-               ("multi_modal_projector.linear_2.weight", (h, projector // 2))]
-    head_dim, inter = text["head_dim"], text["intermediate_size"]
-    q, kv = text["num_attention_heads"] * head_dim, text["num_key_value_heads"] * head_dim
-    shapes.append(("language_model.model.embed_tokens.weight", (text["vocab_size"], h)))
-    for layer in range(text["num_hidden_layers"]):
-        p = f"language_model.model.layers.{layer}."
-        shapes += [(p + "self_attn.q_proj.weight", (q, h)), (p + "self_attn.k_proj.weight", (kv, h)),
-                   (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, q)),
-                   (p + "mlp.gate_proj.weight", (inter, h)), (p + "mlp.up_proj.weight", (inter, h)),
-                   (p + "mlp.down_proj.weight", (h, inter)), (p + "input_layernorm.weight", (h,)),
-                   (p + "post_attention_layernorm.weight", (h,))]
-    shapes.append(("language_model.model.norm.weight", (h,)))
-    return shapes
-
-
 def ultravox_decode_bytes(config: dict, fmt) -> float:
     """Weight bytes one decode step reads: the decoder projections in ``fmt`` (int8/int4 with a float32 scale per
     128 inputs) and the tied head, which stays bf16 (the embedding is never quantized)."""
@@ -134,7 +97,6 @@ def main() -> int:
         uv_folder = workdir / "ultravox_1b"
         print("writing the synthetic Ultravox-1B checkpoint ...", file=sys.stderr)
         write_checkpoint(uv_folder, uv_config, norm_or_weight(np.random.default_rng(1), fast=True),
-                         shapes=ultravox_shapes(uv_config),
                          generation_config={"eos_token_id": [128001, 128008, 128009], "pad_token_id": 128009})
         qwen_folder, qwen_config = synthetic_checkpoint(workdir, args.qwen_encoder_layers, args.qwen_decoder_layers)
 

@@ -60,37 +60,9 @@ def model_config(encoder_layers: int, decoder_layers: int, vocab: int = 156032, 
 
 
 def tensor_shapes(config: dict) -> list[tuple[str, tuple[int, ...]]]:
-    """The state dict of Qwen2AudioForConditionalGeneration (cpp/model/weight_layout.cpp)."""
-    audio, text = config["audio_config"], config["text_config"]
-    d, ffn = audio["d_model"], audio["encoder_ffn_dim"]
-    shapes = [("audio_tower.conv1.weight", (d, 128, 3)), ("audio_tower.conv1.bias", (d,)),
-              ("audio_tower.conv2.weight", (d, d, 3)), ("audio_tower.conv2.bias", (d,)),
-              ("audio_tower.embed_positions.weight", (1500, d))]
-    for layer in range(audio["encoder_layers"]):
-        p = f"audio_tower.layers.{layer}."
-        shapes.append((p + "self_attn.k_proj.weight", (d, d)))
-        for projection in ("q_proj", "v_proj", "out_proj"):
-            shapes += [(p + f"self_attn.{projection}.weight", (d, d)), (p + f"self_attn.{projection}.bias", (d,))]
-        for norm in ("self_attn_layer_norm", "final_layer_norm"):
-            shapes += [(p + norm + ".weight", (d,)), (p + norm + ".bias", (d,))]
-        shapes += [(p + "fc1.weight", (ffn, d)), (p + "fc1.bias", (ffn,)), (p + "fc2.weight", (d, ffn)),
-                   (p + "fc2.bias", (d,))]
-    shapes += [("audio_tower.layer_norm.weight", (d,)), ("audio_tower.layer_norm.bias", (d,))]
-    h, inter, vocab = text["hidden_size"], text["intermediate_size"], text["vocab_size"]
-    head_dim = h // text["num_attention_heads"]
-    kv = text["num_key_value_heads"] * head_dim
-    shapes += [("multi_modal_projector.linear.weight", (h, d)), ("multi_modal_projector.linear.bias", (h,)),
-               ("language_model.model.embed_tokens.weight", (vocab, h))]
-    for layer in range(text["num_hidden_layers"]):
-        p = f"language_model.model.layers.{layer}."
-        shapes += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.q_proj.bias", (h,)),
-                   (p + "self_attn.k_proj.weight", (kv, h)), (p + "self_attn.k_proj.bias", (kv,)),
-                   (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.v_proj.bias", (kv,)),
-                   (p + "self_attn.o_proj.weight", (h, h)), (p + "mlp.gate_proj.weight", (inter, h)),
-                   (p + "mlp.up_proj.weight", (inter, h)), (p + "mlp.down_proj.weight", (h, inter)),
-                   (p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,))]
-    shapes += [("language_model.model.norm.weight", (h,)), ("language_model.lm_head.weight", (vocab, h))]
-    return shapes
+    """The state dict a checkpoint of ``config`` holds, for either family: what the engine's modules ask for."""
+    from qwen2audio import _core
+    return [(name, tuple(shape)) for name, shape in _core.expected_tensors(json.dumps(config))]
 
 
 def fast_bf16(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -106,12 +78,11 @@ def gaussian_bf16(rng: np.random.Generator, shape: tuple[int, ...], std: float) 
     return float32_to_bf16_bits((rng.standard_normal(shape, dtype=np.float32) * std))
 
 
-def write_checkpoint(folder: Path, config: dict, make, shapes: list | None = None,
-                     generation_config: dict | None = None) -> None:
-    """Streams one tensor at a time into model.safetensors (the 7B-shaped files are gigabytes). ``shapes``:
-    another family's state dict (default: Qwen2-Audio's for ``config``)."""
+def write_checkpoint(folder: Path, config: dict, make, generation_config: dict | None = None) -> None:
+    """Streams one tensor at a time into model.safetensors (the 7B-shaped files are gigabytes), the tensors
+    of ``config``'s family."""
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = tensor_shapes(config) if shapes is None else shapes
+    shapes = tensor_shapes(config)
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape in shapes:
         size = int(np.prod(shape)) * 2

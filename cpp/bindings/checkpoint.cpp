@@ -1,8 +1,11 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <nlohmann/json.hpp>
+
 #include "bindings/bindings.h"
 #include "io/checkpoint.h"
+#include "model/ultravox.h"
 #include "model/weight_layout.h"
 
 namespace qwen2audio::bindings {
@@ -102,10 +105,16 @@ void register_checkpoint(py::module_& module) {
 
   module.def("parse_config",
              [](const std::string& text) { return config_to_json(parse_qwen2audio_config(text, "<string>")); });
+  // What a checkpoint of that config.json must hold, the family picked by its model_type: the tensors
+  // the family's modules ask for (benchmarks and the demo write synthetic checkpoints from it).
   module.def("expected_tensors", [](const std::string& config_text) {
+    const nlohmann::json json = nlohmann::json::parse(config_text, nullptr, /*allow_exceptions=*/false);
+    const bool ultravox = json.is_object() && json.value("model_type", "") == "ultravox";
+    const std::vector<ExpectedTensor> tensors =
+        ultravox ? ultravox_expected_tensors(parse_ultravox_config(config_text, "<string>"))
+                 : expected_tensors(parse_qwen2audio_config(config_text, "<string>"));
     std::vector<std::pair<std::string, std::vector<int64_t>>> result;
-    for (const ExpectedTensor& tensor : expected_tensors(parse_qwen2audio_config(config_text, "<string>")))
-      result.emplace_back(tensor.name, tensor.shape);
+    for (const ExpectedTensor& tensor : tensors) result.emplace_back(tensor.name, tensor.shape);
     return result;
   });
   module.def("parse_generation_config", [](const std::string& text) {

@@ -1,5 +1,7 @@
 #include "model/language_model.h"
 
+#include <cmath>
+
 #include "runtime/buffer.h"
 #include "runtime/errors.h"
 
@@ -57,6 +59,20 @@ void AudioLanguageModel::check_token_batch(const TokenBatch& tokens, int64_t voc
       }
     }
     if (!any_valid) throw InvalidArgument("attention_mask row " + std::to_string(b) + " masks every token");
+  }
+}
+
+void AudioLanguageModel::check_finite_features(const AudioBatch& audio, const char* name) {
+  const int64_t per_clip = audio.mel_bins * audio.frames;
+  for (int64_t i = 0; i < audio.clips * per_clip; ++i) {
+    const float value = audio.features[i];
+    if (!std::isfinite(value))
+      throw InvalidArgument(std::string(name) + " of clip " + std::to_string(i / per_clip) +
+                            " hold a non-finite value (" +
+                            (std::isnan(value) ? "NaN"
+                             : value > 0       ? "inf"
+                                               : "-inf") +
+                            ")");
   }
 }
 

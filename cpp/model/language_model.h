@@ -73,6 +73,9 @@ class AudioLanguageModel {
   void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
 
   static void check_token_batch(const TokenBatch& tokens, int64_t vocab);
+  // Throws InvalidArgument naming the first clip of `audio` whose features hold NaN or infinity;
+  // `name` is the features' name in the family's processor output (input_features, audio_values).
+  static void check_finite_features(const AudioBatch& audio, const char* name);
 };
 
 }  // namespace qwen2audio

@@ -85,14 +85,7 @@ std::vector<int64_t> Qwen2AudioModel::mel_frames(const AudioBatch& audio) const 
                           std::to_string(encoder_->input_frames()) + "), got (" + std::to_string(audio.clips) + ", " +
                           std::to_string(audio.mel_bins) + ", " + std::to_string(audio.frames) +
                           "); the feature extractor pads every clip to 30 s");
-  const int64_t values = audio.clips * audio.mel_bins * audio.frames;
-  for (int64_t i = 0; i < values; ++i) {
-    if (!std::isfinite(audio.features[i])) {
-      const int64_t clip = i / (audio.mel_bins * audio.frames);
-      throw InvalidArgument("input_features of clip " + std::to_string(clip) + " hold a non-finite value (" +
-                            std::to_string(audio.features[i]) + ")");
-    }
-  }
+  check_finite_features(audio, "input_features");
   std::vector<int64_t> frames(static_cast<size_t>(audio.clips), audio.frames);
   if (audio.feature_attention_mask == nullptr) return frames;
   for (int64_t clip = 0; clip < audio.clips; ++clip) {

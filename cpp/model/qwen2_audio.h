@@ -76,7 +76,8 @@ class Qwen2AudioModel final : public AudioLanguageModel {
   void embed(const TokenBatch& tokens, const AudioBatch* audio, const float* audio_rows, int64_t count,
              float* out) const override {
     if (audio != nullptr && audio->audio_token_starts != nullptr)
-      throw InvalidArgument("Qwen2-Audio places audio at its <|AUDIO|> tokens; audio_token_start_idx is Ultravox's");
+      throw InvalidArgument(
+          "Qwen2-Audio places audio at its <|AUDIO|> tokens, not at given positions (audio_token_start_idx)");
     embed(tokens, audio_rows, count, out);
   }
   void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }

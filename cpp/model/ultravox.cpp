@@ -86,11 +86,7 @@ std::vector<int64_t> UltravoxModel::audio_lens(const AudioBatch& audio) const {
                           ", frames) with 1 <= frames <= " + std::to_string(context) + ", got (" +
                           std::to_string(audio.clips) + ", " + std::to_string(audio.mel_bins) + ", " +
                           std::to_string(audio.frames) + "); the processor splits longer audio into chunks");
-  const int64_t values = audio.clips * audio.mel_bins * audio.frames;
-  for (int64_t i = 0; i < values; ++i)
-    if (!std::isfinite(audio.features[i]))
-      throw InvalidArgument("audio_values of chunk " + std::to_string(i / (audio.mel_bins * audio.frames)) +
-                            " hold a non-finite value (" + std::to_string(audio.features[i]) + ")");
+  check_finite_features(audio, "audio_values");
   std::vector<int64_t> lens(static_cast<size_t>(audio.clips), audio.frames);
   if (audio.feature_attention_mask == nullptr) return lens;
   for (int64_t clip = 0; clip < audio.clips; ++clip) {

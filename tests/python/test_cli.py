@@ -331,7 +331,15 @@ def test_finish_reason_stop_when_an_eos_token_ends_the_answer(demo_model: Path, 
     item = AnnotationItem("a", str(clips / "clip00.wav"))
     [free] = Annotator(model, processor, {"max_new_tokens": 3}).run_batch([item], "Describe.")
     assert free["finish_reason"] == "length" and free["tokens"] == 3
-    first = processor.tokenizer.encode(free["answer"])[0]
+    # The first token of that greedy answer, from the prompt the annotator builds (re-encoding the answer's
+    # stripped text need not give back the token the model chose).
+    from qwen2audio import load_audio
+    audio = load_audio(item.path, sampling_rate=16000)
+    conversation = [{"role": "user",
+                     "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": "Describe."}]}]
+    inputs = processor.apply_chat_template([conversation], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, sampling_rate=16000)
+    first = int(model.generate(**inputs, max_new_tokens=1)[0, -1])
     # The same greedy answer, with its first token declared an end-of-turn token: it stops at once.
     [stopped] = Annotator(model, processor, {"max_new_tokens": 3, "eos_token_id": [first]}).run_batch([item], "Describe.")
     assert stopped["finish_reason"] == "stop" and stopped["tokens"] == 0 and stopped["answer"] == ""

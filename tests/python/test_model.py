@@ -631,7 +631,7 @@ def test_nan_in_features(goldens, reference_dir, model_f32):
     with pytest.raises(ValueError, match="clip 1.*NaN"):
         model_f32.generate(**{**inputs, "input_features": features}, max_new_tokens=2)
     with pytest.raises(ValueError, match="clip 1"):
-        model_f32._core.encode(features, inputs["feature_attention_mask"])  # the engine checks too
+        model_f32._core.encode(features, inputs["feature_attention_mask"])  # the engine is the layer that checks
 
 
 def test_generation_needs_left_padding_and_valid_sampling_settings(goldens, model_f32):
