@@ -4,6 +4,7 @@
 
 #include "runtime/buffer.h"
 #include "runtime/errors.h"
+#include "runtime/threads.h"
 
 namespace qwen2audio {
 namespace {
@@ -74,6 +75,37 @@ void AudioLanguageModel::check_finite_features(const AudioBatch& audio, const ch
                                                : "-inf") +
                             ")");
   }
+}
+
+void AudioDecoderModel::set_num_threads(int count) { num_threads_ = checked_num_threads(count); }
+
+void AudioDecoderModel::use_cpu_ops(const kernels::GemmOptions& options) {
+  auto cpu = std::make_unique<backend::CpuOps>(options);
+  cpu_ops_ = cpu.get();
+  ops_ = std::move(cpu);
+}
+
+void AudioDecoderModel::copy_to_host(backend::Workspace& workspace, const backend::Mat& rows, float* out,
+                                     int slot) const {
+  const backend::Mat staged = ops_->stage_out(workspace, out, rows.rows, rows.cols, slot);
+  ops_->copy(workspace, rows, staged);
+  ops_->finish_out(workspace, staged, out);
+}
+
+void AudioDecoderModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
+                               TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt,
+                               bool all_positions) const {
+  if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
+  ScopedNumThreads threads(num_threads_);
+  decoder_->decode(hidden, steps, positions, cache, workspace, logits, interrupt, all_positions);
+}
+
+void AudioDecoderModel::decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows,
+                                    const int64_t* positions, TextDecoder::Workspace& workspace, float* logits,
+                                    const Interrupt& interrupt) const {
+  if (cpu_ops_ == nullptr) throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
+  ScopedNumThreads threads(num_threads_);
+  decoder_->decode(hidden, rows, positions, cache, workspace, logits, interrupt);
 }
 
 }  // namespace qwen2audio

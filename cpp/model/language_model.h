@@ -1,14 +1,19 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "backend/cpu_ops.h"
 #include "backend/kv_cache.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "model/audio_encoder.h"
 #include "model/interrupt.h"
 #include "model/text_decoder.h"
+#include "model/weights.h"
 #include "runtime/dtype.h"
 
 namespace qwen2audio {
@@ -76,6 +81,53 @@ class AudioLanguageModel {
   // Throws InvalidArgument naming the first clip of `audio` whose features hold NaN or infinity;
   // `name` is the features' name in the family's processor output (input_features, audio_values).
   static void check_finite_features(const AudioBatch& audio, const char* name);
+};
+
+// What every family is made of and does alike: a checkpoint, the ops its graph runs on, the weights,
+// the Whisper encoder and the shared decoder, and the decoder's calls. A family adds its config, its
+// projector, its audio checks and where its audio rows go.
+class AudioDecoderModel : public AudioLanguageModel {
+ public:
+  const TextConfig& text_config() const override { return decoder_->config(); }
+  const GenerationConfig& generation_config() const override { return checkpoint_->generation_config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  const WeightStore& weights() const { return *weights_; }
+  DType dtype() const { return weights_->matrix_dtype(); }
+  DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
+  size_t copied_weight_bytes() const { return weights_->copied_bytes(); }
+  size_t mapped_weight_bytes() const { return weights_->mapped_bytes(); }
+  const QuantizationConfig& quantization() const { return weights_->quantization(); }
+  const AudioEncoder& encoder() const { return *encoder_; }
+  const TextDecoder& decoder() const { return *decoder_; }
+  // The CPU's matrix multiply (oneDNN primitives, options); null on a device.
+  const kernels::Gemm* cpu_gemm() const { return cpu_ops_ ? &cpu_ops_->gemm() : nullptr; }
+  int num_threads() const { return num_threads_.load(); }
+  void set_num_threads(int count);
+
+  void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }
+  KVCache make_cache(int64_t batch) const override { return decoder_->make_cache(batch); }
+  void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions, TextDecoder::Workspace& workspace,
+              float* logits, const Interrupt& interrupt, bool all_positions) const override;
+  // CPU models only (the CPU's attention takes rows of their own lengths).
+  void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
+                   TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const override;
+
+ protected:
+  // The ops on the CPU with these options (a family's load on the CPU).
+  void use_cpu_ops(const kernels::GemmOptions& options);
+  // Copies rows the graph left in the backend's memory into host `out` (the encoder's output a caller
+  // asked for); `slot` is the workspace slot a device stages them in.
+  void copy_to_host(backend::Workspace& workspace, const backend::Mat& rows, float* out, int slot) const;
+
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  // The ops the graph runs on (the CPU's, or a device's). Declared before the modules holding its
+  // weights, so it outlives them.
+  std::unique_ptr<backend::Ops> ops_;
+  backend::CpuOps* cpu_ops_ = nullptr;  // ops_ on the CPU
+  std::unique_ptr<WeightStore> weights_;
+  std::unique_ptr<AudioEncoder> encoder_;
+  std::unique_ptr<TextDecoder> decoder_;
+  std::atomic<int> num_threads_{1};
 };
 
 }  // namespace qwen2audio

@@ -39,9 +39,7 @@ std::shared_ptr<Qwen2AudioModel> Qwen2AudioModel::load(const std::filesystem::pa
     model->ops_ = load_cuda_ops(device_name.index);
     model->device_name_ = device_name.str();
   } else {
-    auto cpu = std::make_unique<backend::CpuOps>(options.gemm);
-    model->cpu_ops_ = cpu.get();
-    model->ops_ = std::move(cpu);
+    model->use_cpu_ops(options.gemm);
   }
   const auto build = [&] {
     model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
@@ -74,8 +72,6 @@ std::vector<ExpectedTensor> expected_tensors(const Qwen2AudioConfig& config) {
   model.build_modules(requests, ops, DType::F32);
   return requests.requested();
 }
-
-void Qwen2AudioModel::set_num_threads(int count) { num_threads_ = checked_num_threads(count); }
 
 std::vector<int64_t> Qwen2AudioModel::mel_frames(const AudioBatch& audio) const {
   const AudioEncoderConfig& config = config_.audio;
@@ -120,9 +116,7 @@ void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrup
   backend::Workspace workspace;
   const backend::Mat encoded =
       encoder_->forward(audio.features, frames.data(), audio.clips, /*full_window=*/true, workspace, interrupt);
-  const backend::Mat staged = ops_->stage_out(workspace, out, encoded.rows, encoded.cols, kStagedOutput);
-  ops_->copy(workspace, encoded, staged);
-  ops_->finish_out(workspace, staged, out);
+  copy_to_host(workspace, encoded, out, kStagedOutput);
 }
 
 std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt,
@@ -174,24 +168,4 @@ void Qwen2AudioModel::embed(const TokenBatch& tokens, const float* audio, int64_
 
 }  // namespace qwen2audio
 
-namespace qwen2audio {
-
-KVCache Qwen2AudioModel::make_cache(int64_t batch) const { return decoder_->make_cache(batch); }
-
-void Qwen2AudioModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
-                             TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt,
-                             bool all_positions) const {
-  if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
-  ScopedNumThreads threads(num_threads_);
-  decoder_->decode(hidden, steps, positions, cache, workspace, logits, interrupt, all_positions);
-}
-
-void Qwen2AudioModel::decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows,
-                                  const int64_t* positions, TextDecoder::Workspace& workspace, float* logits,
-                                  const Interrupt& interrupt) const {
-  if (cpu_ops_ == nullptr) throw InvalidArgument("batched serving runs on the CPU model; load it with device=\"cpu\"");
-  ScopedNumThreads threads(num_threads_);
-  decoder_->decode(hidden, rows, positions, cache, workspace, logits, interrupt);
-}
-
-}  // namespace qwen2audio
+namespace qwen2audio {}  // namespace qwen2audio

@@ -65,18 +65,16 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
   const DType compute = dtypes.compute, kv_dtype = dtypes.kv_cache;
 
   ScopedNumThreads threads(model->num_threads_);
-  model->ops_ = std::make_unique<backend::CpuOps>(options.gemm);
+  model->use_cpu_ops(options.gemm);
   model->weights_ = std::make_unique<WeightStore>(checkpoint, compute);
   // The quantization rule (model/quantization.h: the decoder layers' projections and lm_head) is the same
   // for both families, whose decoders carry the same tensor names; the encoder and projector stay as loaded.
   model->weights_->set_quantization(resolve_quantization(*checkpoint, options.quantization),
-                                    kernels::integer_kernels(model->ops_->gemm()));
+                                    kernels::integer_kernels(model->cpu_ops_->gemm()));
   model->build_modules(*model->weights_, *model->ops_, kv_dtype);
   if (compute == DType::BF16) kernels::preferred_read_order();
   return model;
 }
-
-void UltravoxModel::set_num_threads(int count) { num_threads_ = checked_num_threads(count); }
 
 std::vector<int64_t> UltravoxModel::audio_lens(const AudioBatch& audio) const {
   const int64_t context = encoder_->input_frames();
@@ -119,9 +117,7 @@ void UltravoxModel::encode(const AudioBatch& audio, float* out, const Interrupt&
   backend::Workspace workspace;
   const backend::Mat encoded = encoder_->forward_frames(audio.features, audio.frames, audio.clips, attended.data(),
                                                         computed.data(), workspace, interrupt);
-  const backend::Mat staged = ops_->stage_out(workspace, out, encoded.rows, encoded.cols, kStagedOutput);
-  ops_->copy(workspace, encoded, staged);
-  ops_->finish_out(workspace, staged, out);
+  copy_to_host(workspace, encoded, out, kStagedOutput);
 }
 
 std::vector<float> UltravoxModel::audio_embeddings(const AudioBatch& audio, const Interrupt& interrupt,
@@ -197,21 +193,6 @@ void UltravoxModel::embed(const TokenBatch& tokens, const AudioBatch* audio, con
     std::memcpy(out + start * hidden, audio_rows + row * hidden, sizeof(float) * n * hidden);
     row += n;
   }
-}
-
-void UltravoxModel::decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions,
-                           TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt,
-                           bool all_positions) const {
-  if (cache.length() + steps > cache.capacity()) throw std::logic_error("KV cache capacity not reserved before decode");
-  ScopedNumThreads threads(num_threads_);
-  decoder_->decode(hidden, steps, positions, cache, workspace, logits, interrupt, all_positions);
-}
-
-void UltravoxModel::decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows,
-                                const int64_t* positions, TextDecoder::Workspace& workspace, float* logits,
-                                const Interrupt& interrupt) const {
-  ScopedNumThreads threads(num_threads_);
-  decoder_->decode(hidden, rows, positions, cache, workspace, logits, interrupt);
 }
 
 }  // namespace qwen2audio

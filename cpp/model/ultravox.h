@@ -30,20 +30,12 @@ int64_t ultravox_audio_token_count(int64_t frames, int64_t stack_factor);
 //   out = linear_2(RMSNorm_mid(SwiGLU(linear_1(RMSNorm_pre(z)))))   (SwiGLU gates the second half)
 // and a Llama 3 decoder (the TextDecoder of every family). Audio rows replace the token
 // embeddings at each chunk's audio_token_start_idx. CPU only for now.
-class UltravoxModel final : public AudioLanguageModel {
+class UltravoxModel final : public AudioDecoderModel {
  public:
   // Options as Qwen2AudioModel::load (weight-only int8/int4 of the decoder included); the CPU only.
   static std::shared_ptr<UltravoxModel> load(const std::filesystem::path& path, const LoadOptions& options = {});
 
   const UltravoxConfig& config() const { return config_; }
-  const TextConfig& text_config() const override { return config_.text; }
-  const GenerationConfig& generation_config() const override { return checkpoint_->generation_config(); }
-  const Checkpoint& checkpoint() const { return *checkpoint_; }
-  DType dtype() const { return weights_->matrix_dtype(); }
-  DType kv_cache_dtype() const { return decoder_->kv_cache_dtype(); }
-  const WeightStore& weights() const { return *weights_; }
-  int num_threads() const { return num_threads_.load(); }
-  void set_num_threads(int count);
 
   // Valid frames per chunk (the feature_attention_mask's sums, a prefix of every row), checked.
   std::vector<int64_t> audio_lens(const AudioBatch& audio) const;
@@ -59,13 +51,6 @@ class UltravoxModel final : public AudioLanguageModel {
   }
   void embed(const TokenBatch& tokens, const AudioBatch* audio, const float* audio_rows, int64_t count,
              float* out) const override;
-  void embed_tokens(const int64_t* ids, int64_t count, float* out) const override { decoder_->embed(ids, count, out); }
-
-  KVCache make_cache(int64_t batch) const override { return decoder_->make_cache(batch); }
-  void decode(KVCache& cache, float* hidden, int64_t steps, const int64_t* positions, TextDecoder::Workspace& workspace,
-              float* logits, const Interrupt& interrupt, bool all_positions) const override;
-  void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
-                   TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const override;
 
  private:
   UltravoxModel() = default;
@@ -73,16 +58,9 @@ class UltravoxModel final : public AudioLanguageModel {
   // ultravox_expected_tensors) and `ops`.
   void build_modules(WeightStore& weights, backend::Ops& ops, DType kv_cache_dtype);
   friend std::vector<ExpectedTensor> ultravox_expected_tensors(const UltravoxConfig& config);
-  std::shared_ptr<const Checkpoint> checkpoint_;
   UltravoxConfig config_;
-  std::unique_ptr<WeightStore> weights_;
-  // The graph's ops on the CPU. Declared before the modules holding its weights, so it outlives them.
-  std::unique_ptr<backend::CpuOps> ops_;
-  std::unique_ptr<AudioEncoder> encoder_;
   std::unique_ptr<backend::Constant> ln_pre_, ln_mid_;
   std::unique_ptr<backend::LinearWeights> linear_1_, linear_2_;
-  std::unique_ptr<TextDecoder> decoder_;
-  std::atomic<int> num_threads_{1};
 };
 
 // The tensors of an Ultravox checkpoint (audio_tower.*, multi_modal_projector.*, language_model.*): what
