@@ -504,6 +504,21 @@ class AudioCausalLM:
     # Processor fields that describe the audio but are not model inputs (accepted and ignored).
     AUDIO_METADATA: tuple = ()
 
+    @property
+    def dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
+        return self._core.dtype
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda:N"``: where the model computes."""
+        return self._core.device
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: what generation sessions keep keys and values in."""
+        return self._core.kv_cache_dtype
+
     def _session_audio(self, **audio: Any) -> tuple:
         """The engine Session.append's (features, feature_mask, audio_lens, audio_token_start_idx)."""
         raise NotImplementedError
@@ -827,23 +842,6 @@ class Qwen2AudioForConditionalGeneration(AudioCausalLM):
         """The weight-only quantization this model runs with (config.json's form), or None."""
         text = self._core.quantization_config_json
         return None if text is None else json.loads(text)
-
-    # --- properties ---
-
-    @property
-    def dtype(self) -> str:
-        """``"float32"`` or ``"bfloat16"``: the dtype the weights compute in."""
-        return self._core.dtype
-
-    @property
-    def device(self) -> str:
-        """``"cpu"`` or ``"cuda:N"``: where the model computes."""
-        return self._core.device
-
-    @property
-    def kv_cache_dtype(self) -> str:
-        """``"float32"`` or ``"bfloat16"``: what generation sessions keep keys and values in."""
-        return self._core.kv_cache_dtype
 
     # --- transformers' nn.Module habits ---
 

@@ -358,18 +358,6 @@ class UltravoxForConditionalGeneration(AudioCausalLM):
         Qwen2-Audio's reports it; None when unquantized."""
         return None if self._quantization is None else dict(self._quantization)
 
-    @property
-    def kv_cache_dtype(self) -> str:
-        return self._core.kv_cache_dtype
-
-    @property
-    def dtype(self) -> str:
-        return self._core.dtype
-
-    @property
-    def device(self) -> str:
-        return self._core.device
-
     def audio_tower(self, audio_values: Any, audio_lens: Any = None) -> np.ndarray:
         """The encoder's last hidden state (chunks, ceil(frames / 2), d_model) of every frame."""
         return self._core.encode(np.asarray(audio_values, dtype=np.float32),
