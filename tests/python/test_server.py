@@ -378,10 +378,16 @@ def test_busy_server_answers_503_with_retry_after(tiny_f32: Path) -> None:
         with busy.client.stream("POST", "/v1/chat/completions", json={
                 "model": "tiny", "messages": _ask("long"), "max_tokens": 4000, "temperature": 0,
                 "ignore_eos": True, "stream": True}) as running:
-            next(line for line in running.iter_lines() if line.startswith("data: "))
+            # The line iterator is held until the end of the block: dropping it would close the connection
+            # (httpx closes a stream whose iterator is collected), and the server would rightly cancel the
+            # request and free its slot before the second one arrives.
+            lines = running.iter_lines()
+            next(line for line in lines if line.startswith("data: "))
             refused = busy.chat(_ask("me too"), max_tokens=1)
             error = _check_error(refused, 503)
             assert error["code"] == "server_busy" and int(refused.headers["retry-after"]) >= 1
+            assert busy.stats()["cancelled"] == 0  # refused while the first request was still running
+            del lines
         deadline = time.monotonic() + 30
         while busy.stats()["in_flight"]:  # the cancelled stream leaves its slot
             assert time.monotonic() < deadline
