@@ -174,9 +174,12 @@ void register_model(py::module_& module) {
                              [](const AudioLanguageModel& self) { return self.text_config().hidden_size; })
       .def_property_readonly("max_position_embeddings",
                              [](const AudioLanguageModel& self) { return self.text_config().max_position_embeddings; })
-      .def_property_readonly("generation_config_json", [](const AudioLanguageModel& self) {
-        return generation_config_to_json(self.generation_config());
-      });
+      .def_property_readonly(
+          "generation_config_json",
+          [](const AudioLanguageModel& self) { return generation_config_to_json(self.generation_config()); })
+      .def_property_readonly("workspaces_created", &AudioLanguageModel::workspaces_created,
+                             "Scratch workspaces made for encoder passes and forward calls since loading; "
+                             "calls one after another reuse one.");
 
   py::class_<Qwen2AudioModel, AudioLanguageModel, std::shared_ptr<Qwen2AudioModel>>(module, "Model")
       .def_static(

@@ -36,8 +36,8 @@ void AudioLanguageModel::forward(const TokenBatch& tokens, const AudioBatch* aud
     cache.key_mask()[i] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[i]) : 1;
   std::vector<int64_t> positions(static_cast<size_t>(rows));
   for (int64_t i = 0; i < rows; ++i) positions[i] = i % tokens.steps;
-  TextDecoder::Workspace workspace;
-  decode(cache, states.data(), tokens.steps, positions.data(), workspace, logits, interrupt, /*all_positions=*/true);
+  const backend::WorkspacePool::Lease workspace = borrow_workspace();
+  decode(cache, states.data(), tokens.steps, positions.data(), *workspace, logits, interrupt, /*all_positions=*/true);
 }
 
 void AudioLanguageModel::check_token_batch(const TokenBatch& tokens, int64_t vocab) {

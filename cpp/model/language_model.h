@@ -8,6 +8,7 @@
 
 #include "backend/cpu_ops.h"
 #include "backend/kv_cache.h"
+#include "backend/workspace_pool.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
 #include "model/audio_encoder.h"
@@ -77,6 +78,12 @@ class AudioLanguageModel {
   // positions 0..steps-1 in every row whatever the padding (as transformers numbers them).
   void forward(const TokenBatch& tokens, const AudioBatch* audio, float* logits, const Interrupt& interrupt = {}) const;
 
+  // A workspace for a call that needs one only while it runs (an encoder pass, forward), kept
+  // between calls by the model (backend/workspace_pool.h).
+  virtual backend::WorkspacePool::Lease borrow_workspace() const = 0;
+  // Workspaces made for such calls since loading (reuse shows as no growth).
+  virtual int64_t workspaces_created() const = 0;
+
   static void check_token_batch(const TokenBatch& tokens, int64_t vocab);
   // Throws InvalidArgument naming the first clip of `audio` whose features hold NaN or infinity;
   // `name` is the features' name in the family's processor output (input_features, audio_values).
@@ -111,6 +118,8 @@ class AudioDecoderModel : public AudioLanguageModel {
   // CPU models only (the CPU's attention takes rows of their own lengths).
   void decode_rows(KVCache& cache, float* hidden, const TextDecoder::RaggedRows& rows, const int64_t* positions,
                    TextDecoder::Workspace& workspace, float* logits, const Interrupt& interrupt) const override;
+  backend::WorkspacePool::Lease borrow_workspace() const override { return workspaces_.borrow(); }
+  int64_t workspaces_created() const override { return workspaces_.created(); }
 
  protected:
   // The ops on the CPU with these options (a family's load on the CPU).
@@ -127,6 +136,8 @@ class AudioDecoderModel : public AudioLanguageModel {
   std::unique_ptr<WeightStore> weights_;
   std::unique_ptr<AudioEncoder> encoder_;
   std::unique_ptr<TextDecoder> decoder_;
+  // After ops_: its workspaces hold the backend's per-stream state, released before the ops.
+  mutable backend::WorkspacePool workspaces_;
   std::atomic<int> num_threads_{1};
 };
 

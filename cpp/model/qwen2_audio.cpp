@@ -113,7 +113,8 @@ void Qwen2AudioModel::check_tokens(const TokenBatch& tokens) const {
 void Qwen2AudioModel::encode(const AudioBatch& audio, float* out, const Interrupt& interrupt) const {
   const std::vector<int64_t> frames = mel_frames(audio);
   ScopedNumThreads threads(num_threads_);
-  backend::Workspace workspace;
+  const backend::WorkspacePool::Lease lease = borrow_workspace();
+  backend::Workspace& workspace = *lease;
   const backend::Mat encoded =
       encoder_->forward(audio.features, frames.data(), audio.clips, /*full_window=*/true, workspace, interrupt);
   copy_to_host(workspace, encoded, out, kStagedOutput);
@@ -125,7 +126,8 @@ std::vector<float> Qwen2AudioModel::audio_embeddings(const AudioBatch& audio, co
   ScopedNumThreads threads(num_threads_);
   int64_t total = 0;
   for (int64_t count : frames) total += encoder_->output_rows(count, false);
-  backend::Workspace workspace;
+  const backend::WorkspacePool::Lease lease = borrow_workspace();
+  backend::Workspace& workspace = *lease;
   const backend::Mat encoded =
       encoder_->forward(audio.features, frames.data(), audio.clips, full_window, workspace, interrupt);
   if (full_window) {

@@ -114,7 +114,8 @@ void UltravoxModel::encode(const AudioBatch& audio, float* out, const Interrupt&
   std::vector<int64_t> attended(lens.size()), computed(lens.size(), positions);
   for (size_t clip = 0; clip < lens.size(); ++clip) attended[clip] = encoder_attended_frames(lens[clip]);
   ScopedNumThreads threads(num_threads_);
-  backend::Workspace workspace;
+  const backend::WorkspacePool::Lease lease = borrow_workspace();
+  backend::Workspace& workspace = *lease;
   const backend::Mat encoded = encoder_->forward_frames(audio.features, audio.frames, audio.clips, attended.data(),
                                                         computed.data(), workspace, interrupt);
   copy_to_host(workspace, encoded, out, kStagedOutput);
@@ -138,7 +139,8 @@ std::vector<float> UltravoxModel::audio_embeddings(const AudioBatch& audio, cons
     total += rows[clip];
   }
   ScopedNumThreads threads(num_threads_);
-  backend::Workspace workspace;
+  const backend::WorkspacePool::Lease lease = borrow_workspace();
+  backend::Workspace& workspace = *lease;
   const backend::Mat encoded = encoder_->forward_frames(audio.features, audio.frames, audio.clips, attended.data(),
                                                         computed.data(), workspace, interrupt);
 

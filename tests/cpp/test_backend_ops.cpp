@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu_ops.h"
+#include "backend/workspace_pool.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/linear.h"
 
@@ -139,6 +140,30 @@ TEST(CpuOps, StagesHostMemoryInPlace) {
   EXPECT_EQ(host[11], 2.0f);
   EXPECT_EQ(ops.make_kv_storage(2, 2, 8, 1, DType::BF16), nullptr);  // the KVCache holds host storage itself
   EXPECT_EQ(ops.description(), "cpu");
+}
+
+// A workspace given back is the next borrower's, its slots still sized; borrowers at the same time
+// each get their own, and only one idle workspace is kept.
+TEST(WorkspacePool, ReusesOneWorkspaceAndLendsExtraOnesWhileItIsOut) {
+  CpuOps ops;
+  WorkspacePool pool;
+  void* first_slot = nullptr;
+  {
+    const WorkspacePool::Lease lease = pool.borrow();
+    first_slot = (*lease).matrix(ops, 0, 100, 64, Role::State).data;
+  }
+  {
+    const WorkspacePool::Lease lease = pool.borrow();
+    EXPECT_EQ((*lease).matrix(ops, 0, 10, 64, Role::State).data, first_slot);
+    const WorkspacePool::Lease concurrent = pool.borrow();
+    EXPECT_NE(&*concurrent, &*lease);
+    EXPECT_EQ(pool.created(), 2);
+  }
+  {
+    const WorkspacePool::Lease a = pool.borrow();
+    const WorkspacePool::Lease b = pool.borrow();
+    EXPECT_EQ(pool.created(), 3);  // both were given back, one kept
+  }
 }
 
 }  // namespace

@@ -133,6 +133,24 @@ def test_encoder_over_attended_positions_equals_the_full_window(which, request):
     np.testing.assert_array_equal(model.encode_audio(features, mask), packed)
 
 
+def test_encoder_passes_and_forward_reuse_one_workspace(tiny_f32, goldens, reference_dir):
+    """Calls one after another borrow the model's one scratch workspace (slots grown by a large call
+    stay for the next), and what a call leaves in it never reaches the next call's result."""
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32", num_threads=2)
+    fresh = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_f32, dtype="float32", num_threads=2)
+    features, mask = _encoder_cases(model)
+    inputs = inputs_of(goldens["g3_two_audios"], reference_dir)
+    assert model._core.workspaces_created == 0
+    model._core.audio_embeddings(features, mask, full_window=True)  # the largest call first
+    short = model.encode_audio(features[:1], mask[:1])
+    logits = model(**inputs).logits
+    generated = model.generate(**inputs, max_new_tokens=4, eos_token_id=[])
+    assert model._core.workspaces_created == 1
+    np.testing.assert_array_equal(short, fresh.encode_audio(features[:1], mask[:1]))
+    np.testing.assert_array_equal(logits, fresh(**inputs).logits)
+    np.testing.assert_array_equal(generated, fresh.generate(**inputs, max_new_tokens=4, eos_token_id=[]))
+
+
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
 def test_f32_logits_match_reference(name, goldens, reference_dir, model_f32, tolerances, active_ids):
     golden = goldens[name]
