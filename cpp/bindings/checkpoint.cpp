@@ -11,6 +11,36 @@
 namespace qwen2audio::bindings {
 namespace {
 
+// Checked against the tensors the folder's own family asks for, from its config.json.
+WeightCheck check_family_weights(const Checkpoint& checkpoint) {
+  if (const UltravoxConfig* ultravox = checkpoint.ultravox_config())
+    return check_weights(ultravox_expected_tensors(*ultravox), ultravox->text, checkpoint);
+  return check_weights(checkpoint.config(), checkpoint);
+}
+
+// The sizes an Ultravox config.json resolves to (its audio tower's and decoder's may come from
+// defaults or an embedded config), as `qwen2audio inspect` prints them.
+py::dict ultravox_sizes(const UltravoxConfig& config) {
+  py::dict audio, projector, text;
+  audio["d_model"] = config.audio.d_model;
+  audio["encoder_layers"] = config.audio.encoder_layers;
+  audio["encoder_attention_heads"] = config.audio.encoder_attention_heads;
+  audio["encoder_ffn_dim"] = config.audio.encoder_ffn_dim;
+  projector["stack_factor"] = config.stack_factor;
+  projector["hidden_size"] = config.projector_hidden_size;
+  projector["act"] = config.projector_act;
+  text["hidden_size"] = config.text.hidden_size;
+  text["num_hidden_layers"] = config.text.num_hidden_layers;
+  text["num_attention_heads"] = config.text.num_attention_heads;
+  text["num_key_value_heads"] = config.text.num_key_value_heads;
+  text["vocab_size"] = config.text.vocab_size;
+  py::dict sizes;
+  sizes["audio_config"] = audio;
+  sizes["projector"] = projector;
+  sizes["text_config"] = text;
+  return sizes;
+}
+
 py::dtype numpy_dtype(DType dtype) {
   switch (dtype) {
     case DType::Bool:
@@ -70,6 +100,13 @@ void register_checkpoint(py::module_& module) {
       .def_property_readonly("directory", [](const Checkpoint& self) { return self.directory().string(); })
       .def_property_readonly("files", &Checkpoint::files)
       .def_property_readonly("has_config", &Checkpoint::has_config)
+      .def_property_readonly("model_type", &Checkpoint::model_type)
+      .def_property_readonly("ultravox_sizes",
+                             [](const Checkpoint& self) -> std::optional<py::dict> {
+                               if (const UltravoxConfig* config = self.ultravox_config())
+                                 return ultravox_sizes(*config);
+                               return std::nullopt;
+                             })
       .def_property_readonly("config_json", [](const Checkpoint& self) { return config_to_json(self.config()); })
       .def_property_readonly("has_generation_config", &Checkpoint::has_generation_config)
       .def_property_readonly("generation_config_json",
@@ -93,7 +130,7 @@ void register_checkpoint(py::module_& module) {
            })
       .def("check_weights",
            [](const Checkpoint& self) {
-             const WeightCheck check = check_weights(self.config(), self);
+             const WeightCheck check = check_family_weights(self);
              py::dict result;
              result["missing"] = check.missing;
              result["unexpected"] = check.unexpected;
@@ -101,7 +138,7 @@ void register_checkpoint(py::module_& module) {
              result["unsupported_dtype"] = check.unsupported_dtype;
              return result;
            })
-      .def("require_weights", [](const Checkpoint& self) { require_weights(self.config(), self); });
+      .def("require_weights", [](const Checkpoint& self) { require_weights(check_family_weights(self), self); });
 
   module.def("parse_config",
              [](const std::string& text) { return config_to_json(parse_qwen2audio_config(text, "<string>")); });

@@ -94,11 +94,11 @@ std::shared_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
   }
 
   const fs::path config_path = checkpoint->directory_ / "config.json";
-  // Other families read their own config (model/ultravox.h); config() stays Qwen2-Audio's.
+  // config() stays Qwen2-Audio's; an Ultravox folder keeps its own (ultravox_config()).
   if (fs::exists(config_path)) {
     checkpoint->model_type_ = read_model_type(config_path);
     if (checkpoint->model_type_ == "ultravox")
-      checkpoint->text_config_ = load_ultravox_config(config_path).text;
+      checkpoint->ultravox_config_ = load_ultravox_config(config_path);
     else
       checkpoint->config_ = load_qwen2audio_config(config_path);
   }
@@ -108,8 +108,8 @@ std::shared_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
     checkpoint->has_generation_config_ = true;
   } else if (checkpoint->config_) {
     checkpoint->generation_config_ = GenerationConfig::from_model_config(checkpoint->config_->text);
-  } else if (checkpoint->text_config_) {
-    checkpoint->generation_config_ = GenerationConfig::from_model_config(*checkpoint->text_config_);
+  } else if (checkpoint->ultravox_config_) {
+    checkpoint->generation_config_ = GenerationConfig::from_model_config(checkpoint->ultravox_config_->text);
   }
   return checkpoint;
 }

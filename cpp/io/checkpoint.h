@@ -24,6 +24,8 @@ class Checkpoint {
   const Qwen2AudioConfig& config() const;  // throws ConfigError when the folder has no Qwen2-Audio config.json
   // config.json's model_type, empty without one.
   const std::string& model_type() const { return model_type_; }
+  // An Ultravox folder's config.json (model_type "ultravox"); null for other folders.
+  const UltravoxConfig* ultravox_config() const { return ultravox_config_ ? &*ultravox_config_ : nullptr; }
   const GenerationConfig& generation_config() const { return generation_config_; }
   bool has_generation_config() const { return has_generation_config_; }
 
@@ -48,7 +50,7 @@ class Checkpoint {
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, Location> locations_;
   std::optional<Qwen2AudioConfig> config_;
-  std::optional<TextConfig> text_config_;  // another family's decoder, for its generation defaults
+  std::optional<UltravoxConfig> ultravox_config_;
   std::string model_type_;
   GenerationConfig generation_config_;
   bool has_generation_config_ = false;

@@ -57,7 +57,7 @@ std::shared_ptr<UltravoxModel> UltravoxModel::load(const std::filesystem::path& 
   if (checkpoint->model_type() != "ultravox")
     throw ConfigError(path.string() + ": config.json's model_type is '" + checkpoint->model_type() +
                       "', not 'ultravox'");
-  model->config_ = load_ultravox_config(checkpoint->directory() / "config.json");
+  model->config_ = *checkpoint->ultravox_config();
   require_weights(check_weights(ultravox_expected_tensors(model->config_), model->config_.text, *checkpoint),
                   *checkpoint);
   model->checkpoint_ = checkpoint;

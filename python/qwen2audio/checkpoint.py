@@ -1,4 +1,4 @@
-"""Inspection of a Hugging Face Qwen2-Audio checkpoint folder, without loading the model."""
+"""Inspection of a Hugging Face checkpoint folder (Qwen2-Audio or Ultravox), without loading the model."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ class Checkpoint:
             GenerationConfig(json.loads(self._core.generation_config_json)) if self._core.has_config or
             self._core.has_generation_config else None
         )
+
+    @property
+    def model_type(self) -> str:
+        """config.json's ``model_type`` ("qwen2_audio", "ultravox"), empty without a config.json."""
+        return self._core.model_type
 
     @property
     def directory(self) -> str:
@@ -81,7 +86,8 @@ class Checkpoint:
         return raw.astype(np.float32)
 
     def check_weights(self) -> dict[str, list[str]]:
-        """Missing, unexpected, wrong-shape and unsupported-dtype tensors against ``config.json``."""
+        """Missing, unexpected, wrong-shape and unsupported-dtype tensors against ``config.json`` (the tensors its
+        model family, Qwen2-Audio or Ultravox, needs)."""
         return self._core.check_weights()
 
     def require_weights(self) -> None:

@@ -12,6 +12,7 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from . import DeviceError, __version__
@@ -386,10 +387,19 @@ def _inspect(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint(args.model)
     elapsed = time.perf_counter() - started
     print(f"{checkpoint!r} opened in {elapsed * 1000:.1f} ms")
-    if checkpoint.config is not None:
-        audio, text = checkpoint.config.audio_config, checkpoint.config.text_config
+    ultravox = checkpoint._core.ultravox_sizes
+    if checkpoint.config is not None or ultravox is not None:
+        if ultravox is not None:
+            audio, text = SimpleNamespace(**ultravox["audio_config"]), SimpleNamespace(**ultravox["text_config"])
+        else:
+            audio, text = checkpoint.config.audio_config, checkpoint.config.text_config
+        print(f"model type: {checkpoint.model_type}")
         print(f"audio encoder: d_model {audio.d_model}, {audio.encoder_layers} layers, "
               f"{audio.encoder_attention_heads} heads, ffn {audio.encoder_ffn_dim}")
+        if ultravox is not None:
+            projector = ultravox["projector"]
+            print(f"projector: {projector['stack_factor']} frames stacked per token, hidden {projector['hidden_size']}, "
+                  f"{projector['act']}")
         print(f"text decoder: hidden {text.hidden_size}, {text.num_hidden_layers} layers, {text.num_attention_heads} "
               f"heads ({text.num_key_value_heads} kv), vocab {text.vocab_size}")
         problems = {key: value for key, value in checkpoint.check_weights().items() if value}

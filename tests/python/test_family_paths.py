@@ -317,3 +317,42 @@ def test_base_asr_prompt_is_refused_for_ultravox(model, processor):
     state = ServerState(None, "tiny", ServerLimits(), asr_style="base")
     with pytest.raises(ValueError, match="Qwen2-Audio-7B's ASR prompt"):
         state.attach(model, processor)
+
+
+@pytest.mark.parametrize("family", ["qwen2_audio", "ultravox"])
+def test_inspect_describes_each_family_and_checks_its_weights(family, request, tmp_path, capsys) -> None:
+    folder = request.getfixturevalue("tiny_f32" if family == "qwen2_audio" else "ultravox")
+    config = json.loads((folder / "config.json").read_text())
+    audio, text = config["audio_config"], config["text_config"]
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"model type: {family}" in out
+    assert (f"audio encoder: d_model {audio['d_model']}, {audio['encoder_layers']} layers, "
+            f"{audio['encoder_attention_heads']} heads, ffn {audio['encoder_ffn_dim']}") in out
+    assert (f"text decoder: hidden {text['hidden_size']}, {text['num_hidden_layers']} layers, "
+            f"{text['num_attention_heads']} heads ({text['num_key_value_heads']} kv)") in out
+    if family == "ultravox":
+        assert f"projector: {config['stack_factor']} frames stacked per token, hidden {config['hidden_size']}" in out
+    assert "weights match config.json" in out
+
+    # The same folder less one tensor and with one too many: the family's own layout names both.
+    from qwen2audio.checkpoint import Checkpoint
+    from qwen2audio.safetensors_writer import save_file
+
+    checkpoint = Checkpoint(folder)
+    names = list(checkpoint)
+    dropped = next(name for name in names if "layers.1." in name and name.endswith("weight"))
+    tensors = {name: checkpoint.to_float32(name) for name in names if name != dropped}
+    tensors["extra.weight"] = np.zeros(3, dtype=np.float32)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in folder.iterdir():
+        if item.name != "model.safetensors" and item.is_file():
+            (broken / item.name).write_bytes(item.read_bytes())
+    save_file(tensors, broken / "model.safetensors")
+    assert main(["inspect", str(broken)]) == 0
+    out = capsys.readouterr().out
+    assert "weight problems" in out and dropped in out and "extra.weight" in out
+    assert Checkpoint(broken).check_weights()["missing"] == [dropped]
+    with pytest.raises(qwen2audio.CheckpointError, match=dropped.replace(".", r"\.")):
+        Checkpoint(broken).require_weights()
