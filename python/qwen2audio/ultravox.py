@@ -21,6 +21,7 @@ import numpy as np
 from . import _core, _files, _torch
 from .config import GenerationConfig
 from .modeling import AudioCausalLM, _tokens
+from .processor import BatchFeature
 
 __all__ = ["UltravoxConfig", "UltravoxForConditionalGeneration", "UltravoxModelOutput", "UltravoxProcessor"]
 
@@ -184,7 +185,7 @@ class UltravoxProcessor:
 
     def __call__(self, text: Union[str, Sequence[str]], audio: Any = None, sampling_rate: int | None = None,
                  return_tensors: str | None = "np", padding: bool | str = False, long_audio: str = "chunk",
-                 **kwargs: Any) -> dict[str, Any]:
+                 **kwargs: Any) -> BatchFeature:
         """Model inputs for one prompt or a list of them; the clips of ``audio`` (arrays at 16 kHz, paths or
         bytes) fill the ``<|audio|>`` placeholders in order. ``long_audio``: ``"chunk"`` (fixie-ai's rule: a clip
         over 30 s becomes several chunks) or ``"truncate"`` (its first 30 s, with an AudioTruncatedWarning).
@@ -201,8 +202,8 @@ class UltravoxProcessor:
         kwargs.pop("audios", None)
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
-        if return_tensors not in ("np", None):
-            raise ValueError(f"return_tensors must be 'np' or None, got {return_tensors!r}")
+        if return_tensors not in ("np", "pt", None):
+            raise ValueError(f"return_tensors must be 'np', 'pt' or None, got {return_tensors!r}")
         if long_audio not in ("truncate", "chunk"):
             raise ValueError(f"long_audio must be 'truncate' or 'chunk', got {long_audio!r}")
         if sampling_rate is not None and sampling_rate != _SAMPLING_RATE:
@@ -263,8 +264,8 @@ class UltravoxProcessor:
         result["input_ids"] = input_ids
         result["attention_mask"] = attention_mask
         if return_tensors is None:
-            result = {key: value.tolist() for key, value in result.items()}
-        return result
+            return BatchFeature({key: value.tolist() for key, value in result.items()})
+        return BatchFeature(result, tensor_type=return_tensors)
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
@@ -283,8 +284,13 @@ class UltravoxModelOutput(dict):
             raise AttributeError(name) from missing
 
 
+def _float_array(value: Any) -> np.ndarray:
+    # Torch tensors too (a processor's return_tensors="pt", cast to bfloat16 or moved by .to()).
+    return np.asarray(_torch.to_numpy(value), dtype=np.float32)
+
+
 def _int_array(value: Any, name: str, ndim: int) -> np.ndarray:
-    array = np.ascontiguousarray(np.asarray(value), dtype=np.int64)
+    array = np.ascontiguousarray(np.asarray(_torch.to_numpy(value)), dtype=np.int64)
     if array.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {array.shape}")
     return array
@@ -360,12 +366,12 @@ class UltravoxForConditionalGeneration(AudioCausalLM):
 
     def audio_tower(self, audio_values: Any, audio_lens: Any = None) -> np.ndarray:
         """The encoder's last hidden state (chunks, ceil(frames / 2), d_model) of every frame."""
-        return self._core.encode(np.asarray(audio_values, dtype=np.float32),
+        return self._core.encode(_float_array(audio_values),
                                  None if audio_lens is None else _int_array(audio_lens, "audio_lens", 1))
 
     def audio_embeddings(self, audio_values: Any, audio_lens: Any = None, all_rows: bool = False) -> np.ndarray:
         """The projector's rows: each chunk's audio tokens in order (all_rows: every stacked row)."""
-        return self._core.audio_embeddings(np.asarray(audio_values, dtype=np.float32),
+        return self._core.audio_embeddings(_float_array(audio_values),
                                            None if audio_lens is None else _int_array(audio_lens, "audio_lens", 1),
                                            all_rows)
 
@@ -376,7 +382,7 @@ class UltravoxForConditionalGeneration(AudioCausalLM):
             return {}
         if audio_token_start_idx is None:
             raise ValueError("audio_values need audio_token_start_idx (the processor gives it)")
-        return {"audio_values": np.asarray(audio_values, dtype=np.float32),
+        return {"audio_values": _float_array(audio_values),
                 "audio_lens": None if audio_lens is None else _int_array(audio_lens, "audio_lens", 1),
                 "audio_token_start_idx": _int_array(audio_token_start_idx, "audio_token_start_idx", 1)}
 
@@ -384,14 +390,18 @@ class UltravoxForConditionalGeneration(AudioCausalLM):
                           audio_token_start_idx: Any = None, **ignored: Any) -> np.ndarray:
         """The merged sequence the decoder reads (batch, steps, hidden)."""
         audio = self._audio_arguments(audio_values, audio_lens, audio_token_start_idx)
-        return self._core.embed(_int_array(input_ids, "input_ids", 2), **audio)
+        embeds = self._core.embed(_int_array(input_ids, "input_ids", 2), **audio)
+        return _torch.as_tensor(embeds, input_ids.device) if _torch.is_tensor(input_ids) else embeds
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, audio_values: Any = None, audio_lens: Any = None,
                  audio_token_start_idx: Any = None, audio_token_len: Any = None, audio_batch_size: Any = None
                  ) -> UltravoxModelOutput:
         audio = self._audio_arguments(audio_values, audio_lens, audio_token_start_idx)
         mask = None if attention_mask is None else _int_array(attention_mask, "attention_mask", 2)
-        return UltravoxModelOutput(logits=self._core.forward(_int_array(input_ids, "input_ids", 2), mask, **audio))
+        logits = self._core.forward(_int_array(input_ids, "input_ids", 2), mask, **audio)
+        if _torch.is_tensor(input_ids):
+            logits = _torch.as_tensor(logits, input_ids.device)
+        return UltravoxModelOutput(logits=logits)
 
     forward = __call__
 

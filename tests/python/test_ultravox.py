@@ -221,6 +221,39 @@ def test_processor_to_greedy_tokens_end_to_end(name, goldens, reference_dir, pro
     assert sequences[0, inputs["input_ids"].shape[1]:].tolist() == golden["greedy_new_tokens"]
 
 
+def test_return_tensors_pt_through_forward_and_generate(goldens, reference_dir, processor, model_f32, golden_file):
+    """HF habits carry over: processor(..., return_tensors="pt") gives a BatchFeature of torch tensors, which the
+    model takes as they are (cast to bfloat16 too) and answers in torch, equal to the NumPy path."""
+    torch = pytest.importorskip("torch")
+    from qwen2audio.processor import BatchFeature
+
+    golden = goldens["u2_system_text_audio"]
+    prompt = processor.apply_chat_template(golden["messages"], add_generation_prompt=golden["add_generation_prompt"],
+                                           date_string=golden_file["chat_template_kwargs"]["date_string"])
+    clips = [read_wav(reference_dir / "audio" / f"{case}.wav") for case in golden["audio_cases"]]
+    as_numpy = processor(text=prompt, audio=clips)
+    as_torch = processor(text=prompt, audio=clips, return_tensors="pt")
+    assert isinstance(as_numpy, BatchFeature) and isinstance(as_torch, BatchFeature)
+    assert list(as_torch) == list(as_numpy)
+    for key, value in as_torch.items():
+        assert isinstance(value, torch.Tensor), key
+        np.testing.assert_array_equal(value.numpy(), as_numpy[key])
+    logits = model_f32(**as_torch).logits
+    assert isinstance(logits, torch.Tensor)
+    np.testing.assert_array_equal(logits.numpy(), model_f32(**as_numpy).logits)
+    sequences = model_f32.generate(**as_torch, max_new_tokens=12, eos_token_id=[])
+    assert isinstance(sequences, torch.Tensor)
+    assert sequences[0, as_torch.input_ids.shape[1]:].tolist() == golden["greedy_new_tokens"]
+    assert as_torch.to(torch.bfloat16).audio_values.dtype == torch.bfloat16
+    widened = model_f32(**as_torch).logits.numpy()  # bf16 features widened to float32 on the way in
+    reference = model_f32(**{**as_numpy, "audio_values": as_torch.audio_values.float().numpy()}).logits
+    np.testing.assert_array_equal(widened, reference)
+    embeds = model_f32.get_inputs_embeds(**as_torch)
+    assert isinstance(embeds, torch.Tensor) and embeds.shape[:2] == as_torch.input_ids.shape
+    with pytest.raises(ValueError, match="return_tensors"):
+        processor(text=prompt, audio=clips, return_tensors="tf")
+
+
 # ---------------------------------------------------------------- bfloat16
 
 
