@@ -58,6 +58,22 @@ void register_kernels(py::module_& module) {
       py::arg("bytes") = size_t{1} << 30, py::arg("repeats") = 5, py::arg("threads") = 0,
       "Best streaming read bandwidth in GB/s over a buffer of `bytes` (use one much larger than the last-level "
       "cache).");
+  py::class_<kernels::ReadProbe>(module, "ReadProbe",
+                                 "A buffer read again and again, to pair each timed call with a read right after it.")
+      .def(py::init([](size_t bytes) {
+             py::gil_scoped_release release;
+             return std::make_unique<kernels::ReadProbe>(bytes);
+           }),
+           py::arg("bytes") = size_t{512} << 20)
+      .def_property_readonly("bytes", &kernels::ReadProbe::bytes)
+      .def(
+          "read_gbs",
+          [](kernels::ReadProbe& self, int threads) {
+            py::gil_scoped_release release;
+            ScopedNumThreads scoped(threads > 0 ? checked_num_threads(threads) : default_num_threads());
+            return self.read_gbs();
+          },
+          py::arg("threads") = 0, "GB/s of one streaming read of the buffer on `threads` threads.");
   module.def(
       "quantize_weight",
       [](const FloatArray& weight, const std::string& format_name, int64_t group_size) {

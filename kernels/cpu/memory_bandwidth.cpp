@@ -99,6 +99,24 @@ uint64_t streaming_read(const void* data, size_t bytes) {
   return total;
 }
 
+ReadProbe::ReadProbe(size_t bytes) : bytes_(bytes / 256 * 256) {
+  if (bytes < (size_t{1} << 20)) throw InvalidArgument("ReadProbe needs at least 1 MiB");
+  uint64_t* data = buffer_.reserve(bytes_ / 8);
+  const int64_t words = static_cast<int64_t>(bytes_ / 8);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < words; ++i) data[i] = static_cast<uint64_t>(i);
+  volatile uint64_t sink = streaming_read(data, bytes_);
+  (void)sink;
+}
+
+double ReadProbe::read_gbs() {
+  const auto start = std::chrono::steady_clock::now();
+  volatile uint64_t sink = streaming_read(buffer_.data(), bytes_);
+  (void)sink;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return static_cast<double>(bytes_) / seconds / 1e9;
+}
+
 double measure_read_bandwidth(size_t bytes, int repeats) {
   if (bytes < (size_t{1} << 20) || repeats < 1)
     throw InvalidArgument("measure_read_bandwidth needs at least 1 MiB and one repeat");

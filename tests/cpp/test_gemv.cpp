@@ -556,6 +556,15 @@ TEST(MemoryBandwidth, StreamingReadSumsEveryWord) {
   EXPECT_THROW(streaming_read(unaligned.data(), 100), InvalidArgument);
 }
 
+TEST(MemoryBandwidth, ReadProbeReadsWholeChunksOfItsBuffer) {
+  ReadProbe probe((size_t{1} << 20) + 100);  // rounded down to whole 256-byte chunks
+  EXPECT_EQ(probe.bytes(), size_t{1} << 20);
+  const double first = probe.read_gbs(), second = probe.read_gbs();
+  EXPECT_GT(first, 0.0);
+  EXPECT_GT(second, 0.0);
+  EXPECT_THROW(ReadProbe(1000), InvalidArgument);
+}
+
 // The integer products of quantized weights in panels (quantized_gemm.h) against their definition:
 // activations quantized per row and weight group to int8 levels (the same levels as gemv's for int4
 // weights), summed exactly per group, then scaled. Shapes cover row tails of every tile (1-13 rows),

@@ -17,7 +17,8 @@ from qwen2audio.demo import demo_checkpoint
 FIELDS = {"model", "dtype", "quantization", "threads", "load_s", "encoder_s", "encoder_5s_s", "encoder_10s_s",
           "encoder_30s_s", "encoder_window_s", "prefill_s", "prefill_tokens_per_s",
           "decode_s_per_token", "decode_tokens_per_s", "decode_context", "peak_rss_bytes", "read_bandwidth_gbs",
-          "decode_weight_bytes", "decode_bound_s_per_token", "decode_fraction_of_bound"}
+          "decode_weight_bytes", "decode_bound_s_per_token", "decode_fraction_of_bound", "decode_paired_fraction",
+          "decode_paired_read_gbs"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def _check_consistent(report: dict, context: int) -> None:
     assert FIELDS <= set(report)
     for key in ("load_s", "encoder_s", "encoder_5s_s", "encoder_window_s", "prefill_s", "prefill_tokens_per_s",
                 "decode_s_per_token",
-                "decode_tokens_per_s", "read_bandwidth_gbs", "decode_bound_s_per_token", "decode_fraction_of_bound"):
+                "decode_tokens_per_s", "read_bandwidth_gbs", "decode_bound_s_per_token", "decode_fraction_of_bound",
+                "decode_paired_fraction", "decode_paired_read_gbs"):
         assert report[key] > 0, key
     assert report["threads"] >= 1
     assert report["encoder_s"] == report["encoder_30s_s"]
@@ -151,3 +153,20 @@ def test_cli_bench_annotate_reports_each_clip_length_beside_the_baseline(demo_mo
     printed = _bench("--model", str(demo_model), "--annotate", "--clip-seconds", "10", "--new-tokens", "2")
     assert printed.returncode == 0, printed.stderr
     assert "clips/hour" in printed.stdout and "x the baseline" in printed.stdout
+
+
+def test_decode_paired_with_reads_reports_each_batch_size(tiny_bf16: Path) -> None:
+    from qwen2audio import Qwen2AudioForConditionalGeneration
+    from qwen2audio.benchmark import measure_decode_paired
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16, num_threads=1)
+    weight_bytes = decode_weight_bytes(model.config, None)["total"]
+    report = measure_decode_paired(model, weight_bytes, batch_sizes=(1, 3), steps=3, context=12, probe_bytes=4 << 20)
+    assert set(report) == {1, 3}
+    for batch, entry in report.items():
+        assert entry["step_s"] > 0 and entry["read_gbs"] > 0
+        assert 0 < entry["min"] <= entry["fraction"] <= entry["max"]
+        assert ("speedup" in entry) == (batch > 1)
+    assert report[3]["speedup"] > 0
+    with pytest.raises(ValueError, match="steps"):
+        measure_decode_paired(model, weight_bytes, steps=0)
