@@ -113,10 +113,13 @@ def _audio_workload(model: Any, count: int, seconds: float, rng: np.random.Gener
 
 
 def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, context: int = 1024,
-                  encoder: bool = True, encoder_repeats: int = 2, seed: int = 0) -> dict:
+                  encoder: bool = True, encoder_repeats: int = 2, seed: int = 0,
+                  paired_weight_bytes: Optional[float] = None, paired_steps: int = 8) -> dict:
     """Times one loaded model. Prefill: ``prompt_tokens`` random text tokens in one call. Decode:
     after filling the cache to ``context`` tokens, ``new_tokens`` greedy steps (the first comes from
-    the prefill's logits, so new_tokens - 1 forward passes are timed)."""
+    the prefill's logits, so new_tokens - 1 forward passes are timed). With ``paired_weight_bytes`` (the
+    bytes one step reads), ``paired_steps`` more steps of the same session each paired with a read
+    (:func:`measure_decode_paired`): ``decode_paired_fraction`` and ``decode_paired_read_gbs``."""
     if prompt_tokens < 1 or new_tokens < 2 or context < prompt_tokens:
         raise ValueError("need prompt_tokens >= 1, new_tokens >= 2 and context >= prompt_tokens")
     rng = np.random.default_rng(seed)
@@ -153,6 +156,10 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
     decode_s = time.perf_counter() - started
     peak_rss = max(peak_rss, _status_bytes("VmRSS") or 0)
     result["read_bandwidth_gbs"] = max(bandwidth_before, read_bandwidth(model.num_threads))
+    if paired_weight_bytes is not None:
+        paired = measure_decode_paired(model, paired_weight_bytes, steps=paired_steps, sessions=[session])[1]
+        result["decode_paired_fraction"] = paired["fraction"]
+        result["decode_paired_read_gbs"] = paired["read_gbs"]
     result["decode_s_per_token"] = decode_s / (new_tokens - 1)
     result["decode_tokens_per_s"] = (new_tokens - 1) / decode_s
     result["decode_context"] = context
@@ -161,7 +168,8 @@ def measure_model(model: Any, prompt_tokens: int = 800, new_tokens: int = 32, co
 
 
 def measure_decode_paired(model: Any, weight_bytes: float, batch_sizes: tuple[int, ...] = (1,), steps: int = 16,
-                          context: int = 256, probe_bytes: int = 512 << 20, seed: int = 0) -> dict:
+                          context: int = 256, probe_bytes: int = 512 << 20, seed: int = 0,
+                          sessions: Optional[list] = None) -> dict:
     """Decode steps each paired with a streaming read right before it, bench/bench_gemv.cpp's method for
     the kernels applied to the whole model. The bandwidth of a shared machine moves from second to second,
     so a bound read before or after a run is not the bandwidth the run saw; the read just before a step is
@@ -173,19 +181,23 @@ def measure_decode_paired(model: Any, weight_bytes: float, batch_sizes: tuple[in
     over steps of ``weight_bytes`` per step time over the paired read (``fraction``, with its ``min`` and
     ``max``): one step reads every weight once whatever the batch, so a batch's fraction passes 1 when
     the batch costs less than that many single steps. ``speedup`` (batch sizes > 1): the median over rounds
-    of batch tokens/s over the first batch size's tokens/s in the same round."""
+    of batch tokens/s over the first batch size's tokens/s in the same round. ``sessions``: sessions already
+    holding their context, one per batch size (a real model's prefill of ``context`` tokens takes long)."""
     from . import _core
 
     if steps < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("need steps >= 1 and batch sizes >= 1")
-    rng = np.random.default_rng(seed)
-    limit = _text_id_limit(model)
-    sessions = []
-    for batch in batch_sizes:
-        session = model.start_session(batch)
-        session.append(rng.integers(0, limit, size=(batch, context)))
-        session.generate(max_new_tokens=2, eos_token_id=[])  # threads, scratch and caches warm
-        sessions.append(session)
+    if sessions is None:
+        rng = np.random.default_rng(seed)
+        limit = _text_id_limit(model)
+        sessions = []
+        for batch in batch_sizes:
+            session = model.start_session(batch)
+            session.append(rng.integers(0, limit, size=(batch, context)))
+            session.generate(max_new_tokens=2, eos_token_id=[])  # threads, scratch and caches warm
+            sessions.append(session)
+    elif len(sessions) != len(batch_sizes):
+        raise ValueError("give one session per batch size")
     probe = _core.ReadProbe(probe_bytes)
     threads = model.num_threads
     times: list[list[float]] = [[] for _ in batch_sizes]
@@ -339,15 +351,12 @@ def run_model_benchmark(model_dir: str, dtype: str = "auto", quantization: Optio
     group_size = stored["group_size"] if stored else 128
     result = {"model": str(model_dir), "dtype": model.dtype, "quantization": fmt, "threads": model.num_threads,
               "load_s": load_s}
-    result.update(measure_model(model, prompt_tokens, max(new_tokens, 2), max(context, prompt_tokens), encoder))
     weight_bytes = decode_weight_bytes(model.config, fmt, group_size, 4 if model.dtype == "float32" else 2)
+    result.update(measure_model(model, prompt_tokens, max(new_tokens, 2), max(context, prompt_tokens), encoder,
+                                paired_weight_bytes=weight_bytes["total"], paired_steps=paired_steps))
     result["decode_weight_bytes"] = weight_bytes["total"]
     result["decode_bound_s_per_token"] = weight_bytes["total"] / (result["read_bandwidth_gbs"] * 1e9)
     result["decode_fraction_of_bound"] = result["decode_bound_s_per_token"] / result["decode_s_per_token"]
-    paired = measure_decode_paired(model, weight_bytes["total"], steps=paired_steps,
-                                   context=result["decode_context"])[1]
-    result["decode_paired_fraction"] = paired["fraction"]
-    result["decode_paired_read_gbs"] = paired["read_gbs"]
     if print_results:
         _print(result)
     return result
