@@ -9,6 +9,7 @@ naming it. Keyword arguments go to the class's own ``from_pretrained``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -18,9 +19,29 @@ from . import _core, _files
 __all__ = ["AutoConfig", "AutoFeatureExtractor", "AutoModel", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM",
            "AutoProcessor", "AutoTokenizer"]
 
-SUPPORTED_MODEL_TYPE = "qwen2_audio"
-ULTRAVOX_MODEL_TYPE = "ultravox"
-SUPPORTED_MODEL_TYPES = (SUPPORTED_MODEL_TYPE, ULTRAVOX_MODEL_TYPE)
+# Every model family this package runs, by config.json's model_type: its display name, the processor_class a
+# processor-only folder names, and its class for each Auto kind ("module:Class" in this package; a kind it lacks is
+# absent). Adding a family is one entry here.
+FAMILIES: dict[str, dict[str, str]] = {
+    "qwen2_audio": {
+        "name": "Qwen2-Audio",
+        "processor_class": "Qwen2AudioProcessor",
+        "model": "modeling:Qwen2AudioForConditionalGeneration",
+        "processor": "processor:Qwen2AudioProcessor",
+        "tokenizer": "tokenizer:Qwen2Tokenizer",
+        "feature extractor": "audio:WhisperFeatureExtractor",
+        "config": "config:Qwen2AudioConfig",
+    },
+    "ultravox": {
+        "name": "Ultravox",
+        "processor_class": "UltravoxProcessor",
+        "model": "ultravox:UltravoxForConditionalGeneration",
+        "processor": "ultravox:UltravoxProcessor",
+        # The tokenizer reads any byte-level BPE tokenizer.json (Llama 3's included).
+        "tokenizer": "tokenizer:Qwen2Tokenizer",
+    },
+}
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 # The files that name a folder's architecture when config.json is absent (a processor-only folder).
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -39,20 +60,30 @@ def _model_type(folder: Path, what: str) -> str:
         path = folder / name
         if path.is_file():
             document = _files.read_json(path, _core.ConfigError)
-            if isinstance(document, dict) and document.get("processor_class") == "Qwen2AudioProcessor":
-                return SUPPORTED_MODEL_TYPE
-            if isinstance(document, dict) and document.get("processor_class") == "UltravoxProcessor":
-                return ULTRAVOX_MODEL_TYPE
+            if isinstance(document, dict):
+                for model_type, family in FAMILIES.items():
+                    if document.get("processor_class") == family["processor_class"]:
+                        return model_type
     raise ValueError(f"{folder} has no config.json: cannot tell which {what} class it needs")
 
 
 def _resolve(pretrained_model_name_or_path: Union[str, os.PathLike], what: str) -> str:
     folder = _files.local_folder(pretrained_model_name_or_path, what="a checkpoint folder")
     model_type = _model_type(folder, what)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"{folder} holds a model of model_type {model_type!r}; qwen2audio runs "
-                         f"{SUPPORTED_MODEL_TYPE!r} (Qwen2-Audio) and {ULTRAVOX_MODEL_TYPE!r} (Ultravox) checkpoints")
+    if model_type not in FAMILIES:
+        runs = " and ".join(f"{key!r} ({family['name']})" for key, family in FAMILIES.items())
+        raise ValueError(f"{folder} holds a model of model_type {model_type!r}; qwen2audio runs {runs} checkpoints")
     return model_type
+
+
+def family_class(model_type: str, kind: str) -> Any:
+    """The class of ``kind`` ("model", "processor", "tokenizer", "feature extractor", "config") for a family."""
+    family = FAMILIES[model_type]
+    if kind not in family:
+        raise ValueError(f"{family['name']} checkpoints have no separate {kind} class here; use AutoModel or "
+                         "AutoProcessor")
+    module, name = family[kind].split(":")
+    return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
 class _AutoClass:
@@ -62,35 +93,14 @@ class _AutoClass:
         raise TypeError(f"{type(self).__name__} is not instantiated: use {type(self).__name__}.from_pretrained(folder)")
 
     @classmethod
-    def _target(cls) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def _ultravox_target(cls) -> Any:
-        raise ValueError(f"Ultravox checkpoints have no separate {cls._what} class here; use AutoModel or "
-                         "AutoProcessor")
-
-    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *args: Any, **kwargs: Any) -> Any:
-        model_type = _resolve(pretrained_model_name_or_path, cls._what)
-        target = cls._ultravox_target() if model_type == ULTRAVOX_MODEL_TYPE else cls._target()
+        target = family_class(_resolve(pretrained_model_name_or_path, cls._what), cls._what)
         return target.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 
 class AutoModelForCausalLM(_AutoClass):
-    """``from_pretrained(folder, ...)``: :class:`Qwen2AudioForConditionalGeneration` for a Qwen2-Audio folder."""
-
-    @classmethod
-    def _target(cls) -> Any:
-        from .modeling import Qwen2AudioForConditionalGeneration
-
-        return Qwen2AudioForConditionalGeneration
-
-    @classmethod
-    def _ultravox_target(cls) -> Any:
-        from .ultravox import UltravoxForConditionalGeneration
-
-        return UltravoxForConditionalGeneration
+    """``from_pretrained(folder, ...)``: the folder's model class (:class:`Qwen2AudioForConditionalGeneration`,
+    :class:`UltravoxForConditionalGeneration`)."""
 
 
 class AutoModel(AutoModelForCausalLM):
@@ -102,38 +112,17 @@ class AutoModelForSeq2SeqLM(AutoModelForCausalLM):
 
 
 class AutoProcessor(_AutoClass):
-    """``from_pretrained(folder, ...)``: :class:`Qwen2AudioProcessor` for a Qwen2-Audio folder."""
+    """``from_pretrained(folder, ...)``: the folder's processor (:class:`Qwen2AudioProcessor`,
+    :class:`UltravoxProcessor`)."""
 
     _what = "processor"
 
-    @classmethod
-    def _target(cls) -> Any:
-        from .processor import Qwen2AudioProcessor
-
-        return Qwen2AudioProcessor
-
-    @classmethod
-    def _ultravox_target(cls) -> Any:
-        from .ultravox import UltravoxProcessor
-
-        return UltravoxProcessor
-
 
 class AutoTokenizer(_AutoClass):
-    """``from_pretrained(folder, ...)``: :class:`Qwen2Tokenizer` for a Qwen2-Audio folder."""
+    """``from_pretrained(folder, ...)``: :class:`Qwen2Tokenizer` (it reads any byte-level BPE tokenizer.json:
+    Qwen2's, Llama 3's)."""
 
     _what = "tokenizer"
-
-    @classmethod
-    def _target(cls) -> Any:
-        from .tokenizer import Qwen2Tokenizer
-
-        return Qwen2Tokenizer
-
-    @classmethod
-    def _ultravox_target(cls) -> Any:
-        # The tokenizer reads any byte-level BPE tokenizer.json (Llama 3's included).
-        return cls._target()
 
 
 class AutoFeatureExtractor(_AutoClass):
@@ -141,20 +130,8 @@ class AutoFeatureExtractor(_AutoClass):
 
     _what = "feature extractor"
 
-    @classmethod
-    def _target(cls) -> Any:
-        from .audio import WhisperFeatureExtractor
-
-        return WhisperFeatureExtractor
-
 
 class AutoConfig(_AutoClass):
     """``from_pretrained(folder)``: :class:`Qwen2AudioConfig` for a Qwen2-Audio folder."""
 
     _what = "config"
-
-    @classmethod
-    def _target(cls) -> Any:
-        from .config import Qwen2AudioConfig
-
-        return Qwen2AudioConfig

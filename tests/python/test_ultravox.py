@@ -312,6 +312,19 @@ def test_auto_classes_pick_ultravox_from_config(ultravox_f32):
     assert isinstance(qwen2audio.AutoModelForCausalLM.from_pretrained(ultravox_f32), UltravoxForConditionalGeneration)
     assert isinstance(qwen2audio.AutoProcessor.from_pretrained(ultravox_f32), UltravoxProcessor)
     assert qwen2audio.AutoTokenizer.from_pretrained(ultravox_f32).eos_token == "<|eot_id|>"
+    for kind in (qwen2audio.AutoConfig, qwen2audio.AutoFeatureExtractor):  # kinds Ultravox has no class of
+        with pytest.raises(ValueError, match="Ultravox checkpoints have no separate"):
+            kind.from_pretrained(ultravox_f32)
+
+
+def test_a_processor_only_folder_names_its_family(ultravox_f32, tiny_f32, tmp_path):
+    """Without config.json, the processor_class of processor_config.json picks the family."""
+    for source, expected in ((ultravox_f32, UltravoxProcessor), (tiny_f32, qwen2audio.Qwen2AudioProcessor)):
+        folder = tmp_path / expected.__name__
+        shutil.copytree(source, folder)
+        (folder / "config.json").unlink()
+        (folder / "processor_config.json").write_text(json.dumps({"processor_class": expected.__name__}))
+        assert isinstance(qwen2audio.AutoProcessor.from_pretrained(folder), expected)
 
 
 def test_each_family_refuses_the_others_folder(ultravox_f32, tiny_f32):
