@@ -67,26 +67,34 @@ def test_annotate_writes_one_line_per_file(demo_model: Path, clips: Path, tmp_pa
 
 
 def test_annotate_interrupted_then_resumed(demo_model: Path, clips: Path, tmp_path: Path) -> None:
+    # Enough files that the run cannot finish between two polls after its second line (the tiny demo model
+    # answers six clips in tens of milliseconds: with six, the kill sometimes came after the last line).
+    many = tmp_path / "many"
+    many.mkdir()
+    files = sorted(clips.iterdir())
+    total = 60
+    for index in range(total):
+        shutil.copy(files[index % len(files)], many / f"clip{index:02d}.wav")
     output = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "qwen2audio", *ANNOTATE, "--model", str(demo_model), "--input", str(clips),
+    command = [sys.executable, "-m", "qwen2audio", *ANNOTATE, "--model", str(demo_model), "--input", str(many),
                "--output", str(output), "--batch-size", "1"]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if output.exists() and output.read_text().count("\n") >= 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)  # the harshest interrupt: no clean-up code runs
     process.wait()
     before = _lines(output) if output.exists() else []
-    assert 2 <= len(before) < 6, "the run must be cut mid-way for this test to mean anything"
+    assert 2 <= len(before) < total, "the run must be cut mid-way for this test to mean anything"
 
-    result = _run([*ANNOTATE, "--model", str(demo_model), "--input", str(clips), "--output", str(output),
+    result = _run([*ANNOTATE, "--model", str(demo_model), "--input", str(many), "--output", str(output),
                    "--batch-size", "1"])
     assert result.returncode == 0, result.stderr
     after = _lines(output)
     ids = [r["id"] for r in after]
-    assert len(ids) == len(set(ids)) == 6
+    assert len(ids) == len(set(ids)) == total
     assert after[: len(before)] == before  # lines written before the interrupt are kept as they were
     assert '"skipped": %d' % len(before) in result.stderr
 
