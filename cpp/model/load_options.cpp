@@ -1,5 +1,7 @@
 #include "model/load_options.h"
 
+#include <optional>
+
 #include "runtime/errors.h"
 
 namespace qwen2audio {
@@ -10,6 +12,23 @@ DTypeChoice parse_dtype_choice(const std::string& text, const char* argument) {
   if (text == "bfloat16" || text == "bf16") return DTypeChoice::BFloat16;
   throw InvalidArgument(std::string(argument) + " must be 'auto', 'float32' or 'bfloat16', got '" + text + "'");
 }
+
+namespace {
+
+// The dtype a choice names; none for Auto, which each setting resolves its own way.
+std::optional<DType> named_dtype(DTypeChoice choice) {
+  switch (choice) {
+    case DTypeChoice::Float32:
+      return DType::F32;
+    case DTypeChoice::BFloat16:
+      return DType::BF16;
+    case DTypeChoice::Auto:
+      break;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 ResolvedDTypes resolve_dtypes(const LoadOptions& options, const Checkpoint& checkpoint) {
   if (options.device.cuda) {
@@ -23,35 +42,19 @@ ResolvedDTypes resolve_dtypes(const LoadOptions& options, const Checkpoint& chec
       throw InvalidArgument(device + " keeps its KV cache in bfloat16; kv_cache_dtype='float32' is CPU-only");
   }
   ResolvedDTypes resolved;
-  switch (options.dtype) {
-    case DTypeChoice::Float32:
-      resolved.compute = DType::F32;
-      break;
-    case DTypeChoice::BFloat16:
-      resolved.compute = DType::BF16;
-      break;
-    case DTypeChoice::Auto:
-      // What the embedding matrix holds: BF16 stays BF16, anything else computes in float32
-      // (on a device, BF16 whatever the file holds).
-      resolved.compute =
-          options.device.cuda || checkpoint.record("language_model.model.embed_tokens.weight").dtype == DType::BF16
-              ? DType::BF16
-              : DType::F32;
-      break;
+  if (const std::optional<DType> chosen = named_dtype(options.dtype)) {
+    resolved.compute = *chosen;
+  } else {
+    // What the embedding matrix holds: BF16 stays BF16, anything else computes in float32
+    // (on a device, BF16 whatever the file holds).
+    resolved.compute =
+        options.device.cuda || checkpoint.record("language_model.model.embed_tokens.weight").dtype == DType::BF16
+            ? DType::BF16
+            : DType::F32;
   }
   // A BF16 model's key and value projections are BF16 numbers in the reference too, and BF16
   // halves the cache and the bytes each decode step reads.
-  switch (options.kv_cache_dtype) {
-    case DTypeChoice::Float32:
-      resolved.kv_cache = DType::F32;
-      break;
-    case DTypeChoice::BFloat16:
-      resolved.kv_cache = DType::BF16;
-      break;
-    case DTypeChoice::Auto:
-      resolved.kv_cache = resolved.compute;
-      break;
-  }
+  resolved.kv_cache = named_dtype(options.kv_cache_dtype).value_or(resolved.compute);
   return resolved;
 }
 

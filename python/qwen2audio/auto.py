@@ -41,7 +41,6 @@ FAMILIES: dict[str, dict[str, str]] = {
         "tokenizer": "tokenizer:Qwen2Tokenizer",
     },
 }
-SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 # The files that name a folder's architecture when config.json is absent (a processor-only folder).
 _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
