@@ -25,9 +25,10 @@ struct Linear {
 };
 
 // Whether quantized layers should be packed into panels for the integer kernels (quantized_gemm.h):
-// where the CPU has AVX512-VNNI and no AMX (AMX multiplies BF16 several times faster than
-// AVX512-VNNI multiplies int8, so there widening to its BF16 product wins for prefill), unless the
-// Gemm's options turn it off. linear() runs whatever layout its weight has.
+// wherever the kernels' tier has them (VNNI or AVX2's vpmaddubsw), unless the Gemm's options turn it
+// off. AMX CPUs included: there the panels measured 2.1x (2 threads) and 4.5x (16) faster than
+// widening to BF16 for oneDNN 2.6's AMX product at prefill shapes (bench/RESULTS.md, "AMX host").
+// linear() runs whatever layout its weight has.
 bool integer_kernels(const Gemm& gemm);
 
 // y = x W^T + b (y += with `accumulate`) for `rows` rows of x (row stride ldx) into y (row stride

@@ -139,8 +139,8 @@ def prefill_paths() -> list:
     from qwen2audio import _core as core
 
     info = core.cpu_info()
-    # VNNI kernels on the avx512_bf16 tier, vpmaddubsw ones on avx2 and avx512 (AMX CPUs widen instead).
-    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16") and not info["amx_bf16"]
+    # VNNI kernels on the avx512_bf16 tier, vpmaddubsw ones on avx2 and avx512.
+    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16")
     return ["float"] + (["integer"] if integer else [])
 
 
