@@ -19,6 +19,7 @@ constexpr int64_t kQueryBlock = 64;  // queries per work item of the tiled algor
 constexpr int kMicroRows = 6;        // rows of the register-blocked micro-kernel
 constexpr int64_t kDimQuantum = 32;  // packed head_dim is zero-padded to this (two vectors of 16)
 constexpr int64_t kDirectMaxQueries = 2;
+constexpr int64_t kReadAheadItemBytes = 128 << 10;  // largest keys + values of a head read ahead (decode)
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kHidden = -std::numeric_limits<float>::infinity();
 constexpr uint8_t kNoneVisible = 0, kSomeVisible = 1, kAllVisible = 2;
@@ -349,6 +350,56 @@ QWEN2AUDIO_ALWAYS_INLINE typename Vec<L>::Floats load_kv(const void* base, int64
   return Vec<L>::load(static_cast<const float*>(base) + index);
 }
 
+// Asks for the cache lines of one key or value row ahead of its use.
+template <bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void prefetch_row(const void* base, int64_t index, int64_t dim) {
+  const char* first = static_cast<const char*>(base) + index * (kBf16 ? 2 : 4);
+  const int64_t bytes = dim * (kBf16 ? 2 : 4);
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(first + offset);
+}
+
+// sums[0, N L) = the sum over the visible keys s of scores[s] v[s, 0, N L), the N vectors held in
+// registers across the keys (a sum kept in memory waits on a store and a reload per key and vector:
+// with it, 17-20 % more time for a decode step's attention at 256-1024 tokens, AVX-512). Asks for
+// the key rows at next_base (the next item's) on the way when next_base >= 0.
+template <int L, bool kBf16, int N>
+QWEN2AUDIO_ALWAYS_INLINE void weighted_values(const AttentionArgs& args, int64_t base, const float* scores,
+                                              int64_t visible, float* sums, int64_t next_base) {
+  using V = Vec<L>;
+  typename V::Floats acc[N];
+#pragma GCC unroll 8
+  for (int j = 0; j < N; ++j) acc[j] = V::splat(0.0f);
+  for (int64_t s = 0; s < visible; ++s) {
+    if (next_base >= 0) prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    const float weight = scores[s];
+    if (weight == 0.0f) continue;  // hidden (or negligible): never read its value
+    const int64_t row = base + s * args.kv_row_stride;
+    const typename V::Floats w = V::splat(weight);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) acc[j] = w * load_kv<L, kBf16>(args.v, row + j * L) + acc[j];
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < N; ++j) V::store(sums + j * L, acc[j]);
+}
+
+// The same for any number of vectors, the sums in memory.
+template <int L, bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void weighted_values_in_memory(const AttentionArgs& args, int64_t base, const float* scores,
+                                                        int64_t visible, float* sums, int64_t next_base) {
+  using V = Vec<L>;
+  const int64_t vector_dim = args.head_dim / L * L;
+  std::fill_n(sums, vector_dim, 0.0f);
+  for (int64_t s = 0; s < visible; ++s) {
+    if (next_base >= 0) prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    const float weight = scores[s];
+    if (weight == 0.0f) continue;
+    const int64_t row = base + s * args.kv_row_stride;
+    const typename V::Floats w = V::splat(weight);
+    for (int64_t d = 0; d < vector_dim; d += L)
+      V::store(sums + d, w * load_kv<L, kBf16>(args.v, row + d) + V::load(sums + d));
+  }
+}
+
 template <int L, bool kBf16>
 QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, int64_t end) {
   using V = Vec<L>;
@@ -373,6 +424,23 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
     const int64_t kv_row = args.kv_rows ? args.kv_rows[b] : b;
     const int64_t base = kv_row * args.kv_batch_stride + g * args.kv_head_stride;
 
+    // A decode step reads each head's keys, then its values, as short streams (at 256 tokens of a
+    // 128-wide BF16 head, 64 KiB each) that would each start cold, one at a time. So this item's
+    // values are asked for during its key pass, and the next item's keys (the next head, most often
+    // this thread's next item) during its value pass. Only for items small enough to stay in L2
+    // until used: at 512 tokens (256 KiB) it read no faster, and the hardware prefetcher keeps up
+    // with longer streams. With the register sums below, 1.2-1.4x at 256 tokens and 1.1-1.2x at 1024
+    // (bench/bench_decode_attention.cpp, bench/RESULTS.md).
+    const bool ahead =
+        args.read_ahead && 2 * visible * dim * static_cast<int64_t>(kBf16 ? 2 : 4) <= kReadAheadItemBytes;
+    int64_t next_base = -1;
+    if (ahead && item + 1 < args.batch * args.num_heads * args.q_len) {
+      const int64_t next_h = ((item + 1) / args.q_len) % args.num_heads;
+      const int64_t next_b = (item + 1) / (args.q_len * args.num_heads);
+      const int64_t next_row = args.kv_rows ? args.kv_rows[next_b] : next_b;
+      next_base = next_row * args.kv_batch_stride + next_h / plan.group * args.kv_head_stride;
+    }
+
     // Key after key in memory order (one long stream for the prefetchers; interleaving a few rows
     // at a time measured slower), two accumulators per key.
     float maximum = kHidden;
@@ -382,6 +450,7 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
         continue;
       }
       const int64_t row = base + s * args.kv_row_stride;
+      if (ahead) prefetch_row<kBf16>(args.v, row, dim);
       Floats dot0 = V::splat(0.0f), dot1 = V::splat(0.0f);
       int64_t d = 0;
       for (; d + 2 * L <= vector_dim; d += 2 * L) {
@@ -415,15 +484,27 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
       total += scores[s];
     }
 
-    std::fill_n(sums, dim, 0.0f);
-    for (s = 0; s < visible; ++s) {
-      const float weight = scores[s];
-      if (weight == 0.0f) continue;  // hidden (or negligible): never read its value
-      const int64_t row = base + s * args.kv_row_stride;
-      const Floats w = V::splat(weight);
-      for (int64_t d = 0; d < vector_dim; d += L)
-        V::store(sums + d, w * load_kv<L, kBf16>(args.v, row + d) + V::load(sums + d));
-      for (int64_t d = vector_dim; d < dim; ++d) sums[d] += weight * element<kBf16>(args.v, row + d);
+    // Heads of 8, 4, 2 or 1 vectors (128 or 64 wide on AVX-512, 64 on AVX2) keep their sums in
+    // registers over one pass of the values; wider heads add into memory (splitting the rows into
+    // passes of 8 vectors measured 1.6x slower: AVX2, 128 wide, 1024 tokens).
+    const int64_t vectors = vector_dim / L;
+    if (vectors == 8)
+      weighted_values<L, kBf16, 8>(args, base, scores, visible, sums, next_base);
+    else if (vectors == 4)
+      weighted_values<L, kBf16, 4>(args, base, scores, visible, sums, next_base);
+    else if (vectors == 2)
+      weighted_values<L, kBf16, 2>(args, base, scores, visible, sums, next_base);
+    else if (vectors == 1)
+      weighted_values<L, kBf16, 1>(args, base, scores, visible, sums, next_base);
+    else if (vectors > 0)
+      weighted_values_in_memory<L, kBf16>(args, base, scores, visible, sums, next_base);
+    if (vector_dim < dim) {
+      std::fill(sums + vector_dim, sums + dim, 0.0f);
+      for (s = 0; s < visible; ++s) {
+        if (scores[s] == 0.0f) continue;
+        const int64_t row = base + s * args.kv_row_stride;
+        for (int64_t d = vector_dim; d < dim; ++d) sums[d] += scores[s] * element<kBf16>(args.v, row + d);
+      }
     }
     const float inverse = 1.0f / total;
     for (int64_t d = 0; d < dim; ++d) out[d] = sums[d] * inverse;

@@ -48,6 +48,9 @@ struct AttentionArgs {
   // one refuses them.
   const int64_t* kv_rows = nullptr;
   const int64_t* kv_lens = nullptr;
+  // Decode steps over short caches ask for the next keys and values before reading them (see
+  // attention.cpp); off only for bench/bench_decode_attention.cpp's baseline.
+  bool read_ahead = true;
 };
 
 // Working memory of attention calls: it only grows, so a caller that keeps one (a session, a

@@ -62,9 +62,7 @@ void widened_gemm(Gemm& gemm, const Linear& layer, const float* x, int64_t rows,
 
 }  // namespace
 
-bool integer_kernels(const Gemm& gemm) {
-  return gemm.options().integer_kernels && panels_supported(best_isa());
-}
+bool integer_kernels(const Gemm& gemm) { return gemm.options().integer_kernels && panels_supported(best_isa()); }
 
 void linear(Gemm& gemm, const Linear& layer, const float* x, int64_t rows, int64_t ldx, float* y, int64_t ldy,
             bool accumulate, Activation activation) {

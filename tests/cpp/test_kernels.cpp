@@ -197,7 +197,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                            AttentionCase{2, 100, 170, 4, 2, 128, true, true},   // prefill after cache
                                            AttentionCase{1, 130, 130, 3, 1, 40, true, false},   // odd head size
                                            AttentionCase{1, 200, 200, 4, 2, 64, false, false},  // in place, GQA
-                                           AttentionCase{2, 1, 300, 4, 4, 128, true, true}));   // decode, long cache
+                                           AttentionCase{2, 1, 300, 4, 4, 128, true, true},     // decode, long cache
+                                           // decode steps whose keys and values are read ahead (BF16
+                                           // caches under 128 KiB a head), and head sizes that leave
+                                           // value sums of 4 + 1 vectors and a scalar tail
+                                           AttentionCase{3, 1, 200, 4, 2, 128, true, true},
+                                           AttentionCase{2, 1, 40, 4, 4, 72, true, true}));
 
 // Keys and values hold exactly representable BF16 values, so the F32 and BF16 caches must give the
 // same attention; the reference is computed in double.
@@ -291,6 +296,12 @@ void run_attention_case(const AttentionCase& c, DType kv_dtype, Isa isa) {
   args.out = again.data();
   attention(args, scratch, isa);
   EXPECT_EQ(again, out);
+  // Reading decode steps' keys and values ahead changes when they are read, not the result.
+  std::vector<float> without_read_ahead(out.size(), -1.0f);
+  args.out = without_read_ahead.data();
+  args.read_ahead = false;
+  attention(args, scratch, isa);
+  EXPECT_EQ(without_read_ahead, out);
 }
 
 TEST_P(AttentionTest, MatchesNaiveSoftmaxAttention) {
