@@ -360,8 +360,8 @@ QWEN2AUDIO_ALWAYS_INLINE void prefetch_row(const void* base, int64_t index, int6
 
 // sums[0, N L) = the sum over the visible keys s of scores[s] v[s, 0, N L), the N vectors held in
 // registers across the keys (a sum kept in memory waits on a store and a reload per key and vector:
-// with it, 17-20 % more time for a decode step's attention at 256-1024 tokens, AVX-512). Asks for
-// the key rows at next_base (the next item's) on the way when next_base >= 0.
+// 10-16 % of a decode step's attention at 256 tokens on a Zen 5 EPYC, AVX-512). Asks for the key
+// rows at next_base (the next item's) on the way when next_base >= 0.
 template <int L, bool kBf16, int N>
 QWEN2AUDIO_ALWAYS_INLINE void weighted_values(const AttentionArgs& args, int64_t base, const float* scores,
                                               int64_t visible, float* sums, int64_t next_base) {
@@ -429,8 +429,8 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
     // values are asked for during its key pass, and the next item's keys (the next head, most often
     // this thread's next item) during its value pass. Only for items small enough to stay in L2
     // until used: at 512 tokens (256 KiB) it read no faster, and the hardware prefetcher keeps up
-    // with longer streams. With the register sums below, 1.2-1.4x at 256 tokens and 1.1-1.2x at 1024
-    // (bench/bench_decode_attention.cpp, bench/RESULTS.md).
+    // with longer streams. With the register sums below, 1.27-1.47x at 256 tokens and 1.10-1.19x at
+    // 1024 (bench/bench_decode_attention.cpp, bench/RESULTS.md).
     const bool ahead =
         args.read_ahead && 2 * visible * dim * static_cast<int64_t>(kBf16 ? 2 : 4) <= kReadAheadItemBytes;
     int64_t next_base = -1;
