@@ -27,8 +27,11 @@ namespace qwen2audio::kernels::quantized_gemm_detail {
 namespace {
 
 // Each panel stream is prefetched this far ahead (a few steps of the next groups): the kernels read
-// several panels at once, farther apart than the hardware prefetchers follow.
-constexpr int64_t kPrefetchBytes = 1024;
+// several panels at once, farther apart than the hardware prefetchers follow. Tiles of three or more
+// rows spend longer on each line, so the same distance in time is more bytes (Zen 5 EPYC, 4-row int4
+// decode: 2048 bytes took 0.90-0.96x the time of 1024; one row measured no better at 2048).
+template <int Rows>
+constexpr int64_t kPrefetchBytes = Rows >= 3 ? 2048 : 1024;
 
 int32_t word_at(const int8_t* bytes) {
   int32_t word;
@@ -60,7 +63,7 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
         __m512i low[T], high[T];
         for (int t = 0; t < T; ++t) {
           const uint8_t* step = base + t * panel_bytes + i * 8;
-          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
           const __m512i codes = _mm512_load_si512(step);
           low[t] = _mm512_and_si512(codes, nibble);
           high[t] = _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble);
@@ -81,7 +84,7 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
         __m512i codes[T];
         for (int t = 0; t < T; ++t) {
           const uint8_t* step = base + t * panel_bytes + i * 16;
-          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
           codes[t] = _mm512_load_si512(step);
         }
 #pragma GCC unroll 8
@@ -154,9 +157,11 @@ constexpr int64_t kRowBlockBytes = 256 << 10;
 
 // Decode steps (up to a few rows) take several panels at once, so several weight streams are in
 // flight: one row four panels (on a Zen 5 EPYC, 2 threads, 8 layers + head, each token paired with a
-// read: int4 91-97 % of the read against 83-92 % with eight panels, int8 100-116 % against 95-105 %);
-// longer inputs take blocks of rows against two panels at a time, six rows per tile (12 integer
-// accumulators in registers, the float totals in L1).
+// read: int4 91-97 % of the read against 83-92 % with eight panels, int8 100-116 % against 95-105 %),
+// and so do four rows (16 integer accumulators; int4, 4 layers + head: 15.0-16.4 ms a step against
+// 18.1-19.8 with two panels, 1.07-1.13x one row's time against 1.33-1.36x); longer inputs take
+// blocks of rows against two panels at a time, six rows per tile (12 integer accumulators in
+// registers, the float totals in L1).
 template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   auto columns = [&]<int R, int T>(int64_t row) {
@@ -168,10 +173,10 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   if (p.m == 2) return columns.template operator()<2, 4>(0);
   if (p.m <= 8) {
     int64_t row = 0;
-    for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 2>(row);
+    for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 4>(row);
     switch (p.m - row) {
       case 3:
-        return columns.template operator()<3, 2>(row);
+        return columns.template operator()<3, 4>(row);
       case 2:
         return columns.template operator()<2, 4>(row);
       case 1:
