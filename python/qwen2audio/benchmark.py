@@ -181,8 +181,10 @@ def measure_decode_paired(model: Any, weight_bytes: float, batch_sizes: tuple[in
     over steps of ``weight_bytes`` per step time over the paired read (``fraction``, with its ``min`` and
     ``max``): one step reads every weight once whatever the batch, so a batch's fraction passes 1 when
     the batch costs less than that many single steps. ``speedup`` (batch sizes > 1): the median over rounds
-    of batch tokens/s over the first batch size's tokens/s in the same round. ``sessions``: sessions already
-    holding their context, one per batch size (a real model's prefill of ``context`` tokens takes long)."""
+    of batch tokens/s over the first batch size's tokens/s in the same round; ``speedup_per_read``: the
+    same with each step's time multiplied by its paired read (the ratio at equal bandwidth, as ``fraction``
+    is). ``sessions``: sessions already holding their context, one per batch size (a real model's prefill
+    of ``context`` tokens takes long)."""
     from . import _core
 
     if steps < 1 or not batch_sizes or min(batch_sizes) < 1:
@@ -217,6 +219,11 @@ def measure_decode_paired(model: Any, weight_bytes: float, batch_sizes: tuple[in
         if index > 0:
             entry["speedup"] = float(np.median([batch * first / (batch_sizes[0] * step)
                                                 for first, step in zip(times[0], times[index])]))
+            # The same ratio with each step's time scaled by its own paired read: the bandwidth moves
+            # between the two steps of a round too, and a memory-bound step's time follows it.
+            entry["speedup_per_read"] = float(np.median([
+                batch * first * first_read / (batch_sizes[0] * step * read)
+                for first, first_read, step, read in zip(times[0], reads[0], times[index], reads[index])]))
         result[batch] = entry
     return result
 

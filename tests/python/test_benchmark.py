@@ -167,6 +167,29 @@ def test_decode_paired_with_reads_reports_each_batch_size(tiny_bf16: Path) -> No
         assert entry["step_s"] > 0 and entry["read_gbs"] > 0
         assert 0 < entry["min"] <= entry["fraction"] <= entry["max"]
         assert ("speedup" in entry) == (batch > 1)
-    assert report[3]["speedup"] > 0
+    assert report[3]["speedup"] > 0 and report[3]["speedup_per_read"] > 0
     with pytest.raises(ValueError, match="steps"):
         measure_decode_paired(model, weight_bytes, steps=0)
+
+
+def test_decode_speedup_per_read_scales_each_step_by_its_own_read(tiny_bf16: Path, monkeypatch) -> None:
+    # Each round reads twice before each step (a warm-up read, then the paired one); a probe that pairs
+    # batch 1 with 10 GB/s and batch 2 with 40 GB/s makes every round's per-read ratio a quarter of its
+    # plain ratio, so the medians differ by exactly that.
+    from qwen2audio import Qwen2AudioForConditionalGeneration, _core
+    from qwen2audio.benchmark import measure_decode_paired
+
+    class FixedReads:
+        def __init__(self, _bytes: int) -> None:
+            self.calls = 0
+
+        def read_gbs(self, _threads: int) -> float:
+            self.calls += 1
+            return {1: 1.0, 2: 10.0, 3: 1.0, 0: 40.0}[self.calls % 4]
+
+    monkeypatch.setattr(_core, "ReadProbe", FixedReads)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16, num_threads=1)
+    report = measure_decode_paired(model, 1e6, batch_sizes=(1, 2), steps=5, context=8)
+    assert report[1]["read_gbs"] == 10.0 and report[2]["read_gbs"] == 40.0
+    assert report[2]["speedup_per_read"] == pytest.approx(report[2]["speedup"] * 10.0 / 40.0)
+    assert report[2]["fraction"] == pytest.approx(1e6 / report[2]["step_s"] / 40e9)
