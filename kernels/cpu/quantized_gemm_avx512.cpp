@@ -29,7 +29,7 @@ namespace {
 // Each panel stream is prefetched this far ahead (a few steps of the next groups): the kernels read
 // several panels at once, farther apart than the hardware prefetchers follow. Tiles of three or more
 // rows spend longer on each line, so the same distance in time is more bytes (Zen 5 EPYC, 4-row int4
-// decode: 2048 bytes took 0.90-0.96x the time of 1024; one row measured no better at 2048).
+// decode: 2048 bytes took 0.89-0.99x the time of 1024; one row measured no better at 2048).
 template <int Rows>
 constexpr int64_t kPrefetchBytes = Rows >= 3 ? 2048 : 1024;
 
@@ -159,7 +159,7 @@ constexpr int64_t kRowBlockBytes = 256 << 10;
 // flight: one row four panels (on a Zen 5 EPYC, 2 threads, 8 layers + head, each token paired with a
 // read: int4 91-97 % of the read against 83-92 % with eight panels, int8 100-116 % against 95-105 %),
 // and so do four rows (16 integer accumulators; int4, 4 layers + head: 15.0-16.4 ms a step against
-// 18.1-19.8 with two panels, 1.07-1.13x one row's time against 1.33-1.36x); longer inputs take
+// 18.1-19.8 with two panels, 1.07-1.13x one row's time against 1.30-1.36x); longer inputs take
 // blocks of rows against two panels at a time, six rows per tile (12 integer accumulators in
 // registers, the float totals in L1).
 template <bool Int4>
