@@ -316,24 +316,30 @@ TEST(Gemv, Bf16RowsAtAnyOffsetIgnoreTheirNeighbours) {
         for (int64_t i = 0; i < k; ++i) w[j * ld + i] = float_to_bf16(values[j * k + i]);
       for (Isa isa : supported_isas()) {
         for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
-          for (int64_t m = 1; m <= 4; ++m) {
-            SCOPED_TRACE("k " + std::to_string(k) + " offset " + std::to_string(offset) + " isa " + isa_name(isa) +
-                         " order " + read_order_name(order) + " rows " + std::to_string(m));
-            GemvOptions options{true, isa};
-            options.read_order = order;
-            std::vector<float> y(static_cast<size_t>(m * n));
-            gemv({m, n, k, x.data(), k, WeightMatrix{WeightFormat::BF16, w, ld}, nullptr, y.data(), n, false}, options);
-            for (int64_t r = 0; r < m; ++r) {
-              for (int64_t j = 0; j < n; ++j) {
-                double sum = 0.0, magnitude = 0.0;
-                for (int64_t i = 0; i < k; ++i) {
-                  const double product =
-                      static_cast<double>(bf16_to_float(float_to_bf16(x[r * k + i]))) * bf16_to_float(w[j * ld + i]);
-                  sum += product;
-                  magnitude += std::abs(product);
+          // -1: the tier's prefetch distance; 0: none (the tile kernels' loops differ in both).
+          for (int64_t prefetch : {int64_t{-1}, int64_t{0}}) {
+            for (int64_t m = 1; m <= 4; ++m) {
+              SCOPED_TRACE("k " + std::to_string(k) + " offset " + std::to_string(offset) + " isa " + isa_name(isa) +
+                           " order " + read_order_name(order) + " prefetch " + std::to_string(prefetch) + " rows " +
+                           std::to_string(m));
+              GemvOptions options{true, isa};
+              options.read_order = order;
+              options.prefetch_distance = prefetch;
+              std::vector<float> y(static_cast<size_t>(m * n));
+              gemv({m, n, k, x.data(), k, WeightMatrix{WeightFormat::BF16, w, ld}, nullptr, y.data(), n, false},
+                   options);
+              for (int64_t r = 0; r < m; ++r) {
+                for (int64_t j = 0; j < n; ++j) {
+                  double sum = 0.0, magnitude = 0.0;
+                  for (int64_t i = 0; i < k; ++i) {
+                    const double product =
+                        static_cast<double>(bf16_to_float(float_to_bf16(x[r * k + i]))) * bf16_to_float(w[j * ld + i]);
+                    sum += product;
+                    magnitude += std::abs(product);
+                  }
+                  ASSERT_NEAR(y[r * n + j], sum, 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(k))))
+                      << "row " << r << " column " << j;
                 }
-                ASSERT_NEAR(y[r * n + j], sum, 1e-6 * (magnitude + 1.0) * (1.0 + std::sqrt(static_cast<double>(k))))
-                    << "row " << r << " column " << j;
               }
             }
           }
