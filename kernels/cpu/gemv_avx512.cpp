@@ -188,7 +188,7 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
   // The whole steps from pointers set once, one index, and the prefetch decided outside the loop.
   // Written as the edge step (a prefetch test and each row's address worked out per row and step),
   // the loop was half again as many instructions and fewer steps were in flight: one to four rows
-  // took 1.02-1.16x as long per token at the same bandwidth (bench_gemv.cpp; bench/RESULTS.md).
+  // took 1.00-1.16x as long per token, medians 1.04-1.09x (bench_gemv.cpp; bench/RESULTS.md).
   const auto whole_steps = [&]<bool kPrefetch>() __attribute__((always_inline)) {
     const uint16_t* x[R];
     const uint16_t* w[C];
