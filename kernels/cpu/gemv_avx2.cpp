@@ -26,7 +26,6 @@ inline float horizontal_sum(__m256 value) {
 
 // Plain weights: 8 values of row `row` from element i, as float32.
 struct F32Weights {
-  static constexpr int64_t kPerLine = 16;  // elements in 64 bytes
   const float* base;
   int64_t ld;
   explicit F32Weights(const Problem& p) : base(static_cast<const float*>(p.w.data)), ld(p.w.ld) {}
@@ -36,7 +35,6 @@ struct F32Weights {
 };
 
 struct Bf16Weights {
-  static constexpr int64_t kPerLine = 32;
   const uint16_t* base;
   int64_t ld;
   explicit Bf16Weights(const Problem& p) : base(static_cast<const uint16_t*>(p.w.data)), ld(p.w.ld) {}
@@ -54,34 +52,16 @@ void plain_tile(const Problem& p, const Weights& w, int64_t row0, int64_t column
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   int64_t i = 0;
-  const auto step = [&](int64_t at) __attribute__((always_inline)) {
+  for (; i + 8 <= p.k; i += 8) {
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
-      const __m256 weights = w.load8(column + c, at);
+      if (p.prefetch) _mm_prefetch(w.address(column + c, i) + p.prefetch, _MM_HINT_T0);
+      const __m256 weights = w.load8(column + c, i);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r)
-        acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(p.x + (row0 + r) * p.ldx + at), weights, acc[r][c]);
+        acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(p.x + (row0 + r) * p.ldx + i), weights, acc[r][c]);
     }
-  };
-  // A 64-byte span of every row per pass, prefetched once (a prefetch per 8 values asked for each
-  // BF16 line four times), and the prefetch decided outside the loop: 1-4 rows 2-5 % faster
-  // (bench_gemv.cpp capped to AVX2 on a Zen 5 EPYC; bench/RESULTS.md).
-  const auto spans = [&]<bool kPrefetch>() __attribute__((always_inline)) {
-    const int64_t ahead = p.prefetch;
-    for (; i + Weights::kPerLine <= p.k; i += Weights::kPerLine) {
-      if constexpr (kPrefetch) {
-#pragma GCC unroll 4
-        for (int c = 0; c < C; ++c) _mm_prefetch(w.address(column + c, i) + ahead, _MM_HINT_T0);
-      }
-#pragma GCC unroll 4
-      for (int64_t s = 0; s < Weights::kPerLine; s += 8) step(i + s);
-    }
-  };
-  if (p.prefetch)
-    spans.template operator()<true>();
-  else
-    spans.template operator()<false>();
-  for (; i + 8 <= p.k; i += 8) step(i);
+  }
   for (int r = 0; r < R; ++r) {
     const float* x = p.x + (row0 + r) * p.ldx;
     for (int c = 0; c < C; ++c) {

@@ -156,8 +156,7 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  // The first and last steps, with masks.
-  const auto edge_step = [&](int64_t i, __mmask32 mask) __attribute__((always_inline)) {
+  const auto step = [&](int64_t i, __mmask32 mask) __attribute__((always_inline)) {
     __m512bh x[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r)
@@ -182,42 +181,11 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
   };
   int64_t i = 0;
   if (shift > 0) {
-    edge_step(0, edge_mask(0));
+    step(0, edge_mask(0));
     i = 32;
   }
-  // The whole steps from pointers set once, one index, and the prefetch decided outside the loop.
-  // Written as the edge step (a prefetch test and each row's address worked out per row and step),
-  // the loop was half again as many instructions and fewer steps were in flight: one to four rows
-  // took 1.00-1.16x as long per token, medians 1.04-1.09x (bench_gemv.cpp; bench/RESULTS.md).
-  const auto whole_steps = [&]<bool kPrefetch>() __attribute__((always_inline)) {
-    const uint16_t* x[R];
-    const uint16_t* w[C];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) x[r] = p.x_bf16 + (row0 + r) * p.ldx_bf16;
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) w[c] = base + c * p.w.ld;
-    const int64_t ahead = p.prefetch;
-    for (; i + 32 <= end; i += 32) {
-      if constexpr (kPrefetch) {
-#pragma GCC unroll 4
-        for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(w[c] + i) + ahead, _MM_HINT_T0);
-      }
-      __m512bh xv[R];
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) xv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(x[r] + i));
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) {
-        const __m512bh weights = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w[c] + i));
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xv[r], weights);
-      }
-    }
-  };
-  if (p.prefetch)
-    whole_steps.template operator()<true>();
-  else
-    whole_steps.template operator()<false>();
-  if (i < end) edge_step(i, edge_mask(i));
+  for (; i + 32 <= end; i += 32) step(i, ~__mmask32{0});
+  if (i < end) step(i, edge_mask(i));
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4

@@ -316,7 +316,7 @@ TEST(Gemv, Bf16RowsAtAnyOffsetIgnoreTheirNeighbours) {
         for (int64_t i = 0; i < k; ++i) w[j * ld + i] = float_to_bf16(values[j * k + i]);
       for (Isa isa : supported_isas()) {
         for (ReadOrder order : {ReadOrder::Tiles, ReadOrder::Rows}) {
-          // -1: the tier's prefetch distance; 0: none (the tile kernels' loops differ in both).
+          // -1: the tier's prefetch distance; 0: none.
           for (int64_t prefetch : {int64_t{-1}, int64_t{0}}) {
             for (int64_t m = 1; m <= 4; ++m) {
               SCOPED_TRACE("k " + std::to_string(k) + " offset " + std::to_string(offset) + " isa " + isa_name(isa) +
