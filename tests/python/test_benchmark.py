@@ -193,3 +193,61 @@ def test_decode_speedup_per_read_scales_each_step_by_its_own_read(tiny_bf16: Pat
     assert report[1]["read_gbs"] == 10.0 and report[2]["read_gbs"] == 40.0
     assert report[2]["speedup_per_read"] == pytest.approx(report[2]["speedup"] * 10.0 / 40.0)
     assert report[2]["fraction"] == pytest.approx(1e6 / report[2]["step_s"] / 40e9)
+
+
+def _compare_builds_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "compare_builds.py"
+    spec = importlib.util.spec_from_file_location("compare_builds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_builds_summary_pairs_rounds() -> None:
+    # Round r of each build is compared with round r of the other only: the medians alone would hide
+    # that B lost the round where both were slow.
+    compare = _compare_builds_module()
+
+    def rows(one: float, four: float, speedup: float) -> dict:
+        return {"1": {"fraction": one}, "4": {"fraction": four, "speedup": speedup}}
+
+    first = [rows(0.80, 0.60, 3.0), rows(0.90, 0.70, 3.1), rows(0.50, 0.40, 3.2)]
+    second = [rows(0.88, 0.60, 3.3), rows(1.08, 0.63, 3.1), rows(0.45, 0.48, 3.6)]
+    summary = compare.summarize(first, second)
+    one = summary["batch 1, of read"]
+    assert one["first"] == pytest.approx(0.80) and one["second"] == pytest.approx(0.88)
+    assert one["ratios"] == pytest.approx([1.1, 1.2, 0.9])
+    assert one["ratio"] == pytest.approx(1.1) and one["second_higher"] == 2
+    four = summary["batch 4, of read"]
+    assert four["ratios"] == pytest.approx([1.0, 0.9, 1.2]) and four["second_higher"] == 1
+    assert summary["batch 4 / batch 1"]["ratios"] == pytest.approx([1.1, 1.0, 1.125])
+    with pytest.raises(ValueError, match="same number of rounds"):
+        compare.summarize(first, second[:2])
+    with pytest.raises(ValueError, match="same number of rounds"):
+        compare.summarize([], [])
+
+
+def test_compare_builds_runs_the_same_build_twice(tiny_bf16: Path, tmp_path: Path) -> None:
+    import qwen2audio
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "compare_builds.py"
+    core_dir = Path(qwen2audio._core.__file__).parent
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(script), str(core_dir), str(core_dir), "--model", str(tiny_bf16),
+                           "--rounds", "2", "--steps", "2", "--context", "8", "--threads", "1", "--probe-mib", "4"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # ABBA: round 0 runs A first, round 1 B first.
+    assert [line.split(":")[0] for line in lines if line.startswith("round ")] == [
+        "round 0 A", "round 0 B", "round 1 B", "round 1 A"]
+    table = [line for line in lines if line.startswith("| batch")]
+    assert len(table) == 3 and all(line.rstrip().endswith("of 2 |") for line in table)
+
+    empty = tmp_path / "no_build"
+    empty.mkdir()
+    refused = subprocess.run([sys.executable, str(script), str(core_dir), str(empty), "--model", str(tiny_bf16)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and str(empty) in refused.stderr and "_core" in refused.stderr
