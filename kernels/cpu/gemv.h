@@ -87,7 +87,8 @@ constexpr int64_t kGemvMaxRows = 8;
 // 67-78 %). Batches always read tiles: a row order re-reads every activation row once per weight
 // row, and 4 rows took 67-75 ms that way against 54-60 ms in tiles (81 ms against 44 ms with both
 // reading mapped rows from their cache line). Auto takes the order preferred_read_order measured on this
-// CPU; other tiers and formats have one order.
+// CPU; other tiers and formats have one order. Both orders add each row's products in the same sequence,
+// so they give the same bits: the choice, and the batch a row is in, never change a result.
 enum class ReadOrder : uint8_t { Auto, Tiles, Rows };
 
 const char* read_order_name(ReadOrder order);

@@ -193,14 +193,18 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
 }
 
 // ReadOrder::Rows (gemv.h) for one activation row: a weight row front to back from the cache-line
-// boundary at or before its start (Problem::row_shift), four sums along k; only the first and last
-// steps take masks (the lanes outside the row hold the neighbouring row or the file's header, which
-// may not even be numbers).
+// boundary at or before its start (Problem::row_shift); only the first and last steps take masks
+// (the lanes outside the row hold the neighbouring row or the file's header, which may not even be
+// numbers). One sum along k, step after step, as bf16_dot_tile keeps for each of its rows: the two
+// orders then give the same bits, so the order measured at load and the batch a row decodes in never
+// change a result. (Four interleaved sums gave different roundings, and the measurement picks either
+// order from run to run where they are within noise of each other.) One chain of dot products does
+// not hold this kernel back: a step's latency is a few cycles for 64 bytes, more than a core reads.
 void bf16_dot_row(const Problem& p, int64_t column) {
   const int64_t shift = p.row_shift;
   const uint16_t* row = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld - shift;
   const int64_t end = p.k + shift;
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  __m512 acc = _mm512_setzero_ps();
   const auto x = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + i)); };
   const auto w = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(row + i)); };
   const auto masked_w = [&](int64_t i) {
@@ -211,18 +215,19 @@ void bf16_dot_row(const Problem& p, int64_t column) {
   };
   int64_t i = 0;
   if (shift > 0) {
-    dpbf16(acc3, x(0), masked_w(0));
+    dpbf16(acc, x(0), masked_w(0));
     i = 32;
   }
   for (; i + 128 <= end; i += 128) {
     if (p.prefetch) _mm_prefetch(reinterpret_cast<const char*>(row + i) + p.prefetch, _MM_HINT_T0);
-    dpbf16(acc0, x(i), w(i));
-    dpbf16(acc1, x(i + 32), w(i + 32));
-    dpbf16(acc2, x(i + 64), w(i + 64));
-    dpbf16(acc3, x(i + 96), w(i + 96));
+    dpbf16(acc, x(i), w(i));
+    dpbf16(acc, x(i + 32), w(i + 32));
+    dpbf16(acc, x(i + 64), w(i + 64));
+    dpbf16(acc, x(i + 96), w(i + 96));
   }
-  for (; i < end; i += 32) dpbf16(acc0, x(i), masked_w(i));
-  p.store(0, column, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))));
+  for (; i + 32 <= end; i += 32) dpbf16(acc, x(i), w(i));
+  if (i < end) dpbf16(acc, x(i), masked_w(i));
+  p.store(0, column, _mm512_reduce_add_ps(acc));
 }
 
 template <int C>
