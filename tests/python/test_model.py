@@ -307,6 +307,26 @@ def test_left_padded_batch_generates_as_one_by_one(which, request, goldens, refe
         assert sequences[index, width:].tolist() == alone[0, -12:].tolist() == goldens[name]["greedy_new_tokens"]
 
 
+@pytest.mark.parametrize("read_order", ["rows", "tiles"])
+def test_bf16_prompt_alone_and_in_a_batch_get_the_same_logits_bit_for_bit(read_order, model_bf16, monkeypatch):
+    # A one-row BF16 decode step reads its weights in the order measured at load (either, from run to
+    # run, where the two are close), a batch reads tiles: neither may change the logits' bits, or a
+    # rerun or another batch size could flip a near tie of the greedy choice. Prompts of one length, so
+    # the batch has no padding. (On CPUs without AVX512-BF16 there is one order; the batch still holds.)
+    monkeypatch.setenv("QWEN2AUDIO_READ_ORDER", read_order)
+    prompts = np.random.default_rng(7).integers(10, 1000, size=(4, 20))
+
+    def logits(ids: np.ndarray) -> np.ndarray:
+        out = model_bf16.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[], return_dict_in_generate=True,
+                                  output_logits=True)
+        return np.stack([np.asarray(step) for step in out.logits], axis=1)
+
+    together = logits(prompts)
+    for index in range(len(prompts)):
+        alone = logits(prompts[index:index + 1])[0]
+        assert alone.tobytes() == together[index].tobytes(), f"row {index}"
+
+
 def test_left_padded_forward_matches_single_rows(goldens, reference_dir, model_f32):
     names = ["g4_text_only", "g1_short_audio"]
     batch = left_padded_batch(goldens, reference_dir, names)
