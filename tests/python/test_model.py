@@ -307,17 +307,21 @@ def test_left_padded_batch_generates_as_one_by_one(which, request, goldens, refe
         assert sequences[index, width:].tolist() == alone[0, -12:].tolist() == goldens[name]["greedy_new_tokens"]
 
 
-@pytest.mark.parametrize("read_order", ["rows", "tiles"])
-def test_bf16_prompt_alone_and_in_a_batch_get_the_same_logits_bit_for_bit(read_order, model_bf16, monkeypatch):
+@pytest.mark.parametrize("quantization,read_order", [(None, "rows"), (None, "tiles"), ("int8", None), ("int4", None)])
+def test_prompt_alone_and_in_a_batch_get_the_same_logits_bit_for_bit(quantization, read_order, tiny_bf16,
+                                                                       monkeypatch):
     # A one-row BF16 decode step reads its weights in the order measured at load (either, from run to
     # run, where the two are close), a batch reads tiles: neither may change the logits' bits, or a
-    # rerun or another batch size could flip a near tie of the greedy choice. Prompts of one length, so
-    # the batch has no padding. (On CPUs without AVX512-BF16 there is one order; the batch still holds.)
-    monkeypatch.setenv("QWEN2AUDIO_READ_ORDER", read_order)
+    # rerun or another batch size could flip a near tie of the greedy choice; the quantized formats'
+    # panels serve one row and four alike. Prompts of one length, so the batch has no padding. (On CPUs
+    # without AVX512-BF16 BF16 has one order; the batch still holds.)
+    if read_order is not None:
+        monkeypatch.setenv("QWEN2AUDIO_READ_ORDER", read_order)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_bf16, quantization=quantization)
     prompts = np.random.default_rng(7).integers(10, 1000, size=(4, 20))
 
     def logits(ids: np.ndarray) -> np.ndarray:
-        out = model_bf16.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[], return_dict_in_generate=True,
+        out = model.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[], return_dict_in_generate=True,
                                   output_logits=True)
         return np.stack([np.asarray(step) for step in out.logits], axis=1)
 
