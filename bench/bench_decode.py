@@ -29,22 +29,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_model import label, print_machine, synthetic_checkpoint  # noqa: E402
 
+# One process per measurement (each holds its own quantized copy); compare_builds.py runs it too, with
+# QWEN2AUDIO_CORE_DIR naming the build, which "core" reports back.
 WORKER = """
 import json, sys
 sys.path.insert(0, {python!r})
-from qwen2audio import Qwen2AudioForConditionalGeneration
+from qwen2audio import Qwen2AudioForConditionalGeneration, _core
 from qwen2audio.benchmark import decode_weight_bytes, measure_decode_paired
 fmt = {fmt!r}
 model = Qwen2AudioForConditionalGeneration.from_pretrained({folder!r}, quantization=fmt, num_threads={threads})
 weight_bytes = decode_weight_bytes(model.config, fmt)["total"]
-report = measure_decode_paired(model, weight_bytes, batch_sizes=(1, 4), steps={steps}, context={context})
-print(json.dumps({{"weight_bytes": weight_bytes, "rows": {{str(k): v for k, v in report.items()}}}}))
+report = measure_decode_paired(model, weight_bytes, batch_sizes=(1, 4), steps={steps}, context={context},
+                               probe_bytes={probe_bytes})
+print(json.dumps({{"core": _core.__file__, "weight_bytes": weight_bytes,
+                  "rows": {{str(k): v for k, v in report.items()}}}}))
 """
 
 
+def worker_code(folder: Path, fmt, threads: int, steps: int, context: int, probe_bytes: int = 512 << 20) -> str:
+    return WORKER.format(python=str(ROOT / "python"), fmt=fmt, folder=str(folder), threads=threads, steps=steps,
+                         context=context, probe_bytes=probe_bytes)
+
+
 def run_format(folder: Path, fmt, threads: int, steps: int, context: int) -> dict:
-    code = WORKER.format(python=str(ROOT / "python"), fmt=fmt, folder=str(folder), threads=threads, steps=steps,
-                         context=context)
+    code = worker_code(folder, fmt, threads, steps, context)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{label(fmt)} failed:\n{done.stderr}")

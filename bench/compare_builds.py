@@ -31,22 +31,10 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_decode import worker_code  # noqa: E402
 from bench_model import label, print_machine, synthetic_checkpoint  # noqa: E402
-
-WORKER = """
-import json, sys
-sys.path.insert(0, {python!r})
-from qwen2audio import Qwen2AudioForConditionalGeneration, _core
-from qwen2audio.benchmark import decode_weight_bytes, measure_decode_paired
-model = Qwen2AudioForConditionalGeneration.from_pretrained({folder!r}, quantization={fmt!r}, num_threads={threads})
-weight_bytes = decode_weight_bytes(model.config, {fmt!r})["total"]
-report = measure_decode_paired(model, weight_bytes, batch_sizes=(1, 4), steps={steps}, context={context},
-                               probe_bytes={probe_bytes})
-print(json.dumps({{"core": _core.__file__, "rows": {{str(k): v for k, v in report.items()}}}}))
-"""
 
 # The figures compared, as (name printed, batch size, field of measure_decode_paired's report).
 FIGURES = (("batch 1, of read", "1", "fraction"), ("batch 4, of read", "4", "fraction"),
@@ -64,8 +52,7 @@ def core_library(folder: Path) -> Path:
 
 def run_build(core_dir: Path, folder: Path, fmt: Optional[str], threads: int, steps: int, context: int,
               probe_bytes: int) -> dict:
-    code = WORKER.format(python=str(ROOT / "python"), folder=str(folder), fmt=fmt, threads=threads, steps=steps,
-                         context=context, probe_bytes=probe_bytes)
+    code = worker_code(folder, fmt, threads, steps, context, probe_bytes)
     env = dict(os.environ, QWEN2AUDIO_CORE_DIR=str(core_dir))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:

@@ -322,7 +322,7 @@ def test_prompt_alone_and_in_a_batch_get_the_same_logits_bit_for_bit(quantizatio
 
     def logits(ids: np.ndarray) -> np.ndarray:
         out = model.generate(input_ids=ids, max_new_tokens=6, eos_token_id=[], return_dict_in_generate=True,
-                                  output_logits=True)
+                             output_logits=True)
         return np.stack([np.asarray(step) for step in out.logits], axis=1)
 
     together = logits(prompts)
