@@ -26,7 +26,8 @@ kernels::WeightFormat format_from_name(const std::string& name) {
 kernels::Isa isa_from(const std::optional<std::string>& name) {
   if (!name) return kernels::best_isa();
   const std::optional<kernels::Isa> isa = kernels::isa_from_name(*name);
-  if (!isa) throw InvalidArgument("isa must be 'scalar', 'avx2', 'avx512' or 'avx512_bf16', got '" + *name + "'");
+  if (!isa)
+    throw InvalidArgument("isa must be 'scalar', 'avx2', 'avx512', 'avx512_bf16' or 'amx', got '" + *name + "'");
   return *isa;
 }
 
@@ -46,6 +47,7 @@ void register_kernels(py::module_& module) {
     info["avx512_vnni"] = f.avx512_vnni;
     info["avx512_bf16"] = f.avx512_bf16;
     info["amx_bf16"] = f.amx_bf16;
+    info["amx_int8"] = f.amx_int8;
     return info;
   });
   module.def(

@@ -2,6 +2,8 @@
 
 #include <cpuid.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -27,6 +29,12 @@ Registers cpuid(uint32_t leaf, uint32_t subleaf) {
 }
 
 bool bit(uint32_t value, int index) { return (value >> index) & 1u; }
+
+bool request_tile_permission() {
+  constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+  constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+  return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+}
 
 uint64_t read_xcr0() {
   uint32_t low = 0, high = 0;
@@ -82,8 +90,10 @@ CpuFeatures detect() {
     f.avx512_vnni = f.avx512f && bit(leaf7.ecx, 11);
     f.avx512_bf16 = f.avx512f && bit(leaf7_1.eax, 5);
   }
-  if (tiles_saved) {
-    f.amx_tile = bit(leaf7.edx, 24);
+  // Linux saves the tile registers only for processes that ask (arch_prctl, since 5.16); a kernel
+  // that refuses leaves the tiles faulting, so they count as absent.
+  if (tiles_saved && bit(leaf7.edx, 24) && request_tile_permission()) {
+    f.amx_tile = true;
     f.amx_bf16 = f.amx_tile && bit(leaf7.edx, 22);
     f.amx_int8 = f.amx_tile && bit(leaf7.edx, 25);
   }
@@ -124,13 +134,15 @@ bool isa_supported(Isa isa) {
       return avx512;
     case Isa::Avx512Bf16:
       return avx512 && f.avx512_vnni && f.avx512_bf16;
+    case Isa::Amx:
+      return avx512 && f.avx512_vnni && f.avx512_bf16 && f.amx_int8 && f.amx_bf16;
   }
   return false;
 }
 
 Isa widest_isa() {
   Isa widest = Isa::Scalar;
-  for (Isa candidate : {Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+  for (Isa candidate : {Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
     if (isa_supported(candidate)) widest = candidate;
   return widest;
 }
@@ -150,12 +162,14 @@ const char* isa_name(Isa isa) {
       return "avx512";
     case Isa::Avx512Bf16:
       return "avx512_bf16";
+    case Isa::Amx:
+      return "amx";
   }
   return "unknown";
 }
 
 std::optional<Isa> isa_from_name(std::string_view name) {
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
     if (name == isa_name(isa)) return isa;
   return std::nullopt;
 }

@@ -21,7 +21,7 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512_vnni = false;
   bool avx512_bf16 = false;
-  bool amx_tile = false;  // AMX also needs the kernel's permission (arch_prctl), which oneDNN asks for
+  bool amx_tile = false;  // and the OS lets this process use the tile registers (asked for at detection)
   bool amx_bf16 = false;
   bool amx_int8 = false;
   std::string vendor;
@@ -34,14 +34,16 @@ const CpuFeatures& cpu_features();
 //   Avx2       AVX2 + FMA + F16C (Haswell, Zen 1+)
 //   Avx512     AVX-512 F/BW/VL/DQ (Skylake-SP)
 //   Avx512Bf16 Avx512 + VNNI + BF16 (Cooper Lake, Sapphire Rapids, Zen 4)
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+//   Amx        Avx512Bf16 + AMX-INT8 + AMX-BF16 (Sapphire Rapids): the prefill of quantized weights;
+//              every other kernel runs its Avx512Bf16 variant there
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3, Amx = 4 };
 
 // Whether this CPU runs `isa` (whatever the cap below): tests run every tier it does.
 bool isa_supported(Isa isa);
 // The best tier this CPU supports, ignoring the cap.
 Isa widest_isa();
 // The best tier this CPU supports, capped by the environment variable QWEN2AUDIO_MAX_ISA
-// (scalar, avx2, avx512, avx512_bf16) when set: a way to run and compare the slower paths on a
+// (scalar, avx2, avx512, avx512_bf16, amx) when set: a way to run and compare the slower paths on a
 // fast machine. Read once.
 Isa best_isa();
 const char* isa_name(Isa isa);

@@ -19,10 +19,14 @@ using quantized_gemm_detail::Problem;
 constexpr int64_t kLongestExactGroup = 65536;
 // Panels per OpenMP task: 128 output columns, so a 4096-wide projection still splits into 32 tasks.
 constexpr int64_t kPanelsPerTask = 8;
+// Rows from which the AMX kernel runs: below one tile's 16 rows a tile multiply does part of its work
+// for nothing.
+constexpr int64_t kAmxRows = 16;
 
 thread_local Buffer<int8_t> tls_levels;
 thread_local Buffer<float> tls_scales;
 thread_local Buffer<int32_t> tls_level_sums;
+thread_local Buffer<uint8_t> tls_amx_levels;
 
 bool quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
 
@@ -194,13 +198,16 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
   int8_t* levels = tls_levels.reserve(static_cast<size_t>(p.m * p.k));
   float* scales = tls_scales.reserve(static_cast<size_t>(p.m * p.groups));
   int32_t* sums = tls_level_sums.reserve(static_cast<size_t>(p.m * p.groups));
-  // VNNI with the Avx512Bf16 tier, vpmaddubsw from AVX2 up; the scalar sums otherwise (tests).
-  enum class Kernels { Scalar, Avx2, Vnni } kernels = Kernels::Scalar;
-  if (isa >= Isa::Avx512Bf16 && isa_supported(Isa::Avx512Bf16))
+  // AMX for inputs of at least one tile's rows, VNNI with the Avx512Bf16 tier, vpmaddubsw from AVX2
+  // up; the scalar sums otherwise (tests).
+  enum class Kernels { Scalar, Avx2, Vnni, Amx } kernels = Kernels::Scalar;
+  if (isa >= Isa::Amx && isa_supported(Isa::Amx) && p.m >= kAmxRows && quantized_gemm_detail::amx_shape_supported(p))
+    kernels = Kernels::Amx;
+  else if (isa >= Isa::Avx512Bf16 && isa_supported(Isa::Avx512Bf16))
     kernels = Kernels::Vnni;
   else if (isa >= Isa::Avx2 && isa_supported(Isa::Avx2))
     kernels = Kernels::Avx2;
-  if (kernels == Kernels::Vnni)
+  if (kernels == Kernels::Vnni || kernels == Kernels::Amx)
     quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
   else if (kernels == Kernels::Avx2)
     quantized_gemm_detail::quantize_activations_avx2(args.x, args.ldx, p, levels, scales, sums);
@@ -209,6 +216,11 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
   p.levels = levels;
   p.x_scales = scales;
   p.level_sums = sums;
+  if (kernels == Kernels::Amx) {
+    uint8_t* gathered = tls_amx_levels.reserve(static_cast<size_t>(quantized_gemm_detail::amx_levels_bytes(p)));
+    quantized_gemm_detail::gather_amx_levels(p, gathered);
+    p.amx_levels = gathered;
+  }
   const int64_t panels = p.panels();
   const int64_t tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;
   // A call too small to pay for waking the thread team runs on the calling thread.
@@ -216,7 +228,9 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t begin = task * kPanelsPerTask, end = std::min(panels, begin + kPanelsPerTask);
-    if (kernels == Kernels::Vnni)
+    if (kernels == Kernels::Amx)
+      quantized_gemm_detail::run_amx(p, begin, end);
+    else if (kernels == Kernels::Vnni)
       quantized_gemm_detail::run_avx512_vnni(p, begin, end);
     else if (kernels == Kernels::Avx2)
       quantized_gemm_detail::run_avx2(p, begin, end);

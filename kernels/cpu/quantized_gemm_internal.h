@@ -21,6 +21,10 @@ struct Problem {
   const int8_t* levels = nullptr;
   const float* x_scales = nullptr;
   const int32_t* level_sums = nullptr;
+  // run_amx: the levels in blocks of 32 rows (zeros past m), each block 64-element slice by slice,
+  // a slice's 32 rows 64 bytes apart: each of its halves one A tile in 1 KiB. In place, a tile's 16
+  // rows would lie k bytes apart, with k = 4096 all in one set of the L1 cache, more than its ways.
+  const uint8_t* amx_levels = nullptr;
   WeightMatrix w;
   const float* bias = nullptr;
   float* y = nullptr;
@@ -44,6 +48,14 @@ void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, 
                                  int32_t* level_sums);
 // Panels [panel_begin, panel_end) of every row.
 void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
+
+// The AMX-INT8 kernel (quantized_gemm_amx.cpp), on the same levels as run_avx512_vnni and with the
+// same bits: for shapes whose groups are whole 64-element tile steps. It reads the levels gathered
+// into tiles (Problem::amx_levels, amx_levels_bytes() bytes written by gather_amx_levels).
+bool amx_shape_supported(const Problem& p);
+int64_t amx_levels_bytes(const Problem& p);
+void gather_amx_levels(const Problem& p, uint8_t* out);
+void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
 // The AVX2 kernels (quantized_gemm_avx2.cpp): levels stored as they are (int8 weights included).
 void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,

@@ -35,7 +35,7 @@ std::vector<float> random_values(size_t count, uint32_t seed, float scale = 1.0f
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> isas;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16})
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
     if (isa_supported(isa)) isas.push_back(isa);
   return isas;
 }
@@ -291,7 +291,9 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
       EXPECT_LE(static_cast<int>(chosen), static_cast<int>(Isa::Avx2));
     }
   }
-  if (best_isa() == Isa::Avx512Bf16) {  // not capped below it by QWEN2AUDIO_MAX_ISA
+  if (best_isa() >= Isa::Avx512Bf16) {  // not capped below it by QWEN2AUDIO_MAX_ISA
+    // AMX has no row-at-a-time kernels: its tier runs the Avx512Bf16 ones.
+    EXPECT_EQ(gemv_isa(GemvOptions{true, best_isa()}, WeightFormat::BF16), Isa::Avx512Bf16);
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512Bf16);
     EXPECT_EQ(gemv_isa(GemvOptions{false, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512);
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int4), Isa::Avx512Bf16);
@@ -595,7 +597,9 @@ TEST(CpuFeatures, TiersAreConsistent) {
   EXPECT_TRUE(!isa_supported(Isa::Avx512) || (isa_supported(Isa::Avx2) && f.avx512f && f.avx512bw));
   EXPECT_TRUE(!isa_supported(Isa::Avx512Bf16) || (isa_supported(Isa::Avx512) && f.avx512_bf16 && f.avx512_vnni));
   EXPECT_TRUE(!f.amx_bf16 || f.amx_tile);
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) EXPECT_EQ(isa_from_name(isa_name(isa)), isa);
+  EXPECT_TRUE(!isa_supported(Isa::Amx) || (isa_supported(Isa::Avx512Bf16) && f.amx_int8 && f.amx_bf16));
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
+    EXPECT_EQ(isa_from_name(isa_name(isa)), isa);
   EXPECT_FALSE(isa_from_name("avx9").has_value());
   EXPECT_GE(physical_core_count(), 1);
   EXPECT_NE(cpu_description().find(isa_name(best_isa())), std::string::npos);
@@ -635,10 +639,22 @@ TEST(MemoryBandwidth, ReadProbeReadsWholeChunksOfItsBuffer) {
 // quantized_gemm and through gemv, which forwards panels.
 TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
   const std::vector<Case> cases = {
-      {1, 7, 64, false, false, false},  {2, 33, 96, true, false, true},    {3, 48, 128, false, true, false},
-      {4, 70, 352, true, true, true},   {5, 17, 64, false, false, false},  {7, 130, 288, true, false, false},
-      {9, 40, 256, false, true, false}, {13, 130, 288, true, false, true}, {12, 32, 4096, false, false, false}};
-  // Every tier the CPU (and QWEN2AUDIO_MAX_ISA) allows: scalar, vpmaddubsw (Avx2, Avx512), VNNI.
+      {1, 7, 64, false, false, false},
+      {2, 33, 96, true, false, true},
+      {3, 48, 128, false, true, false},
+      {4, 70, 352, true, true, true},
+      {5, 17, 64, false, false, false},
+      {7, 130, 288, true, false, false},
+      {9, 40, 256, false, true, false},
+      {13, 130, 288, true, false, true},
+      {12, 32, 4096, false, false, false},
+      // From 16 rows the Amx tier runs tile products: whole and partial 32-row blocks, an odd panel
+      // left in a task, groups longer than one 64-element tile step, 4096 elements.
+      {16, 48, 256, true, true, false},
+      {33, 130, 384, true, false, true},
+      {70, 272, 512, false, true, false},
+      {40, 64, 4096, false, false, false}};
+  // Every tier the CPU (and QWEN2AUDIO_MAX_ISA) allows: scalar, vpmaddubsw (Avx2, Avx512), VNNI, AMX.
   const std::vector<Isa> isas = supported_isas();
   uint32_t seed = 300;
   for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {

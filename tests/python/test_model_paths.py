@@ -47,8 +47,10 @@ def runnable_isas() -> list[str]:
     isas = ["scalar"]
     if info["avx2"]:
         isas.append("avx2")
-    if info["avx512f"] and info["isa"] in ("avx512", "avx512_bf16"):
+    if info["avx512f"] and info["isa"] in ("avx512", "avx512_bf16", "amx"):
         isas.append("avx512")
+    if info["isa"] == "amx":  # the VNNI prefill beside the uncapped runs' AMX one
+        isas.append("avx512_bf16")
     return isas
 
 

@@ -5,7 +5,10 @@ error against bfloat16, save/load without re-quantizing, and bad arguments."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +91,7 @@ def test_every_kernel_tier_on_this_cpu_gives_the_same_quantized_products():
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((40, 256)).astype(np.float32)
     x = rng.standard_normal((5, 256)).astype(np.float32)
-    tiers = ["scalar", "avx2", "avx512", "avx512_bf16"]  # each capped at what this CPU has
+    tiers = ["scalar", "avx2", "avx512", "avx512_bf16", "amx"]  # each capped at what this CPU has
     for fmt in FORMATS:
         codes, scales = _core.quantize_weight(weight, fmt, 64)
         inputs = quantized_activations(x, 64, fmt)
@@ -139,8 +142,8 @@ def prefill_paths() -> list:
     from qwen2audio import _core as core
 
     info = core.cpu_info()
-    # VNNI kernels on the avx512_bf16 tier, vpmaddubsw ones on avx2 and avx512.
-    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16")
+    # AMX kernels for prefill on the amx tier, VNNI ones on avx512_bf16, vpmaddubsw ones on avx2 and avx512.
+    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16", "amx")
     return ["float"] + (["integer"] if integer else [])
 
 
@@ -179,6 +182,40 @@ def test_quantized_model_computes_the_model_of_its_dequantized_weights(fmt, pref
 def _relative_rms(values: list[np.ndarray], references: list[np.ndarray]) -> float:
     error = sum(float(((value - reference) ** 2).sum()) for value, reference in zip(values, references))
     return float(np.sqrt(error / sum(float((reference ** 2).sum()) for reference in references)))
+
+
+# Runs in a fresh interpreter: the kernel tier is read once per process (QWEN2AUDIO_MAX_ISA).
+TIER_LOGITS_SCRIPT = r"""
+import sys
+import numpy as np
+from qwen2audio import Qwen2AudioForConditionalGeneration as Model, _core
+path, out = sys.argv[1:3]
+rng = np.random.default_rng(5)
+prompts = rng.integers(0, 1000, size=(3, 45))  # 135 prefill rows: whole and partial 32-row blocks
+saved = {"isa": np.array(_core.cpu_info()["isa"])}
+for fmt in ("int8", "int4"):
+    model = Model.from_pretrained(path, dtype="bfloat16", quantization=fmt)
+    saved[fmt] = model(input_ids=prompts).logits
+np.savez(out, **saved)
+"""
+
+
+@pytest.mark.skipif(_core.cpu_info()["isa"] != "amx", reason="needs a CPU with AMX-INT8 (kernels on the amx tier)")
+def test_amx_and_vnni_prefill_give_the_same_logits_bit_for_bit(tiny_bf16, tmp_path):
+    # AMX's tile products and VNNI's vpdpbusd compute the same exact int32 group sums and scale them
+    # alike, and on an AMX CPU every other kernel runs the same Avx512Bf16 variant under both caps.
+    logits = {}
+    for cap in ("amx", "avx512_bf16"):
+        out = tmp_path / f"{cap}.npz"
+        done = subprocess.run([sys.executable, "-c", TIER_LOGITS_SCRIPT, str(tiny_bf16), str(out)],
+                              env=dict(os.environ, QWEN2AUDIO_MAX_ISA=cap), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        logits[cap] = np.load(out)
+        assert str(logits[cap]["isa"]) == cap
+    for fmt in FORMATS:
+        assert np.isfinite(logits["amx"][fmt]).all()
+        np.testing.assert_array_equal(logits["amx"][fmt], logits["avx512_bf16"][fmt], err_msg=fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
