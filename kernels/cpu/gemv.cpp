@@ -79,8 +79,6 @@ void quantize_activations(const float* x, int64_t ldx, int64_t m, int64_t k, int
   }
 }
 
-bool quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
-
 float round_through_bf16(float value) { return bf16_to_float(float_to_bf16(value)); }
 
 float source_value(const void* source, DType dtype, int64_t index) {
@@ -97,7 +95,7 @@ float source_value(const void* source, DType dtype, int64_t index) {
 }
 
 void check_quantized_layout(WeightFormat format, int64_t k, int64_t group_size, const char* what) {
-  if (!quantized(format)) return;
+  if (!is_quantized(format)) return;
   if (group_size <= 0 || group_size % 32 != 0)
     throw InvalidArgument(std::string(what) + ": group_size must be a positive multiple of 32, got " +
                           std::to_string(group_size));
@@ -113,9 +111,9 @@ void check_args(const GemvArgs& args) {
   if (args.m > 0 && args.n > 0 && (args.x == nullptr || args.y == nullptr || args.w.data == nullptr))
     throw InvalidArgument("gemv: null operand");
   check_quantized_layout(args.w.format, args.k, args.w.group_size, "gemv");
-  if (args.w.layout == WeightLayout::Panels && !quantized(args.w.format))
+  if (args.w.layout == WeightLayout::Panels && !is_quantized(args.w.format))
     throw InvalidArgument("gemv: only int8 and int4 weights come in panels");
-  if (quantized(args.w.format) && args.w.layout == WeightLayout::Rows) {
+  if (is_quantized(args.w.format) && args.w.layout == WeightLayout::Rows) {
     if (args.w.scales == nullptr) throw InvalidArgument("gemv: quantized weights without scales");
     if (args.w.scales_ld < scale_groups(args.k, args.w.group_size))
       throw InvalidArgument("gemv: scale row stride too small");
@@ -384,7 +382,7 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
     }
   }
 
-  if (quantized(args.w.format)) {
+  if (is_quantized(args.w.format)) {
     const int64_t groups = scale_groups(args.k, args.w.group_size);
     float* scales = tls_input_scales.reserve(static_cast<size_t>(args.m * groups));
     problem.x_scales = scales;
@@ -421,7 +419,7 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
 
 void quantize_rows(const void* source, DType source_dtype, int64_t ld_source, int64_t n, int64_t k, WeightFormat format,
                    int64_t group_size, uint8_t* codes, float* scales) {
-  if (!quantized(format)) throw InvalidArgument("quantize_rows: the format must be int8 or int4");
+  if (!is_quantized(format)) throw InvalidArgument("quantize_rows: the format must be int8 or int4");
   check_quantized_layout(format, k, group_size, "quantize_rows");
   if (n < 0 || ld_source < k) throw InvalidArgument("quantize_rows: bad shape");
   source_value(source, source_dtype, 0 * n);  // rejects an unsupported dtype before the parallel loop

@@ -34,6 +34,8 @@ namespace qwen2audio::kernels {
 enum class WeightFormat : uint8_t { F32, BF16, Int8, Int4 };
 
 const char* weight_format_name(WeightFormat format);
+// Int8 and Int4: codes with a float scale per group of a row (see WeightMatrix).
+inline bool is_quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
 
 // How a quantized matrix is laid out: Rows as above, or Panels (made by pack_panels, read by the
 // integer dot-product kernels of quantized_gemm.h): the rows in panels of 16 (the last panel padded

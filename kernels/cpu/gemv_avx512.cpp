@@ -138,6 +138,16 @@ namespace without_vnni {
 namespace qwen2audio::kernels::gemv_detail {
 namespace {
 
+// The lanes of the 32-element step at i that lie inside a BF16 weight row read from `shift` elements
+// before its start (end = k + shift): all of them except in the first and last steps. bf16_dot_tile and
+// bf16_dot_row share it, as they must share every step to give the same bits.
+__mmask32 row_lanes(int64_t i, int64_t shift, int64_t end) {
+  uint64_t lanes = ~uint64_t{0};
+  if (i < shift) lanes &= ~uint64_t{0} << (shift - i);
+  if (i + 32 > end) lanes &= (uint64_t{1} << (end - i)) - 1;
+  return static_cast<__mmask32>(lanes);
+}
+
 // acc += x . w over pairs of BF16 values, C weight rows side by side against R activation rows. Like
 // bf16_dot_row, each weight row is read from the cache-line boundary at or before its start
 // (Problem::row_shift, the same for every row when the row stride is whole lines), so each 64-byte
@@ -173,19 +183,13 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
       for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], x[r], weights);
     }
   };
-  const auto edge_mask = [&](int64_t i) {
-    uint64_t lanes = ~uint64_t{0};
-    if (i < shift) lanes &= ~uint64_t{0} << (shift - i);
-    if (i + 32 > end) lanes &= (uint64_t{1} << (end - i)) - 1;
-    return static_cast<__mmask32>(lanes);
-  };
   int64_t i = 0;
   if (shift > 0) {
-    step(0, edge_mask(0));
+    step(0, row_lanes(0, shift, end));
     i = 32;
   }
   for (; i + 32 <= end; i += 32) step(i, ~__mmask32{0});
-  if (i < end) step(i, edge_mask(i));
+  if (i < end) step(i, row_lanes(i, shift, end));
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
@@ -200,8 +204,9 @@ void bf16_dot_tile(const Problem& p, int64_t row0, int64_t column) {
 // change a result. (Four interleaved sums gave different roundings, and the measurement picks either
 // order from run to run where they are within noise of each other.) One chain of dot products moves
 // 64 bytes per instruction latency, 32-35 GB/s a core on a Zen 5 EPYC: more than a core read from
-// memory in our runs there; where memory is faster the load-time measurement picks the tiles, whose
-// columns are separate chains.
+// memory in our runs there; where memory is faster, or the chain slower (a Sapphire Rapids-class
+// Xeon: 87 % of a 26 GB/s 2-thread read, the tiles 118 %), the load-time measurement picks the tiles,
+// whose columns are separate chains.
 void bf16_dot_row(const Problem& p, int64_t column) {
   const int64_t shift = p.row_shift;
   const uint16_t* row = static_cast<const uint16_t*>(p.w.data) + column * p.w.ld - shift;
@@ -210,10 +215,7 @@ void bf16_dot_row(const Problem& p, int64_t column) {
   const auto x = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p.x_bf16 + i)); };
   const auto w = [&](int64_t i) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(row + i)); };
   const auto masked_w = [&](int64_t i) {
-    uint64_t lanes = ~uint64_t{0};
-    if (i < shift) lanes &= ~uint64_t{0} << (shift - i);
-    if (i + 32 > end) lanes &= (uint64_t{1} << (end - i)) - 1;
-    return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(static_cast<__mmask32>(lanes), row + i));
+    return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(row_lanes(i, shift, end), row + i));
   };
   int64_t i = 0;
   if (shift > 0) {

@@ -21,7 +21,7 @@ struct Linear {
   // the model computes in BF16) rather than float32.
   bool widen_to_bf16 = false;
 
-  bool quantized() const { return weight.format == WeightFormat::Int8 || weight.format == WeightFormat::Int4; }
+  bool quantized() const { return is_quantized(weight.format); }
 };
 
 // Whether quantized layers should be packed into panels for the integer kernels (quantized_gemm.h):

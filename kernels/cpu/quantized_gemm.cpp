@@ -28,10 +28,8 @@ thread_local Buffer<float> tls_scales;
 thread_local Buffer<int32_t> tls_level_sums;
 thread_local Buffer<uint8_t> tls_amx_levels;
 
-bool quantized(WeightFormat format) { return format == WeightFormat::Int8 || format == WeightFormat::Int4; }
-
 void check_layout(const WeightMatrix& w, int64_t k, const char* who) {
-  if (!quantized(w.format))
+  if (!is_quantized(w.format))
     throw InvalidArgument(std::string(who) + " takes int8 or int4 weights, got " + weight_format_name(w.format));
   if (k % 32 != 0) throw InvalidArgument(std::string(who) + ": k must be a multiple of 32");
   if (w.group_size <= 0 || w.group_size % 32 != 0 || w.scales == nullptr)

@@ -172,7 +172,7 @@ void check_case(const Case& c, WeightFormat format, int64_t group_size, const Ge
   gemv(args, options);
 
   const bool round_inputs = format == WeightFormat::BF16 && options.round_bf16_inputs;
-  const bool quantized_inputs = format == WeightFormat::Int4 || format == WeightFormat::Int8;
+  const bool quantized_inputs = is_quantized(format);
   const std::vector<float> level_inputs =
       quantized_inputs
           ? quantized_activations(x, c.m, c.k, ldx, group_size, format == WeightFormat::Int4 ? 127.0f : 32767.0f)
@@ -373,7 +373,7 @@ TEST(Gemv, EveryRowGetsTheSameBitsWhateverItsBatchAndReadOrder) {
            {std::pair<int64_t, int64_t>{200, 224}, std::pair<int64_t, int64_t>{1024, 1024}}) {
         const int64_t n = 37, rows = 6;
         // Quantized rows hold whole groups (here of 64), with no padding between rows.
-        const bool quantized_format = format == WeightFormat::Int8 || format == WeightFormat::Int4;
+        const bool quantized_format = is_quantized(format);
         const int64_t k = quantized_format ? plain_k / 64 * 64 : plain_k;
         const TestWeights w =
             make_weights(format, n, k, quantized_format ? k : plain_ld, quantized_format ? 64 : 0, seed++);
