@@ -62,7 +62,7 @@ CpuFeatures detect() {
     char brand[49] = {};
     for (uint32_t i = 0; i < 3; ++i) {
       const Registers r = cpuid(0x80000002u + i, 0);
-      std::memcpy(brand + 16 * i, &r, 16);
+      std::memcpy(brand + size_t{16} * i, &r, 16);
     }
     f.brand = trimmed(brand);
   }

@@ -42,8 +42,8 @@ namespace {
 
 // A block multiplies 32 activation rows (two A tiles) by two panels (two B tiles) into four 16 x 16
 // sums (tiles 0-3), the usual 2 x 2 arrangement: each loaded tile serves two multiplies.
-constexpr int kBlockRows = 32;
-constexpr int kStep = 64;  // elements per tile multiply
+constexpr int64_t kBlockRows = 32;
+constexpr int64_t kStep = 64;  // elements per tile multiply
 // The tile registers by role. GCC's tile intrinsics paste their operand into the instruction text,
 // so these must be macros expanding to the register's number.
 #define QWEN2AUDIO_SUM00 0
@@ -87,7 +87,7 @@ struct Scratch {
 // four. A 64-element slice is eight steps; as bytes it is sixteen rows of a B tile.
 void widen_int4_slice(const uint8_t* slice, uint8_t (*out)[64]) {
   const __m512i nibble = _mm512_set1_epi8(15);
-  for (int step = 0; step < kStep / 8; ++step) {
+  for (int64_t step = 0; step < kStep / 8; ++step) {
     const __m512i codes = _mm512_load_si512(slice + step * 64);
     _mm512_store_si512(out[2 * step], _mm512_and_si512(codes, nibble));
     _mm512_store_si512(out[2 * step + 1], _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble));
