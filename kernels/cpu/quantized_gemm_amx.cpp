@@ -169,18 +169,8 @@ void block(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, 
   for (int64_t group = 0; group < p.groups; ++group)
     for (int64_t panel = panel_begin, pair = 0; panel < panel_end; panel += 2, ++pair)
       group_pair<Int4>(p, levels, row0, rows, group, panel, std::min(panel + 1, panel_end - 1), pair, s);
-  for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
-    const int64_t column = panel * kPanel;
-    const int64_t width = std::min<int64_t>(kPanel, p.n - column);
-    const __mmask16 mask = static_cast<__mmask16>(width == kPanel ? 0xffff : (1u << width) - 1);
-    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + column) : _mm512_setzero_ps();
-    for (int64_t r = 0; r < rows; ++r) {
-      float* out = p.y + (row0 + r) * p.ldy + column;
-      __m512 value = _mm512_add_ps(_mm512_load_ps(s.total[r][panel - panel_begin]), bias);
-      if (p.accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out));
-      _mm512_mask_storeu_ps(out, mask, value);
-    }
-  }
+  for (int64_t panel = panel_begin; panel < panel_end; ++panel)
+    store_panel_totals(p, panel, row0, rows, s.total[0][panel - panel_begin], kMostPanels * kPanel);
 }
 
 template <bool Int4>

@@ -24,6 +24,22 @@
 #include "kernels/cpu/dot_instructions.h"  // in the target region: its functions take 512-bit vectors
 
 namespace qwen2audio::kernels::quantized_gemm_detail {
+
+void store_panel_totals(const Problem& p, int64_t panel, int64_t row0, int64_t rows, const float* totals,
+                        int64_t totals_stride) {
+  const int64_t column = panel * kPanel;
+  const int64_t width = std::min<int64_t>(kPanel, p.n - column);
+  if (width <= 0) return;
+  const __mmask16 mask = static_cast<__mmask16>(width == kPanel ? 0xffff : (1u << width) - 1);
+  const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + column) : _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = p.y + (row0 + r) * p.ldy + column;
+    __m512 value = _mm512_add_ps(_mm512_load_ps(totals + r * totals_stride), bias);
+    if (p.accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out));
+    _mm512_mask_storeu_ps(out, mask, value);
+  }
+}
+
 namespace {
 
 // Each panel stream is prefetched this far ahead (a few steps of the next groups): the kernels read
@@ -115,19 +131,7 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
                                         _mm512_mul_ps(activation_scale, weight_scale[t]), _mm512_load_ps(total[r][t])));
     }
   }
-  for (int t = 0; t < T; ++t) {
-    const int64_t column = (panel0 + t) * kPanel;
-    const int64_t width = std::min<int64_t>(kPanel, p.n - column);
-    if (width <= 0) break;
-    const __mmask16 mask = static_cast<__mmask16>(width == kPanel ? 0xffff : (1u << width) - 1);
-    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + column) : _mm512_setzero_ps();
-    for (int r = 0; r < R; ++r) {
-      float* out = p.y + (row0 + r) * p.ldy + column;
-      __m512 value = _mm512_add_ps(_mm512_load_ps(total[r][t]), bias);
-      if (p.accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out));
-      _mm512_mask_storeu_ps(out, mask, value);
-    }
-  }
+  for (int t = 0; t < T; ++t) store_panel_totals(p, panel0 + t, row0, R, total[0][t], T * kPanel);
 }
 
 // Rows [first, last) against panels [panel, panel + T): tiles of six rows, then the remainder.

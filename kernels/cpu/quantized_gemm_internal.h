@@ -48,6 +48,11 @@ void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, 
                                  int32_t* level_sums);
 // Panels [panel_begin, panel_end) of every row.
 void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
+// Writes rows [row0, row0 + rows) of one panel's 16 columns from float totals (16 floats a row,
+// `totals_stride` apart): bias added, then what y held where `accumulate`, columns past n left alone.
+// The VNNI and AMX kernels both end so, which keeps their results the same bits.
+void store_panel_totals(const Problem& p, int64_t panel, int64_t row0, int64_t rows, const float* totals,
+                        int64_t totals_stride);
 
 // The AMX-INT8 kernel (quantized_gemm_amx.cpp), on the same levels as run_avx512_vnni and with the
 // same bits: for shapes whose groups are whole 64-element tile steps. It reads the levels gathered
