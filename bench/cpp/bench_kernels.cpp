@@ -385,11 +385,11 @@ void time_onednn_products(benchmark::State& state, const std::vector<std::array<
 // int8/int4 weights in the integer kernels' panels) and as oneDNN's own matmuls in the same
 // precision (BF16, or u8 x s8 for the integer products), weights in its preferred layout. Shape sets:
 // 0 the encoder layer for a 5 s clip (250 positions), 1 for 30 s (1500), 2 a decoder layer's prefill
-// of a 10 s clip's prompt (290 tokens). Variants: 0 oneDNN f32, 1 oneDNN bf16, 2 oneDNN u8 x s8,
-// 3 engine bf16, 4 engine int8, 5 engine int4.
+// of a 10 s clip's prompt (290 tokens), 3 the same for four 30 s clips' prompts batched (3120 tokens). Variants: 0
+// oneDNN f32, 1 oneDNN bf16, 2 oneDNN u8 x s8, 3 engine bf16, 4 engine int8, 5 engine int4.
 std::vector<std::array<int64_t, 3>> product_shapes(int set) {
-  if (set == 2) {
-    constexpr int64_t t = 290, h = 4096, inter = 11008;
+  if (set >= 2) {
+    const int64_t t = set == 2 ? 290 : 3120, h = 4096, inter = 11008;
     return {{t, h, h}, {t, h, h}, {t, h, h}, {t, h, h}, {t, inter, h}, {t, inter, h}, {t, h, inter}};
   }
   const int64_t rows = set == 0 ? 250 : 1500, d = 1280, ffn = 5120;
@@ -399,7 +399,7 @@ std::vector<std::array<int64_t, 3>> product_shapes(int set) {
 void BM_Products(benchmark::State& state) {
   const auto shapes = product_shapes(static_cast<int>(state.range(0)));
   const int variant = static_cast<int>(state.range(1));
-  static const char* kSets[] = {"encoder 5 s", "encoder 30 s", "prefill 290"};
+  static const char* kSets[] = {"encoder 5 s", "encoder 30 s", "prefill 290", "prefill 3120"};
   const std::string set = kSets[state.range(0)];
   double flops = 0;
   for (const auto& [m, n, k] : shapes) flops += 2.0 * m * n * k;
@@ -473,7 +473,7 @@ void BM_Products(benchmark::State& state) {
 }
 BENCHMARK(BM_Products)
     ->ArgNames({"set", "variant"})
-    ->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3, 4, 5}})
+    ->ArgsProduct({{0, 1, 2, 3}, {0, 1, 2, 3, 4, 5}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

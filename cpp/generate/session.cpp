@@ -62,23 +62,23 @@ void Session::append(const TokenBatch& tokens, const AudioBatch* audio, const In
   const int64_t steps = tokens.steps + (has_pending ? 1 : 0);
   reserve(tokens.steps);
 
-  Buffer<float> embedded(static_cast<size_t>(batch_ * tokens.steps * hidden));
-  model_->embed(tokens, audio, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden,
-                embedded.data());
   float* states = hidden_.reserve(static_cast<size_t>(batch_ * steps * hidden));
+  float* embedded = has_pending ? embedded_.reserve(static_cast<size_t>(batch_ * tokens.steps * hidden)) : states;
+  model_->embed(tokens, audio, audio ? audio_rows.data() : nullptr, static_cast<int64_t>(audio_rows.size()) / hidden,
+                embedded);
   std::vector<int64_t> ids(static_cast<size_t>(batch_ * steps));
   std::vector<uint8_t> mask(static_cast<size_t>(batch_ * steps));
   for (int64_t b = 0; b < batch_; ++b) {
     int64_t slot = b * steps;
     if (has_pending) {
+      std::memcpy(states + (slot + 1) * hidden, embedded + b * tokens.steps * hidden,
+                  sizeof(float) * tokens.steps * hidden);
       // The pending token's history entry exists already; it only needs its keys and values.
       model_->embed_tokens(&pending_[b], 1, states + slot * hidden);
       ids[slot] = -1;
       mask[slot] = 1;
       ++slot;
     }
-    std::memcpy(states + slot * hidden, embedded.data() + b * tokens.steps * hidden,
-                sizeof(float) * tokens.steps * hidden);
     for (int64_t t = 0; t < tokens.steps; ++t) {
       ids[slot + t] = tokens.ids[b * tokens.steps + t];
       mask[slot + t] = tokens.attention_mask ? static_cast<uint8_t>(tokens.attention_mask[b * tokens.steps + t]) : 1;

@@ -4,13 +4,23 @@
 // is one 1 KiB tile load straight from the int8 panels (int4 steps are widened to bytes first); the
 // activation levels (quantize_activations_avx512's) are gathered into tiles once per call.
 //
-// Measured on a 2-core Sapphire Rapids-class Xeon (bench_kernels BM_Products, 2 threads): 1.4-1.7
-// TFLOP/s against 0.83-0.95 for the VNNI kernel. What holds it there: the per-group scaling (a
-// 16 x 16 tile of sums is stored and scaled for every 128 elements, two tile multiplies) and the
-// panels' reads from L2 (with the panels' tile loads served from L1 instead, for timing only, 1.35x).
+// Both operands are signed (tdpbssd): the levels as they are (gather_amx_levels takes back the + 128
+// that the VNNI kernel's unsigned operand needs), int8 codes as stored, int4 codes widened as c - 8.
+// The sums are then the group's exact products, with no per-row or per-column correction to subtract
+// while scaling.
+//
+// Measured on a 2-core Sapphire Rapids-class Xeon (bench_kernels BM_Products, 2 threads): 1.9-2.4
+// TFLOP/s at prefill shapes against 0.83-0.95 for the VNNI kernel. What holds it there is the
+// per-group scaling: a 16 x 16 tile of sums is stored and scaled for every 128 elements, two tile
+// multiplies (without the scaling, for timing only, 1.25x). Each pair's sums are scaled after the next
+// pair's multiplies are issued, from the other of two buffers: scaling them right after their tile
+// stores had the vector loads wait on those stores (tile stores do not forward) and the next
+// multiplies behind the loads (1.1x; with the signed operands, 1.2-1.25x over the kernel before).
 // Tried without gain: four A tiles against one panel (halves the L2 reads; 0.85x: an A register
-// reloaded while its multiply still runs), scaling a pair's sums after the next pair's multiplies,
-// software prefetch of the next pair's panels (T0 or T1), 2 or 4 panels per block instead of 8.
+// reloaded while its multiply still runs), one A tile against two panels with every operand tile
+// double-buffered (0.94x at 3120 rows, 1.05x at 290), scaling a group's pairs after all their
+// multiplies, software prefetch of the next pair's panels (T0 or T1), 2 or 4 panels per block or task
+// instead of 8.
 //
 // Every group's int32 sums are exact and scaled by the same float operations, in the same order, as
 // the VNNI kernel's, so the two give the same bits (tests/cpp/test_gemv.cpp checks it).
@@ -24,7 +34,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/cpu/quantized_gemm_internal.h"
 
@@ -78,28 +87,28 @@ TileConfig every_tile_16_by_64() {
 constexpr int64_t kMostPanels = 8;
 
 struct Scratch {
-  alignas(64) int32_t sums[2][2][kPanel][kPanel];  // [row tile][panel][row][column]
+  alignas(64) int32_t sums[2][2][2][kPanel][kPanel];  // [buffer][row tile][panel][row][column]
   alignas(64) float total[kBlockRows][kMostPanels][kPanel];
   alignas(64) uint8_t widened[2][kStep / 4][64];  // int4: one step of each panel as bytes (B tiles)
 };
 
 // Int4 panel steps hold eight elements per column: the low nibbles the first four, the high the next
-// four. A 64-element slice is eight steps; as bytes it is sixteen rows of a B tile.
+// four. A 64-element slice is eight steps; as signed bytes c - 8 it is sixteen rows of a B tile.
 void widen_int4_slice(const uint8_t* slice, uint8_t (*out)[64]) {
-  const __m512i nibble = _mm512_set1_epi8(15);
+  const __m512i nibble = _mm512_set1_epi8(15), offset = _mm512_set1_epi8(8);
   for (int64_t step = 0; step < kStep / 8; ++step) {
     const __m512i codes = _mm512_load_si512(slice + step * 64);
-    _mm512_store_si512(out[2 * step], _mm512_and_si512(codes, nibble));
-    _mm512_store_si512(out[2 * step + 1], _mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble));
+    _mm512_store_si512(out[2 * step], _mm512_sub_epi8(_mm512_and_si512(codes, nibble), offset));
+    _mm512_store_si512(out[2 * step + 1],
+                       _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(codes, 4), nibble), offset));
   }
 }
 
-// One group of rows [row0, row0 + rows) (rows <= 32; their block of Problem::amx_levels at `levels`)
-// against panels panel0 + {0, 1} (`pair` of the call's panels; the second is panel0 again where a
-// call has an odd one left, and not scaled) into the totals.
+// One group of a block's rows (their levels at `levels`) against panels panel0 and panel1 (panel0
+// again where a call has an odd one left): the four tiles of int32 sums, stored to `sums`.
 template <bool Int4>
-void group_pair(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, int64_t group, int64_t panel0,
-                int64_t panel1, int64_t pair, Scratch& s) {
+void multiply_pair(const Problem& p, const uint8_t* levels, int64_t group, int64_t panel0, int64_t panel1,
+                   int32_t (*sums)[2][kPanel][kPanel], Scratch& s) {
   const int64_t panel_bytes = p.panel_bytes();
   const auto* panels = static_cast<const uint8_t*>(p.w.data);
   const uint8_t* first = panels + panel0 * panel_bytes;
@@ -114,61 +123,93 @@ void group_pair(const Problem& p, const uint8_t* levels, int64_t row0, int64_t r
     _tile_loadd(QWEN2AUDIO_ROWS0, slice, kStep);
     _tile_loadd(QWEN2AUDIO_ROWS1, slice + 16 * kStep, kStep);
     if constexpr (Int4) {
-      // Codes 0..15 are the unsigned operand, the levels the signed one (as in the VNNI kernel).
       widen_int4_slice(first + i * 8, s.widened[0]);
       widen_int4_slice(second + i * 8, s.widened[1]);
       _tile_loadd(QWEN2AUDIO_PANEL0, s.widened[0], 64);
       _tile_loadd(QWEN2AUDIO_PANEL1, s.widened[1], 64);
-      _tile_dpbsud(QWEN2AUDIO_SUM00, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL0);
-      _tile_dpbsud(QWEN2AUDIO_SUM01, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL1);
-      _tile_dpbsud(QWEN2AUDIO_SUM10, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL0);
-      _tile_dpbsud(QWEN2AUDIO_SUM11, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL1);
     } else {
-      // Levels + 128 are the unsigned operand, the codes the signed one.
       _tile_loadd(QWEN2AUDIO_PANEL0, first + i * kPanel, 64);
       _tile_loadd(QWEN2AUDIO_PANEL1, second + i * kPanel, 64);
-      _tile_dpbusd(QWEN2AUDIO_SUM00, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL0);
-      _tile_dpbusd(QWEN2AUDIO_SUM01, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL1);
-      _tile_dpbusd(QWEN2AUDIO_SUM10, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL0);
-      _tile_dpbusd(QWEN2AUDIO_SUM11, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL1);
     }
+    _tile_dpbssd(QWEN2AUDIO_SUM00, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL0);
+    _tile_dpbssd(QWEN2AUDIO_SUM01, QWEN2AUDIO_ROWS0, QWEN2AUDIO_PANEL1);
+    _tile_dpbssd(QWEN2AUDIO_SUM10, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL0);
+    _tile_dpbssd(QWEN2AUDIO_SUM11, QWEN2AUDIO_ROWS1, QWEN2AUDIO_PANEL1);
   }
-  _tile_stored(QWEN2AUDIO_SUM00, s.sums[0][0], 64);
-  _tile_stored(QWEN2AUDIO_SUM01, s.sums[0][1], 64);
-  _tile_stored(QWEN2AUDIO_SUM10, s.sums[1][0], 64);
-  _tile_stored(QWEN2AUDIO_SUM11, s.sums[1][1], 64);
-  // The group's scaling, as run_avx512_vnni's tile does it.
-  const int columns = panel1 == panel0 ? 1 : 2;
-  __m512 weight_scale[2];
-  __m512i correction[2];
-  const int64_t panel_of[2] = {panel0, panel1};
-  for (int t = 0; t < columns; ++t) {
-    const int64_t at = (panel_of[t] * p.groups + group) * kPanel;
-    weight_scale[t] = _mm512_loadu_ps(p.w.scales + at);
-    if constexpr (!Int4) correction[t] = _mm512_slli_epi32(_mm512_loadu_si512(p.w.code_sums + at), 7);
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t at = (row0 + r) * p.groups + group;
-    const __m512 activation_scale = _mm512_set1_ps(p.x_scales[at]);
-    if constexpr (Int4) correction[0] = correction[1] = _mm512_set1_epi32(8 * p.level_sums[at]);
-    for (int t = 0; t < columns; ++t) {
-      float* total = s.total[r][2 * pair + t];
-      const __m512i sum = _mm512_load_si512(s.sums[r / 16][t][r % 16]);
-      _mm512_store_ps(total, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, correction[t])),
-                                             _mm512_mul_ps(activation_scale, weight_scale[t]), _mm512_load_ps(total)));
+  _tile_stored(QWEN2AUDIO_SUM00, sums[0][0], 64);
+  _tile_stored(QWEN2AUDIO_SUM01, sums[0][1], 64);
+  _tile_stored(QWEN2AUDIO_SUM10, sums[1][0], 64);
+  _tile_stored(QWEN2AUDIO_SUM11, sums[1][1], 64);
+}
+
+// Adds one group's sums of rows [row0, row0 + rows) against panel0 and panel1 (`pair` of the block's)
+// to the totals, with run_avx512_vnni's float operations in its order: the sum (exact, so the same
+// value as the VNNI kernel's corrected one) as float, times activation scale x weight scale. The
+// first group adds to zeros held in a register, as the VNNI kernel's do (clearing the totals in
+// memory for every block was 1.6 % of a prefill).
+template <bool FirstGroup>
+void scale_pair(const Problem& p, int64_t row0, int64_t rows, int64_t group, int64_t panel0, int64_t panel1,
+                int64_t pair, const int32_t (*sums)[2][kPanel][kPanel], Scratch& s) {
+  const __m512 weight_scale0 = _mm512_loadu_ps(p.w.scales + (panel0 * p.groups + group) * kPanel);
+  const __m512 weight_scale1 = _mm512_loadu_ps(p.w.scales + (panel1 * p.groups + group) * kPanel);
+  auto so_far = [](const float* total) { return FirstGroup ? _mm512_setzero_ps() : _mm512_load_ps(total); };
+  // Row tile by row tile, with the test for a lone panel outside the loops: indexing the sums by
+  // r / 16 and testing per row cost 3-7 % of the kernel.
+  for (int64_t tile = 0; tile < 2 && 16 * tile < rows; ++tile) {
+    const int64_t count = std::min<int64_t>(16, rows - 16 * tile);
+    const float* activation_scales = p.x_scales + (row0 + 16 * tile) * p.groups + group;
+    const int32_t* sums0 = sums[tile][0][0];
+    const int32_t* sums1 = sums[tile][1][0];
+    float* totals = s.total[16 * tile][2 * pair];
+    constexpr int64_t kTotalsStride = kMostPanels * kPanel;
+    if (panel1 != panel0) {
+      for (int64_t r = 0; r < count; ++r) {
+        const __m512 activation_scale = _mm512_set1_ps(activation_scales[r * p.groups]);
+        float* total = totals + r * kTotalsStride;
+        _mm512_store_ps(total, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums0 + r * kPanel)),
+                                               _mm512_mul_ps(activation_scale, weight_scale0), so_far(total)));
+        _mm512_store_ps(total + kPanel,
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums1 + r * kPanel)),
+                                        _mm512_mul_ps(activation_scale, weight_scale1), so_far(total + kPanel)));
+      }
+    } else {
+      for (int64_t r = 0; r < count; ++r) {
+        const __m512 activation_scale = _mm512_set1_ps(activation_scales[r * p.groups]);
+        float* total = totals + r * kTotalsStride;
+        _mm512_store_ps(total, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums0 + r * kPanel)),
+                                               _mm512_mul_ps(activation_scale, weight_scale0), so_far(total)));
+      }
     }
   }
 }
 
 // Rows [row0, row0 + rows) against panels [panel_begin, panel_end): group by group, each 64-element
-// slice of the rows' levels (two A tiles) stays in L1 while every panel pair of the call uses it.
+// slice of the rows' levels (two A tiles) stays in L1 while every panel pair of the call uses it. A
+// pair's sums are scaled once the next pair's multiplies are under way (see the top of the file).
 template <bool Int4>
 void block(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, int64_t panel_begin, int64_t panel_end,
            Scratch& s) {
-  std::memset(s.total, 0, sizeof s.total);
-  for (int64_t group = 0; group < p.groups; ++group)
-    for (int64_t panel = panel_begin, pair = 0; panel < panel_end; panel += 2, ++pair)
-      group_pair<Int4>(p, levels, row0, rows, group, panel, std::min(panel + 1, panel_end - 1), pair, s);
+  struct Multiplied {
+    int64_t group = -1, panel = 0, pair = 0;
+    int buffer = 0;
+  } waiting;
+  auto scale = [&](const Multiplied& done) {
+    const int64_t panel1 = std::min(done.panel + 1, panel_end - 1);
+    if (done.group == 0)
+      scale_pair<true>(p, row0, rows, done.group, done.panel, panel1, done.pair, s.sums[done.buffer], s);
+    else
+      scale_pair<false>(p, row0, rows, done.group, done.panel, panel1, done.pair, s.sums[done.buffer], s);
+  };
+  int buffer = 0;
+  for (int64_t group = 0; group < p.groups; ++group) {
+    for (int64_t panel = panel_begin, pair = 0; panel < panel_end; panel += 2, ++pair) {
+      multiply_pair<Int4>(p, levels, group, panel, std::min(panel + 1, panel_end - 1), s.sums[buffer], s);
+      if (waiting.group >= 0) scale(waiting);
+      waiting = {group, panel, pair, buffer};
+      buffer ^= 1;
+    }
+  }
+  scale(waiting);
   for (int64_t panel = panel_begin; panel < panel_end; ++panel)
     store_panel_totals(p, panel, row0, rows, s.total[0][panel - panel_begin], kMostPanels * kPanel);
 }
@@ -195,14 +236,18 @@ int64_t amx_levels_bytes(const Problem& p) { return (p.m + kBlockRows - 1) / kBl
 void gather_amx_levels(const Problem& p, uint8_t* out) {
   const auto* levels = reinterpret_cast<const uint8_t*>(p.levels);
   const int64_t blocks = (p.m + kBlockRows - 1) / kBlockRows, slices = p.k / kStep;
+  // Levels for int8 weights are stored as level + 128 (the VNNI kernel's unsigned operand); flipping
+  // the top bit gives the signed level back.
+  const __m512i unbias = _mm512_set1_epi8(p.w.format == WeightFormat::Int8 ? static_cast<char>(0x80) : 0);
 #pragma omp parallel for collapse(2) schedule(static) if (p.m * p.k > (1 << 16))
   for (int64_t block = 0; block < blocks; ++block) {
     for (int64_t slice = 0; slice < slices; ++slice) {
       uint8_t* gathered = out + (block * slices + slice) * kBlockRows * kStep;
       for (int64_t r = 0; r < kBlockRows; ++r) {
         const int64_t row = block * kBlockRows + r;
-        const __m512i bytes =
-            row < p.m ? _mm512_loadu_si512(levels + row * p.k + slice * kStep) : _mm512_setzero_si512();
+        const __m512i bytes = row < p.m
+                                  ? _mm512_xor_si512(_mm512_loadu_si512(levels + row * p.k + slice * kStep), unbias)
+                                  : _mm512_setzero_si512();
         _mm512_store_si512(gathered + r * kStep, bytes);
       }
     }

@@ -21,9 +21,10 @@ struct Problem {
   const int8_t* levels = nullptr;
   const float* x_scales = nullptr;
   const int32_t* level_sums = nullptr;
-  // run_amx: the levels in blocks of 32 rows (zeros past m), each block 64-element slice by slice,
-  // a slice's 32 rows 64 bytes apart: each of its halves one A tile in 1 KiB. In place, a tile's 16
-  // rows would lie k bytes apart, with k = 4096 all in one set of the L1 cache, more than its ways.
+  // run_amx: the levels, signed (int8 weights included), in blocks of 32 rows (zeros past m), each
+  // block 64-element slice by slice, a slice's 32 rows 64 bytes apart: each of its halves one A tile
+  // in 1 KiB. In place, a tile's 16 rows would lie k bytes apart, with k = 4096 all in one set of the
+  // L1 cache, more than its ways.
   const uint8_t* amx_levels = nullptr;
   WeightMatrix w;
   const float* bias = nullptr;
