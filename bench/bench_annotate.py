@@ -8,6 +8,7 @@ heads, vocabulary 156032, encoder d_model 1280) with fewer layers than the real 
 formats fit in memory and minutes; times are scaled to 32 + 32 layers (see the printed note).
 
     .venv/bin/python bench/bench_annotate.py [--encoder-layers 4] [--decoder-layers 2] [--batch-size 4]
+        [--repeats 1]
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> int:
     parser.add_argument("--clips", type=float, nargs="+", default=[5, 10, 30])
     parser.add_argument("--formats", nargs="+", default=["bf16", "int8", "int4"])
     parser.add_argument("--workdir", type=Path, default=None, help="keep the synthetic checkpoint here")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="the best of this many timings of each part (a shared machine's noise is slow)")
     args = parser.parse_args()
     formats = [None if name == "bf16" else name for name in args.formats]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qwen2audio_bench_"))
@@ -83,12 +86,14 @@ def main() -> int:
     results = {}
     for fmt in formats:
         print(f"measuring {label(fmt)} ...", file=sys.stderr)
-        results[fmt] = run_format(folder, fmt, args.threads, args.batch_size, args.clips, args.new_tokens)
+        results[fmt] = run_format(folder, fmt, args.threads, args.batch_size, args.clips, args.new_tokens,
+                                  extra=("--repeats", str(args.repeats)))
     bandwidth_after = _core.read_bandwidth(1 << 30, 5, args.threads)
     bandwidth = max(bandwidth, bandwidth_after)
 
     print(f"## Annotation, {args.new_tokens}-token answers ({args.threads} threads; {args.encoder_layers} encoder and "
-          f"{args.decoder_layers} decoder layers measured, scaled to 32 + 32)\n")
+          f"{args.decoder_layers} decoder layers measured, scaled to 32 + 32; the best of {args.repeats} timing(s) of "
+          "each part)\n")
     print("Scaling: encoder and prefill time x 32 / layers measured; decode time x (weight bytes one step reads in "
           "the 32-layer model / in the model measured). 'baseline' is the behaviour before this work, measured in "
           "the same process: the encoder over each clip's whole 30 s window, batch 1, and for int8/int4 the "

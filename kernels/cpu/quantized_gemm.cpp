@@ -193,9 +193,8 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
   p.y = args.y;
   p.ldy = args.ldy;
   p.accumulate = args.accumulate;
-  int8_t* levels = tls_levels.reserve(static_cast<size_t>(p.m * p.k));
   float* scales = tls_scales.reserve(static_cast<size_t>(p.m * p.groups));
-  int32_t* sums = tls_level_sums.reserve(static_cast<size_t>(p.m * p.groups));
+  p.x_scales = scales;
   // AMX for inputs of at least one tile's rows, VNNI with the Avx512Bf16 tier, vpmaddubsw from AVX2
   // up; the scalar sums otherwise (tests).
   enum class Kernels { Scalar, Avx2, Vnni, Amx } kernels = Kernels::Scalar;
@@ -205,19 +204,22 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
     kernels = Kernels::Vnni;
   else if (isa >= Isa::Avx2 && isa_supported(Isa::Avx2))
     kernels = Kernels::Avx2;
-  if (kernels == Kernels::Vnni || kernels == Kernels::Amx)
-    quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
-  else if (kernels == Kernels::Avx2)
-    quantized_gemm_detail::quantize_activations_avx2(args.x, args.ldx, p, levels, scales, sums);
-  else
-    quantize_activations_scalar(args.x, args.ldx, p, levels, scales, sums);
-  p.levels = levels;
-  p.x_scales = scales;
-  p.level_sums = sums;
   if (kernels == Kernels::Amx) {
-    uint8_t* gathered = tls_amx_levels.reserve(static_cast<size_t>(quantized_gemm_detail::amx_levels_bytes(p)));
-    quantized_gemm_detail::gather_amx_levels(p, gathered);
-    p.amx_levels = gathered;
+    // Straight into the tile order: the row-major levels would be a second pass over m x k bytes.
+    uint8_t* tiles = tls_amx_levels.reserve(static_cast<size_t>(quantized_gemm_detail::amx_levels_bytes(p)));
+    quantized_gemm_detail::quantize_activations_amx(args.x, args.ldx, p, tiles, scales);
+    p.amx_levels = tiles;
+  } else {
+    int8_t* levels = tls_levels.reserve(static_cast<size_t>(p.m * p.k));
+    int32_t* sums = tls_level_sums.reserve(static_cast<size_t>(p.m * p.groups));
+    if (kernels == Kernels::Vnni)
+      quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
+    else if (kernels == Kernels::Avx2)
+      quantized_gemm_detail::quantize_activations_avx2(args.x, args.ldx, p, levels, scales, sums);
+    else
+      quantize_activations_scalar(args.x, args.ldx, p, levels, scales, sums);
+    p.levels = levels;
+    p.level_sums = sums;
   }
   const int64_t panels = p.panels();
   const int64_t tasks = (panels + kPanelsPerTask - 1) / kPanelsPerTask;

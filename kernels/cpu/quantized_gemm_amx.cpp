@@ -2,10 +2,10 @@
 // adds 16 x 16 x 64 products, where AVX512-VNNI's vpdpbusd adds 16 x 4. A panel's 64-byte steps
 // (16 columns x 4 elements) are exactly the rows of AMX's B operand, so a 64-element slice of a panel
 // is one 1 KiB tile load straight from the int8 panels (int4 steps are widened to bytes first); the
-// activation levels (quantize_activations_avx512's) are gathered into tiles once per call.
+// activation levels (quantize_activations_amx's) are written in tile order once per call.
 //
-// Both operands are signed (tdpbssd): the levels as they are (gather_amx_levels takes back the + 128
-// that the VNNI kernel's unsigned operand needs), int8 codes as stored, int4 codes widened as c - 8.
+// Both operands are signed (tdpbssd): the levels as they are (without the + 128 that the VNNI
+// kernel's unsigned operand needs), int8 codes as stored, int4 codes widened as c - 8.
 // The sums are then the group's exact products, with no per-row or per-column correction to subtract
 // while scaling.
 //
@@ -51,8 +51,8 @@ namespace {
 
 // A block multiplies 32 activation rows (two A tiles) by two panels (two B tiles) into four 16 x 16
 // sums (tiles 0-3), the usual 2 x 2 arrangement: each loaded tile serves two multiplies.
-constexpr int64_t kBlockRows = 32;
-constexpr int64_t kStep = 64;  // elements per tile multiply
+constexpr int64_t kBlockRows = kAmxBlockRows;
+constexpr int64_t kStep = kAmxStep;
 // The tile registers by role. GCC's tile intrinsics paste their operand into the instruction text,
 // so these must be macros expanding to the register's number.
 #define QWEN2AUDIO_SUM00 0
@@ -232,27 +232,6 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 }  // namespace
 
 int64_t amx_levels_bytes(const Problem& p) { return (p.m + kBlockRows - 1) / kBlockRows * kBlockRows * p.k; }
-
-void gather_amx_levels(const Problem& p, uint8_t* out) {
-  const auto* levels = reinterpret_cast<const uint8_t*>(p.levels);
-  const int64_t blocks = (p.m + kBlockRows - 1) / kBlockRows, slices = p.k / kStep;
-  // Levels for int8 weights are stored as level + 128 (the VNNI kernel's unsigned operand); flipping
-  // the top bit gives the signed level back.
-  const __m512i unbias = _mm512_set1_epi8(p.w.format == WeightFormat::Int8 ? static_cast<char>(0x80) : 0);
-#pragma omp parallel for collapse(2) schedule(static) if (p.m * p.k > (1 << 16))
-  for (int64_t block = 0; block < blocks; ++block) {
-    for (int64_t slice = 0; slice < slices; ++slice) {
-      uint8_t* gathered = out + (block * slices + slice) * kBlockRows * kStep;
-      for (int64_t r = 0; r < kBlockRows; ++r) {
-        const int64_t row = block * kBlockRows + r;
-        const __m512i bytes = row < p.m
-                                  ? _mm512_xor_si512(_mm512_loadu_si512(levels + row * p.k + slice * kStep), unbias)
-                                  : _mm512_setzero_si512();
-        _mm512_store_si512(gathered + r * kStep, bytes);
-      }
-    }
-  }
-}
 
 bool amx_shape_supported(const Problem& p) { return p.k % kStep == 0 && p.group_size % kStep == 0; }
 

@@ -200,10 +200,15 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 
 }  // namespace
 
-void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
-                                 int32_t* level_sums) {
+namespace {
+
+// Quantizes every group of rows [0, m) by quantized_gemm.h's formula and hands each 16 levels (int32
+// lanes) to store(row, element, levels): one arithmetic for the VNNI and the AMX layouts, so that both
+// kernels multiply the same levels.
+template <typename Store>
+void quantize_rows(const float* x, int64_t ldx, const Problem& p, float* scales, int32_t* level_sums,
+                   const Store& store) {
   const __m512 magnitude_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-  const bool biased = p.w.format == WeightFormat::Int8;
 #pragma omp parallel for schedule(static) if (p.m * p.k > (1 << 16))
   for (int64_t row = 0; row < p.m; ++row) {
     const float* values = x + row * ldx;
@@ -222,15 +227,39 @@ void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, 
         // The default rounding mode is round-to-nearest-even: nearbyint, as the scalar formula.
         __m512i level = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(values + start + i), factor));
         level = _mm512_min_epi32(_mm512_max_epi32(level, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
-        sum = _mm512_add_epi32(sum, level);
-        // int8 weights take the levels as the unsigned operand: level + 128.
-        const __m512i stored = biased ? _mm512_add_epi32(level, _mm512_set1_epi32(128)) : level;
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + start + i), _mm512_cvtepi32_epi8(stored));
+        if (level_sums != nullptr) sum = _mm512_add_epi32(sum, level);
+        store(row, start + i, level);
       }
       scales[row * p.groups + group] = peak / 127.0f;
-      level_sums[row * p.groups + group] = _mm512_reduce_add_epi32(sum);
+      if (level_sums != nullptr) level_sums[row * p.groups + group] = _mm512_reduce_add_epi32(sum);
     }
   }
+}
+
+}  // namespace
+
+void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
+                                 int32_t* level_sums) {
+  // int8 weights take the levels as the unsigned operand: level + 128.
+  const __m512i offset = _mm512_set1_epi32(p.w.format == WeightFormat::Int8 ? 128 : 0);
+  quantize_rows(x, ldx, p, scales, level_sums, [&](int64_t row, int64_t element, __m512i level) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + element),
+                     _mm512_cvtepi32_epi8(_mm512_add_epi32(level, offset)));
+  });
+}
+
+void quantize_activations_amx(const float* x, int64_t ldx, const Problem& p, uint8_t* tiles, float* scales) {
+  const int64_t slices = p.k / kAmxStep, slice_bytes = kAmxBlockRows * kAmxStep;
+  auto at = [&](int64_t row, int64_t element) {
+    return tiles + (row / kAmxBlockRows * slices + element / kAmxStep) * slice_bytes + row % kAmxBlockRows * kAmxStep +
+           element % kAmxStep;
+  };
+  quantize_rows(x, ldx, p, scales, nullptr, [&](int64_t row, int64_t element, __m512i level) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at(row, element)), _mm512_cvtepi32_epi8(level));
+  });
+  const int64_t padded = (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows;
+  for (int64_t row = p.m; row < padded; ++row)
+    for (int64_t slice = 0; slice < slices; ++slice) std::memset(at(row, slice * kAmxStep), 0, kAmxStep);
 }
 
 void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end) {

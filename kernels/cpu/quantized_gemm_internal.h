@@ -21,10 +21,10 @@ struct Problem {
   const int8_t* levels = nullptr;
   const float* x_scales = nullptr;
   const int32_t* level_sums = nullptr;
-  // run_amx: the levels, signed (int8 weights included), in blocks of 32 rows (zeros past m), each
-  // block 64-element slice by slice, a slice's 32 rows 64 bytes apart: each of its halves one A tile
-  // in 1 KiB. In place, a tile's 16 rows would lie k bytes apart, with k = 4096 all in one set of the
-  // L1 cache, more than its ways.
+  // run_amx: the levels, signed (int8 weights included), in blocks of kAmxBlockRows rows (zeros past
+  // m), each block kAmxStep-element slice by slice, a slice's rows kAmxStep bytes apart: each of its
+  // halves one A tile in 1 KiB. In place, a tile's 16 rows would lie k bytes apart, with k = 4096 all
+  // in one set of the L1 cache, more than its ways. (levels and level_sums are then not used.)
   const uint8_t* amx_levels = nullptr;
   WeightMatrix w;
   const float* bias = nullptr;
@@ -47,6 +47,9 @@ struct Problem {
 // as level + 128 (the unsigned operand of its kernel).
 void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
                                  int32_t* level_sums);
+// The same levels and scales for the AMX kernel: the levels signed, straight into its tile order
+// (Problem::amx_levels; amx_levels_bytes() bytes), the rows of the last block past m zero.
+void quantize_activations_amx(const float* x, int64_t ldx, const Problem& p, uint8_t* tiles, float* scales);
 // Panels [panel_begin, panel_end) of every row.
 void run_avx512_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
 // Writes rows [row0, row0 + rows) of one panel's 16 columns from float totals (16 floats a row,
@@ -56,11 +59,12 @@ void store_panel_totals(const Problem& p, int64_t panel, int64_t row0, int64_t r
                         int64_t totals_stride);
 
 // The AMX-INT8 kernel (quantized_gemm_amx.cpp), on the same levels as run_avx512_vnni and with the
-// same bits: for shapes whose groups are whole 64-element tile steps. It reads the levels gathered
-// into tiles (Problem::amx_levels, amx_levels_bytes() bytes written by gather_amx_levels).
+// same bits: for shapes whose groups are whole kAmxStep-element tile steps. It reads the levels in
+// tile order (Problem::amx_levels, written by quantize_activations_amx).
+constexpr int64_t kAmxBlockRows = 32;  // rows of a block: two A tiles
+constexpr int64_t kAmxStep = 64;       // elements per tile multiply
 bool amx_shape_supported(const Problem& p);
 int64_t amx_levels_bytes(const Problem& p);
-void gather_amx_levels(const Problem& p, uint8_t* out);
 void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
 // The AVX2 kernels (quantized_gemm_avx2.cpp): levels stored as they are (int8 weights included).
