@@ -9,13 +9,15 @@
 // The sums are then the group's exact products, with no per-row or per-column correction to subtract
 // while scaling.
 //
-// Measured on a 2-core Sapphire Rapids-class Xeon (bench_kernels BM_Products, 2 threads): 1.9-2.4
-// TFLOP/s at prefill shapes against 0.83-0.95 for the VNNI kernel. What holds it there is the
-// per-group scaling: a 16 x 16 tile of sums is stored and scaled for every 128 elements, two tile
-// multiplies (without the scaling, for timing only, 1.25x). Each pair's sums are scaled after the next
-// pair's multiplies are issued, from the other of two buffers: scaling them right after their tile
-// stores had the vector loads wait on those stores (tile stores do not forward) and the next
-// multiplies behind the loads (1.1x; with the signed operands, 1.2-1.25x over the kernel before).
+// Measured on a 2-core Sapphire Rapids-class Xeon (bench_kernels BM_Products, 2 threads): int8 2.1-2.8
+// TFLOP/s at the encoder's and prefill's shapes, against 0.83-0.95 for the VNNI kernel; at 3120 rows
+// the rate of oneDNN's own u8 x s8 matmul, which has one scale per column where these have one per
+// group of 128. What holds it there is the per-group scaling: a 16 x 16 tile of sums is stored and
+// scaled for every 128 elements, two tile multiplies (left out, for timing only, the kernel ran 1.4x
+// faster). Each pair's sums are scaled after the next pair's multiplies are issued, from the other of
+// two buffers: scaling them right after their tile stores had the vector loads wait on those stores
+// (tile stores do not forward) and the next multiplies behind the loads (1.08-1.12x; with the signed
+// operands and the row-tile scaling loops, 1.15-1.26x).
 // Tried without gain: four A tiles against one panel (halves the L2 reads; 0.85x: an A register
 // reloaded while its multiply still runs), one A tile against two panels with every operand tile
 // double-buffered (0.94x at 3120 rows, 1.05x at 290), scaling a group's pairs after all their

@@ -257,6 +257,8 @@ void quantize_activations_amx(const float* x, int64_t ldx, const Problem& p, uin
   quantize_rows(x, ldx, p, scales, nullptr, [&](int64_t row, int64_t element, __m512i level) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(at(row, element)), _mm512_cvtepi32_epi8(level));
   });
+  // The last block's tiles read rows past m too; their sums are never stored, but the tiles should
+  // not load bytes nothing wrote (memory checkers, and a buffer's stale levels from a larger call).
   const int64_t padded = (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows;
   for (int64_t row = p.m; row < padded; ++row)
     for (int64_t slice = 0; slice < slices; ++slice) std::memset(at(row, slice * kAmxStep), 0, kAmxStep);
