@@ -38,6 +38,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/quantized_gemm_internal.h"
+#include "runtime/buffer.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(                                                                                 \
@@ -89,10 +90,17 @@ TileConfig every_tile_16_by_64() {
 constexpr int64_t kMostPanels = 8;
 
 struct Scratch {
+  alignas(64) uint8_t widened[2][kStep / 4][64];      // int4 widened step by step: one slice of each panel
   alignas(64) int32_t sums[2][2][2][kPanel][kPanel];  // [buffer][row tile][panel][row][column]
   alignas(64) float total[kBlockRows][kMostPanels][kPanel];
-  alignas(64) uint8_t widened[2][kStep / 4][64];  // int4: one step of each panel as bytes (B tiles)
 };
+
+// Int4 panels widened to bytes in the int8 panels' layout, once per call and task for up to
+// kMostPanels panels (a thread's own): widening each pair's slices for every 32-row block took the
+// vector ports beside the scaling (int4 products at 3120 rows 1.10-1.23x faster widened once). Calls
+// of fewer blocks than this widen step by step into L1 instead (at 37 rows once per call was 0.8x).
+thread_local Buffer<uint8_t> tls_widened;
+constexpr int64_t kBlocksToWidenOnce = 4;
 
 // Int4 panel steps hold eight elements per column: the low nibbles the first four, the high the next
 // four. A 64-element slice is eight steps; as signed bytes c - 8 it is sixteen rows of a B tile.
@@ -107,14 +115,16 @@ void widen_int4_slice(const uint8_t* slice, uint8_t (*out)[64]) {
 }
 
 // One group of a block's rows (their levels at `levels`) against panels panel0 and panel1 (panel0
-// again where a call has an odd one left): the four tiles of int32 sums, stored to `sums`.
-template <bool Int4>
-void multiply_pair(const Problem& p, const uint8_t* levels, int64_t group, int64_t panel0, int64_t panel1,
-                   int32_t (*sums)[2][kPanel][kPanel], Scratch& s) {
-  const int64_t panel_bytes = p.panel_bytes();
-  const auto* panels = static_cast<const uint8_t*>(p.w.data);
-  const uint8_t* first = panels + panel0 * panel_bytes;
-  const uint8_t* second = panels + panel1 * panel_bytes;
+// again where a call has an odd one left; `panels` points at `first_panel`, int8 or int4 panels widened
+// already, or int4 panels that WidenHere widens slice by slice): the four tiles of int32 sums, stored
+// to `sums`.
+template <bool WidenHere>
+void multiply_pair(const Problem& p, const uint8_t* levels, const uint8_t* panels, int64_t first_panel, int64_t group,
+                   int64_t panel0, int64_t panel1, int32_t (*sums)[2][kPanel][kPanel], Scratch& s) {
+  constexpr int64_t kBytesPerElement = WidenHere ? 8 : kPanel;  // of a panel, per element of k
+  const int64_t panel_bytes = p.k * kBytesPerElement;
+  const uint8_t* first = panels + (panel0 - first_panel) * panel_bytes;
+  const uint8_t* second = panels + (panel1 - first_panel) * panel_bytes;
   const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
   _tile_zero(QWEN2AUDIO_SUM00);
   _tile_zero(QWEN2AUDIO_SUM01);
@@ -124,9 +134,9 @@ void multiply_pair(const Problem& p, const uint8_t* levels, int64_t group, int64
     const uint8_t* slice = levels + i / kStep * kBlockRows * kStep;
     _tile_loadd(QWEN2AUDIO_ROWS0, slice, kStep);
     _tile_loadd(QWEN2AUDIO_ROWS1, slice + 16 * kStep, kStep);
-    if constexpr (Int4) {
-      widen_int4_slice(first + i * 8, s.widened[0]);
-      widen_int4_slice(second + i * 8, s.widened[1]);
+    if constexpr (WidenHere) {
+      widen_int4_slice(first + i * kBytesPerElement, s.widened[0]);
+      widen_int4_slice(second + i * kBytesPerElement, s.widened[1]);
       _tile_loadd(QWEN2AUDIO_PANEL0, s.widened[0], 64);
       _tile_loadd(QWEN2AUDIO_PANEL1, s.widened[1], 64);
     } else {
@@ -188,9 +198,9 @@ void scale_pair(const Problem& p, int64_t row0, int64_t rows, int64_t group, int
 // Rows [row0, row0 + rows) against panels [panel_begin, panel_end): group by group, each 64-element
 // slice of the rows' levels (two A tiles) stays in L1 while every panel pair of the call uses it. A
 // pair's sums are scaled once the next pair's multiplies are under way (see the top of the file).
-template <bool Int4>
-void block(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, int64_t panel_begin, int64_t panel_end,
-           Scratch& s) {
+template <bool WidenHere>
+void block(const Problem& p, const uint8_t* levels, const uint8_t* panels, int64_t row0, int64_t rows,
+           int64_t panel_begin, int64_t panel_end, Scratch& s) {
   struct Multiplied {
     int64_t group = -1, panel = 0, pair = 0;
     int buffer = 0;
@@ -205,7 +215,8 @@ void block(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, 
   int buffer = 0;
   for (int64_t group = 0; group < p.groups; ++group) {
     for (int64_t panel = panel_begin, pair = 0; panel < panel_end; panel += 2, ++pair) {
-      multiply_pair<Int4>(p, levels, group, panel, std::min(panel + 1, panel_end - 1), s.sums[buffer], s);
+      multiply_pair<WidenHere>(p, levels, panels, panel_begin, group, panel, std::min(panel + 1, panel_end - 1),
+                               s.sums[buffer], s);
       if (waiting.group >= 0) scale(waiting);
       waiting = {group, panel, pair, buffer};
       buffer ^= 1;
@@ -216,16 +227,30 @@ void block(const Problem& p, const uint8_t* levels, int64_t row0, int64_t rows, 
     store_panel_totals(p, panel, row0, rows, s.total[0][panel - panel_begin], kMostPanels * kPanel);
 }
 
-template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   static const TileConfig config = every_tile_16_by_64();
   _tile_loadconfig(&config);
   Scratch scratch;
+  const bool int4 = p.w.format == WeightFormat::Int4;
+  const int64_t blocks = (p.m + kBlockRows - 1) / kBlockRows;
+  const bool widen_here = int4 && blocks < kBlocksToWidenOnce;
   for (int64_t first = panel_begin; first < panel_end; first += kMostPanels) {
     const int64_t last = std::min(panel_end, first + kMostPanels);
+    const auto* panels = static_cast<const uint8_t*>(p.w.data) + first * p.panel_bytes();
+    if (int4 && !widen_here) {
+      uint8_t* widened = tls_widened.reserve(static_cast<size_t>((last - first) * p.k * kPanel));
+      for (int64_t panel = 0; panel < last - first; ++panel)
+        for (int64_t i = 0; i < p.k; i += kStep)
+          widen_int4_slice(panels + panel * p.panel_bytes() + i * 8,
+                           reinterpret_cast<uint8_t(*)[64]>(widened + (panel * p.k + i) * kPanel));
+      panels = widened;
+    }
     for (int64_t row = 0; row < p.m; row += kBlockRows) {
       const int64_t rows = std::min<int64_t>(kBlockRows, p.m - row);
-      block<Int4>(p, p.amx_levels + row * p.k, row, rows, first, last, scratch);
+      if (widen_here)
+        block<true>(p, p.amx_levels + row * p.k, panels, row, rows, first, last, scratch);
+      else
+        block<false>(p, p.amx_levels + row * p.k, panels, row, rows, first, last, scratch);
     }
   }
   _tile_release();
@@ -237,12 +262,7 @@ int64_t amx_levels_bytes(const Problem& p) { return (p.m + kBlockRows - 1) / kBl
 
 bool amx_shape_supported(const Problem& p) { return p.k % kStep == 0 && p.group_size % kStep == 0; }
 
-void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end) {
-  if (p.w.format == WeightFormat::Int4)
-    run_panels<true>(p, panel_begin, panel_end);
-  else
-    run_panels<false>(p, panel_begin, panel_end);
-}
+void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end) { run_panels(p, panel_begin, panel_end); }
 
 }  // namespace qwen2audio::kernels::quantized_gemm_detail
 

@@ -649,11 +649,13 @@ TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
       {13, 130, 288, true, false, true},
       {12, 32, 4096, false, false, false},
       // From 16 rows the Amx tier runs tile products: whole and partial 32-row blocks, an odd panel
-      // left in a task, groups longer than one 64-element tile step, 4096 elements.
+      // left in a task, groups longer than one 64-element tile step, 4096 elements; from four blocks
+      // (97 rows) int4 panels are widened once per call instead of slice by slice.
       {16, 48, 256, true, true, false},
       {33, 130, 384, true, false, true},
       {70, 272, 512, false, true, false},
-      {40, 64, 4096, false, false, false}};
+      {40, 64, 4096, false, false, false},
+      {100, 40, 192, true, true, true}};
   // Every tier the CPU (and QWEN2AUDIO_MAX_ISA) allows: scalar, vpmaddubsw (Avx2, Avx512), VNNI, AMX.
   const std::vector<Isa> isas = supported_isas();
   uint32_t seed = 300;
