@@ -54,8 +54,6 @@ namespace {
 
 // A block multiplies 32 activation rows (two A tiles) by two panels (two B tiles) into four 16 x 16
 // sums (tiles 0-3), the usual 2 x 2 arrangement: each loaded tile serves two multiplies.
-constexpr int64_t kBlockRows = kAmxBlockRows;
-constexpr int64_t kStep = kAmxStep;
 // The tile registers by role. GCC's tile intrinsics paste their operand into the instruction text,
 // so these must be macros expanding to the register's number.
 #define QWEN2AUDIO_SUM00 0
@@ -90,9 +88,9 @@ TileConfig every_tile_16_by_64() {
 constexpr int64_t kMostPanels = 8;
 
 struct Scratch {
-  alignas(64) uint8_t widened[2][kStep / 4][64];      // int4 widened step by step: one slice of each panel
+  alignas(64) uint8_t widened[2][kAmxStep / 4][64];   // int4 widened step by step: one slice of each panel
   alignas(64) int32_t sums[2][2][2][kPanel][kPanel];  // [buffer][row tile][panel][row][column]
-  alignas(64) float total[kBlockRows][kMostPanels][kPanel];
+  alignas(64) float total[kAmxBlockRows][kMostPanels][kPanel];
 };
 
 // Int4 panels widened to bytes in the int8 panels' layout, once per call and task for up to
@@ -106,7 +104,7 @@ constexpr int64_t kBlocksToWidenOnce = 4;
 // four. A 64-element slice is eight steps; as signed bytes c - 8 it is sixteen rows of a B tile.
 void widen_int4_slice(const uint8_t* slice, uint8_t (*out)[64]) {
   const __m512i nibble = _mm512_set1_epi8(15), offset = _mm512_set1_epi8(8);
-  for (int64_t step = 0; step < kStep / 8; ++step) {
+  for (int64_t step = 0; step < kAmxStep / 8; ++step) {
     const __m512i codes = _mm512_load_si512(slice + step * 64);
     _mm512_store_si512(out[2 * step], _mm512_sub_epi8(_mm512_and_si512(codes, nibble), offset));
     _mm512_store_si512(out[2 * step + 1],
@@ -130,10 +128,10 @@ void multiply_pair(const Problem& p, const uint8_t* levels, const uint8_t* panel
   _tile_zero(QWEN2AUDIO_SUM01);
   _tile_zero(QWEN2AUDIO_SUM10);
   _tile_zero(QWEN2AUDIO_SUM11);
-  for (int64_t i = start; i < end; i += kStep) {
-    const uint8_t* slice = levels + i / kStep * kBlockRows * kStep;
-    _tile_loadd(QWEN2AUDIO_ROWS0, slice, kStep);
-    _tile_loadd(QWEN2AUDIO_ROWS1, slice + 16 * kStep, kStep);
+  for (int64_t i = start; i < end; i += kAmxStep) {
+    const uint8_t* slice = levels + i / kAmxStep * kAmxBlockRows * kAmxStep;
+    _tile_loadd(QWEN2AUDIO_ROWS0, slice, kAmxStep);
+    _tile_loadd(QWEN2AUDIO_ROWS1, slice + 16 * kAmxStep, kAmxStep);
     if constexpr (WidenHere) {
       widen_int4_slice(first + i * kBytesPerElement, s.widened[0]);
       widen_int4_slice(second + i * kBytesPerElement, s.widened[1]);
@@ -232,7 +230,7 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   _tile_loadconfig(&config);
   Scratch scratch;
   const bool int4 = p.w.format == WeightFormat::Int4;
-  const int64_t blocks = (p.m + kBlockRows - 1) / kBlockRows;
+  const int64_t blocks = (p.m + kAmxBlockRows - 1) / kAmxBlockRows;
   const bool widen_here = int4 && blocks < kBlocksToWidenOnce;
   for (int64_t first = panel_begin; first < panel_end; first += kMostPanels) {
     const int64_t last = std::min(panel_end, first + kMostPanels);
@@ -240,13 +238,13 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
     if (int4 && !widen_here) {
       uint8_t* widened = tls_widened.reserve(static_cast<size_t>((last - first) * p.k * kPanel));
       for (int64_t panel = 0; panel < last - first; ++panel)
-        for (int64_t i = 0; i < p.k; i += kStep)
+        for (int64_t i = 0; i < p.k; i += kAmxStep)
           widen_int4_slice(panels + panel * p.panel_bytes() + i * 8,
                            reinterpret_cast<uint8_t(*)[64]>(widened + (panel * p.k + i) * kPanel));
       panels = widened;
     }
-    for (int64_t row = 0; row < p.m; row += kBlockRows) {
-      const int64_t rows = std::min<int64_t>(kBlockRows, p.m - row);
+    for (int64_t row = 0; row < p.m; row += kAmxBlockRows) {
+      const int64_t rows = std::min<int64_t>(kAmxBlockRows, p.m - row);
       if (widen_here)
         block<true>(p, p.amx_levels + row * p.k, panels, row, rows, first, last, scratch);
       else
@@ -258,9 +256,9 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
 
 }  // namespace
 
-int64_t amx_levels_bytes(const Problem& p) { return (p.m + kBlockRows - 1) / kBlockRows * kBlockRows * p.k; }
+int64_t amx_levels_bytes(const Problem& p) { return (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows * p.k; }
 
-bool amx_shape_supported(const Problem& p) { return p.k % kStep == 0 && p.group_size % kStep == 0; }
+bool amx_shape_supported(const Problem& p) { return p.k % kAmxStep == 0 && p.group_size % kAmxStep == 0; }
 
 void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end) { run_panels(p, panel_begin, panel_end); }
 

@@ -259,7 +259,7 @@ void quantize_activations_amx(const float* x, int64_t ldx, const Problem& p, uin
   });
   // The last block's tiles read rows past m too; their sums are never stored, but the tiles should
   // not load bytes nothing wrote (memory checkers, and a buffer's stale levels from a larger call).
-  const int64_t padded = (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows;
+  const int64_t padded = amx_levels_bytes(p) / p.k;
   for (int64_t row = p.m; row < padded; ++row)
     for (int64_t slice = 0; slice < slices; ++slice) std::memset(at(row, slice * kAmxStep), 0, kAmxStep);
 }
