@@ -4,7 +4,8 @@
 //
 // vpmaddubsw saturates its int16 pairs, so the operands must keep each pair below 2^15:
 //  - int4: the codes 0..15 are the unsigned operand, the levels (|level| <= 127) the signed one:
-//    a pair is at most 2 * 15 * 127, and two steps' pairs still fit before widening (7620).
+//    a pair is at most 2 * 15 * 127 = 3810, and two steps' pairs of both nibbles (four) still fit
+//    before widening (15240).
 //  - int8: |code| is the unsigned operand and the level takes the code's sign (vpsignb), so the
 //    products keep their values, code * level, and a pair is at most 2 * 127 * 127 = 32258.
 // Both give the exact int32 sums of the VNNI kernel, so every tier computes the same numbers.
@@ -22,9 +23,14 @@
 namespace qwen2audio::kernels::quantized_gemm_detail {
 namespace {
 
-// As the VNNI kernels: each panel stream prefetched a few steps ahead.
-constexpr int64_t kPrefetchBytes = 1024;
+// As the VNNI kernels: each panel stream prefetched a few steps ahead, farther for tiles of three or
+// more rows, which spend longer on each line (4-row decode, int8, capped to AVX2 on an AMX Xeon:
+// 0.95-0.98x the time of 1024 bytes).
+template <int Rows>
+constexpr int64_t kPrefetchBytes = Rows >= 3 ? 2048 : 1024;
 constexpr int kHalves = 2;  // a 64-byte panel step is two 256-bit vectors of 8 columns
+constexpr int64_t kHalfBytes = 32;
+constexpr int64_t kHalfColumns = 8;
 
 int32_t word_at(const int8_t* bytes) {
   int32_t word;
@@ -32,8 +38,10 @@ int32_t word_at(const int8_t* bytes) {
   return word;
 }
 
-// Rows [row0, row0 + R) against panels [panel0, panel0 + T). Every loop over the accumulators is
-// unrolled so GCC keeps them in registers (R * T * 2 of AVX2's 16).
+// Rows [row0, row0 + R) against panels [panel0, panel0 + T). A group runs its two half panels (8
+// columns each) one after the other, the second reading the group's codes again from L1: one half's
+// integer sums (R * T registers) leave room for more rows and panels, and for the unpacked codes,
+// among AVX2's 16 registers. Every loop over the accumulators is unrolled so GCC keeps them there.
 template <bool Int4, int R, int T>
 void tile(const Problem& p, int64_t row0, int64_t panel0) {
   const int64_t panel_bytes = p.panel_bytes();
@@ -42,85 +50,79 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
   const __m256i ones = _mm256_set1_epi16(1);
   // The float totals live in memory (L1), as in the VNNI kernels: registers go to the integer sums.
   alignas(32) float total[R][T][kPanel] = {};
-  __m256i sum[R][T][kHalves];
   for (int64_t group = 0; group < p.groups; ++group) {
     const int64_t start = group * p.group_size, end = std::min(p.k, start + p.group_size);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
 #pragma GCC unroll 2
-        for (int h = 0; h < kHalves; ++h) sum[r][t][h] = _mm256_setzero_si256();
-    if constexpr (Int4) {
-      for (int64_t i = start; i < end; i += 8) {
-        __m256i low[T][kHalves], high[T][kHalves];
+    for (int h = 0; h < kHalves; ++h) {
+      __m256i sum[R][T];
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const uint8_t* step = base + t * panel_bytes + i * 8;
-          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
-#pragma GCC unroll 2
-          for (int h = 0; h < kHalves; ++h) {
-            const __m256i codes = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + 32 * h));
-            low[t][h] = _mm256_and_si256(codes, nibble);
-            high[t][h] = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) sum[r][t] = _mm256_setzero_si256();
+      if constexpr (Int4) {
+        // Two steps (16 elements) at a time: one vpmaddwd widens the four int16 pairs of both
+        // steps' nibbles where each step had one.
+        for (int64_t i = start; i < end; i += 16) {
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* step = base + t * panel_bytes + i * 8;
+            if (h == 0) {
+              _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
+              _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R> + 64, _MM_HINT_T0);
+            }
+            const __m256i codes0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + kHalfBytes * h));
+            const __m256i codes1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + 64 + kHalfBytes * h));
+            const __m256i low0 = _mm256_and_si256(codes0, nibble);
+            const __m256i high0 = _mm256_and_si256(_mm256_srli_epi16(codes0, 4), nibble);
+            const __m256i low1 = _mm256_and_si256(codes1, nibble);
+            const __m256i high1 = _mm256_and_si256(_mm256_srli_epi16(codes1, 4), nibble);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) {
+              const int8_t* x = p.levels + (row0 + r) * p.k + i;
+              const __m256i pairs0 = _mm256_add_epi16(_mm256_maddubs_epi16(low0, _mm256_set1_epi32(word_at(x))),
+                                                      _mm256_maddubs_epi16(high0, _mm256_set1_epi32(word_at(x + 4))));
+              const __m256i pairs1 = _mm256_add_epi16(_mm256_maddubs_epi16(low1, _mm256_set1_epi32(word_at(x + 8))),
+                                                      _mm256_maddubs_epi16(high1, _mm256_set1_epi32(word_at(x + 12))));
+              sum[r][t] = _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(_mm256_add_epi16(pairs0, pairs1), ones));
+            }
           }
         }
+      } else {
+        for (int64_t i = start; i < end; i += 4) {
+          __m256i codes[T], magnitudes[T];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const int8_t* x = p.levels + (row0 + r) * p.k + i;
-          const __m256i first = _mm256_set1_epi32(word_at(x)), second = _mm256_set1_epi32(word_at(x + 4));
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* step = base + t * panel_bytes + i * 16;
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
+            codes[t] = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + kHalfBytes * h));
+            magnitudes[t] = _mm256_abs_epi8(codes[t]);
+          }
 #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t)
-#pragma GCC unroll 2
-            for (int h = 0; h < kHalves; ++h) {
-              const __m256i pairs =
-                  _mm256_add_epi16(_mm256_maddubs_epi16(low[t][h], first), _mm256_maddubs_epi16(high[t][h], second));
-              sum[r][t][h] = _mm256_add_epi32(sum[r][t][h], _mm256_madd_epi16(pairs, ones));
+          for (int r = 0; r < R; ++r) {
+            const __m256i activations = _mm256_set1_epi32(word_at(p.levels + (row0 + r) * p.k + i));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) {
+              const __m256i pairs = _mm256_maddubs_epi16(magnitudes[t], _mm256_sign_epi8(activations, codes[t]));
+              sum[r][t] = _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(pairs, ones));
             }
-        }
-      }
-    } else {
-      for (int64_t i = start; i < end; i += 4) {
-        __m256i codes[T][kHalves], magnitudes[T][kHalves];
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const uint8_t* step = base + t * panel_bytes + i * 16;
-          _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes, _MM_HINT_T0);
-#pragma GCC unroll 2
-          for (int h = 0; h < kHalves; ++h) {
-            codes[t][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + 32 * h));
-            magnitudes[t][h] = _mm256_abs_epi8(codes[t][h]);
           }
         }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const __m256i activations = _mm256_set1_epi32(word_at(p.levels + (row0 + r) * p.k + i));
-#pragma GCC unroll 8
-          for (int t = 0; t < T; ++t)
-#pragma GCC unroll 2
-            for (int h = 0; h < kHalves; ++h) {
-              const __m256i pairs = _mm256_maddubs_epi16(magnitudes[t][h], _mm256_sign_epi8(activations, codes[t][h]));
-              sum[r][t][h] = _mm256_add_epi32(sum[r][t][h], _mm256_madd_epi16(pairs, ones));
-            }
-        }
       }
-    }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const int64_t at = (row0 + r) * p.groups + group;
-      const __m256 activation_scale = _mm256_set1_ps(p.x_scales[at]);
-      // int4 codes count as c - 8: the group's sum gives back 8 x the sum of its levels.
-      const __m256i correction = _mm256_set1_epi32(Int4 ? 8 * p.level_sums[at] : 0);
+      for (int r = 0; r < R; ++r) {
+        const int64_t at = (row0 + r) * p.groups + group;
+        const __m256 activation_scale = _mm256_set1_ps(p.x_scales[at]);
+        // int4 codes count as c - 8: the group's sum gives back 8 x the sum of its levels.
+        const __m256i correction = _mm256_set1_epi32(Int4 ? 8 * p.level_sums[at] : 0);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t)
-#pragma GCC unroll 2
-        for (int h = 0; h < kHalves; ++h) {
-          const float* weight_scales = p.w.scales + ((panel0 + t) * p.groups + group) * kPanel + 8 * h;
-          float* out = total[r][t] + 8 * h;
+        for (int t = 0; t < T; ++t) {
+          const float* weight_scales = p.w.scales + ((panel0 + t) * p.groups + group) * kPanel + kHalfColumns * h;
+          float* out = total[r][t] + kHalfColumns * h;
           const __m256 scale = _mm256_mul_ps(activation_scale, _mm256_loadu_ps(weight_scales));
-          _mm256_store_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum[r][t][h], correction)), scale,
+          _mm256_store_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sum[r][t], correction)), scale,
                                                _mm256_load_ps(out)));
         }
+      }
     }
   }
   for (int t = 0; t < T; ++t) {
@@ -152,15 +154,32 @@ void row_tiles(const Problem& p, int64_t first, int64_t last, int64_t panel) {
 // task serve them (as the VNNI kernels).
 constexpr int64_t kRowBlockBytes = 256 << 10;
 
-// One row (a decode step) takes two panels at once (four accumulators, four weight streams);
-// more rows take tiles of up to four rows against one panel (eight accumulators).
+// One row (a decode step) takes four panels at once and up to eight rows tiles of four rows
+// against two panels (eight accumulators either way; on an AMX Xeon capped to AVX2, 4 decoder
+// layers + head in the model, against one row with two panels and four rows with one: one row
+// 1.07-1.09x the fraction of the read, four rows 1.13-1.14x); longer inputs take tiles of up to
+// four rows against one panel, in blocks of rows.
 template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
-  if (p.m == 1) {
+  auto columns = [&]<int R, int T>(int64_t row) {
     int64_t panel = panel_begin;
-    for (; panel + 2 <= panel_end; panel += 2) tile<Int4, 1, 2>(p, 0, panel);
-    for (; panel < panel_end; ++panel) tile<Int4, 1, 1>(p, 0, panel);
-    return;
+    for (; panel + T <= panel_end; panel += T) tile<Int4, R, T>(p, row, panel);
+    for (; panel < panel_end; ++panel) tile<Int4, R, 1>(p, row, panel);
+  };
+  if (p.m == 1) return columns.template operator()<1, 4>(0);
+  if (p.m <= 8) {
+    int64_t row = 0;
+    for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 2>(row);
+    switch (p.m - row) {
+      case 3:
+        return columns.template operator()<3, 2>(row);
+      case 2:
+        return columns.template operator()<2, 2>(row);
+      case 1:
+        return columns.template operator()<1, 2>(row);
+      default:
+        return;
+    }
   }
   const int64_t block = std::max<int64_t>(4, kRowBlockBytes / p.k / 4 * 4);
   for (int64_t first = 0; first < p.m; first += block) {
@@ -195,7 +214,7 @@ void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, in
       __m256i sum = _mm256_setzero_si256();
       for (int64_t i = 0; i < length; i += 32) {
         __m256i level[4];
-        for (int q = 0; q < 4; ++q) {
+        for (int64_t q = 0; q < 4; ++q) {
           // The default rounding mode is round-to-nearest-even: nearbyint, as the scalar formula.
           level[q] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(values + start + i + 8 * q), factor));
           level[q] = _mm256_min_epi32(_mm256_max_epi32(level[q], _mm256_set1_epi32(-127)), _mm256_set1_epi32(127));

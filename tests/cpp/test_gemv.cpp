@@ -634,12 +634,14 @@ TEST(MemoryBandwidth, ReadProbeReadsWholeChunksOfItsBuffer) {
 // The integer products of quantized weights in panels (quantized_gemm.h) against their definition:
 // activations quantized per row and weight group to int8 levels (the same levels as gemv's for int4
 // weights), summed exactly per group, then scaled. Shapes cover row tails of every tile (1-13 rows),
-// panels cut short (n not a multiple of 16), a last group shorter than the others, strides, bias and
+// panels cut short (n not a multiple of 16), the several panels a decode row's tile takes at once
+// with a panel left over, a last group shorter than the others, strides, bias and
 // accumulation; the vector kernel where the CPU has it and the scalar one everywhere; through
 // quantized_gemm and through gemv, which forwards panels.
 TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
   const std::vector<Case> cases = {
       {1, 7, 64, false, false, false},
+      {1, 130, 288, true, false, true},
       {2, 33, 96, true, false, true},
       {3, 48, 128, false, true, false},
       {4, 70, 352, true, true, true},
