@@ -9,7 +9,8 @@
 // heads = query heads, as Qwen2-Audio-7B), --head-dim 128, --steps 15.
 // Every timed step is paired with a streaming read of 512 MiB right before it (after another read):
 // "of read" is the step's cache bytes per second over its paired read's, the median over steps.
-// The engine's kernel runs with its read-ahead (AttentionArgs::read_ahead) on and off, step by step in
+// The engine's kernel runs with its read-ahead (AttentionArgs::read_ahead) on and off (off, each pass
+// prefetches a few rows ahead in its own stream, as past 256 tokens either way), step by step in
 // turns, so the two see the same machine.
 #include <omp.h>
 

@@ -20,6 +20,8 @@ constexpr int kMicroRows = 6;        // rows of the register-blocked micro-kerne
 constexpr int64_t kDimQuantum = 32;  // packed head_dim is zero-padded to this (two vectors of 16)
 constexpr int64_t kDirectMaxQueries = 2;
 constexpr int64_t kReadAheadItemBytes = 128 << 10;  // largest keys + values of a head read ahead (decode)
+// Heads past that size: each pass asks for the row this many rows ahead of the one it reads.
+constexpr int64_t kStreamAheadRows = 8;
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kHidden = -std::numeric_limits<float>::infinity();
 constexpr uint8_t kNoneVisible = 0, kSomeVisible = 1, kAllVisible = 2;
@@ -370,7 +372,10 @@ QWEN2AUDIO_ALWAYS_INLINE void weighted_values(const AttentionArgs& args, int64_t
 #pragma GCC unroll 8
   for (int j = 0; j < N; ++j) acc[j] = V::splat(0.0f);
   for (int64_t s = 0; s < visible; ++s) {
-    if (next_base >= 0) prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    if (next_base >= 0)
+      prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    else if (s + kStreamAheadRows < visible)
+      prefetch_row<kBf16>(args.v, base + (s + kStreamAheadRows) * args.kv_row_stride, args.head_dim);
     const float weight = scores[s];
     if (weight == 0.0f) continue;  // hidden (or negligible): never read its value
     const int64_t row = base + s * args.kv_row_stride;
@@ -390,7 +395,10 @@ QWEN2AUDIO_ALWAYS_INLINE void weighted_values_in_memory(const AttentionArgs& arg
   const int64_t vector_dim = args.head_dim / L * L;
   std::fill_n(sums, vector_dim, 0.0f);
   for (int64_t s = 0; s < visible; ++s) {
-    if (next_base >= 0) prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    if (next_base >= 0)
+      prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+    else if (s + kStreamAheadRows < visible)
+      prefetch_row<kBf16>(args.v, base + (s + kStreamAheadRows) * args.kv_row_stride, args.head_dim);
     const float weight = scores[s];
     if (weight == 0.0f) continue;
     const int64_t row = base + s * args.kv_row_stride;
@@ -428,9 +436,12 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
     // 128-wide BF16 head, 64 KiB each) that would each start cold, one at a time. So this item's
     // values are asked for during its key pass, and the next item's keys (the next head, most often
     // this thread's next item) during its value pass. Only for items small enough to stay in L2
-    // until used: at 512 tokens (256 KiB) it read no faster, and the hardware prefetcher keeps up
-    // with longer streams. With the register sums below, 1.27-1.47x at 256 tokens and 1.10-1.19x at
-    // 1024 (bench/bench_decode_attention.cpp, bench/RESULTS.md).
+    // until used: at 512 tokens (256 KiB) it read no faster. With the register sums below,
+    // 1.27-1.47x at 256 tokens and 1.10-1.19x at 1024 on a Zen 5 EPYC (bench/bench_decode_attention.cpp,
+    // bench/RESULTS.md). Longer items, and items without it, have each pass ask for the row
+    // kStreamAheadRows ahead in its own stream: on a Sapphire Rapids-class Xeon, 4 sequences at
+    // 320-2048 tokens, 1.15-1.2x (AVX2) and 1.03-1.1x (AVX-512) against the hardware prefetcher
+    // alone. (There, at 256 tokens, that alone also beat the read-ahead, 1.15x; untried on Zen 5.)
     const bool ahead =
         args.read_ahead && 2 * visible * dim * static_cast<int64_t>(kBf16 ? 2 : 4) <= kReadAheadItemBytes;
     int64_t next_base = -1;
@@ -450,7 +461,10 @@ QWEN2AUDIO_ALWAYS_INLINE void direct_queries(const Plan& plan, int64_t begin, in
         continue;
       }
       const int64_t row = base + s * args.kv_row_stride;
-      if (ahead) prefetch_row<kBf16>(args.v, row, dim);
+      if (ahead)
+        prefetch_row<kBf16>(args.v, row, dim);
+      else if (s + kStreamAheadRows < visible)
+        prefetch_row<kBf16>(args.k, row + kStreamAheadRows * args.kv_row_stride, dim);
       Floats dot0 = V::splat(0.0f), dot1 = V::splat(0.0f);
       int64_t d = 0;
       for (; d + 2 * L <= vector_dim; d += 2 * L) {

@@ -49,7 +49,8 @@ struct AttentionArgs {
   const int64_t* kv_rows = nullptr;
   const int64_t* kv_lens = nullptr;
   // Decode steps over short caches ask for the next keys and values before reading them (see
-  // attention.cpp); off only for bench/bench_decode_attention.cpp's baseline.
+  // attention.cpp); off (each pass then prefetches within its own stream, as longer caches do) only
+  // for bench/bench_decode_attention.cpp's comparison.
   bool read_ahead = true;
 };
 
