@@ -168,27 +168,9 @@ constexpr int64_t kRowBlockBytes = 256 << 10;
 // registers, the float totals in L1).
 template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
-  auto columns = [&]<int R, int T>(int64_t row) {
-    int64_t panel = panel_begin;
-    for (; panel + T <= panel_end; panel += T) tile<Int4, R, T>(p, row, panel);
-    for (; panel < panel_end; ++panel) tile<Int4, R, 1>(p, row, panel);
-  };
-  if (p.m == 1) return columns.template operator()<1, 4>(0);
-  if (p.m == 2) return columns.template operator()<2, 4>(0);
-  if (p.m <= 8) {
-    int64_t row = 0;
-    for (; row + 4 <= p.m; row += 4) columns.template operator()<4, 4>(row);
-    switch (p.m - row) {
-      case 3:
-        return columns.template operator()<3, 4>(row);
-      case 2:
-        return columns.template operator()<2, 4>(row);
-      case 1:
-        return columns.template operator()<1, 4>(row);
-      default:
-        return;
-    }
-  }
+  if (p.m <= kDecodeRows)
+    return run_decode_rows<4, 4>(p.m, panel_begin, panel_end,
+                                 [&]<int R, int T>(int64_t row, int64_t panel) { tile<Int4, R, T>(p, row, panel); });
   const int64_t block = std::max<int64_t>(6, kRowBlockBytes / p.k / 6 * 6);
   for (int64_t first = 0; first < p.m; first += block) {
     const int64_t last = std::min(p.m, first + block);

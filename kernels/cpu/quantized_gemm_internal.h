@@ -67,6 +67,33 @@ bool amx_shape_supported(const Problem& p);
 int64_t amx_levels_bytes(const Problem& p);
 void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
+// Calls of up to kDecodeRows rows (decode steps), for the VNNI and AVX2 panel kernels: one row
+// against OneRowPanels panels at a time, more in tiles of up to four rows against RowsPanels panels;
+// panels that do not fill a whole group go one at a time. `tile.template operator()<R, T>(
+// row0, panel0)` runs rows [row0, row0 + R) against panels [panel0, panel0 + T).
+constexpr int64_t kDecodeRows = 8;
+template <int OneRowPanels, int RowsPanels, typename Tile>
+void run_decode_rows(int64_t m, int64_t panel_begin, int64_t panel_end, const Tile& tile) {
+  auto columns = [&]<int R, int T>(int64_t row) {
+    int64_t panel = panel_begin;
+    for (; panel + T <= panel_end; panel += T) tile.template operator()<R, T>(row, panel);
+    for (; panel < panel_end; ++panel) tile.template operator()<R, 1>(row, panel);
+  };
+  if (m == 1) return columns.template operator()<1, OneRowPanels>(0);
+  int64_t row = 0;
+  for (; row + 4 <= m; row += 4) columns.template operator()<4, RowsPanels>(row);
+  switch (m - row) {
+    case 3:
+      return columns.template operator()<3, RowsPanels>(row);
+    case 2:
+      return columns.template operator()<2, RowsPanels>(row);
+    case 1:
+      return columns.template operator()<1, RowsPanels>(row);
+    default:
+      return;
+  }
+}
+
 // The AVX2 kernels (quantized_gemm_avx2.cpp): levels stored as they are (int8 weights included).
 void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
                                int32_t* level_sums);
