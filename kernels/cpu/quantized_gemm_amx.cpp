@@ -225,7 +225,13 @@ void block(const Problem& p, const uint8_t* levels, const uint8_t* panels, int64
     store_panel_totals(p, panel, row0, rows, s.total[0][panel - panel_begin], kMostPanels * kPanel);
 }
 
-void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
+}  // namespace
+
+int64_t amx_levels_bytes(const Problem& p) { return (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows * p.k; }
+
+bool amx_shape_supported(const Problem& p) { return p.k % kAmxStep == 0 && p.group_size % kAmxStep == 0; }
+
+void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   static const TileConfig config = every_tile_16_by_64();
   _tile_loadconfig(&config);
   Scratch scratch;
@@ -253,14 +259,6 @@ void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   }
   _tile_release();
 }
-
-}  // namespace
-
-int64_t amx_levels_bytes(const Problem& p) { return (p.m + kAmxBlockRows - 1) / kAmxBlockRows * kAmxBlockRows * p.k; }
-
-bool amx_shape_supported(const Problem& p) { return p.k % kAmxStep == 0 && p.group_size % kAmxStep == 0; }
-
-void run_amx(const Problem& p, int64_t panel_begin, int64_t panel_end) { run_panels(p, panel_begin, panel_end); }
 
 }  // namespace qwen2audio::kernels::quantized_gemm_detail
 
