@@ -360,6 +360,17 @@ QWEN2AUDIO_ALWAYS_INLINE void prefetch_row(const void* base, int64_t index, int6
   for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(first + offset);
 }
 
+// A value pass's prefetch at key s: the next item's key row where it reads ahead (next_base >= 0),
+// else the value row kStreamAheadRows on in its own stream.
+template <bool kBf16>
+QWEN2AUDIO_ALWAYS_INLINE void prefetch_for_value(const AttentionArgs& args, int64_t base, int64_t s, int64_t visible,
+                                                 int64_t next_base) {
+  if (next_base >= 0)
+    prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
+  else if (s + kStreamAheadRows < visible)
+    prefetch_row<kBf16>(args.v, base + (s + kStreamAheadRows) * args.kv_row_stride, args.head_dim);
+}
+
 // sums[0, N L) = the sum over the visible keys s of scores[s] v[s, 0, N L), the N vectors held in
 // registers across the keys (a sum kept in memory waits on a store and a reload per key and vector:
 // 10-16 % of a decode step's attention at 256 tokens on a Zen 5 EPYC, AVX-512). Asks for the key
@@ -372,10 +383,7 @@ QWEN2AUDIO_ALWAYS_INLINE void weighted_values(const AttentionArgs& args, int64_t
 #pragma GCC unroll 8
   for (int j = 0; j < N; ++j) acc[j] = V::splat(0.0f);
   for (int64_t s = 0; s < visible; ++s) {
-    if (next_base >= 0)
-      prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
-    else if (s + kStreamAheadRows < visible)
-      prefetch_row<kBf16>(args.v, base + (s + kStreamAheadRows) * args.kv_row_stride, args.head_dim);
+    prefetch_for_value<kBf16>(args, base, s, visible, next_base);
     const float weight = scores[s];
     if (weight == 0.0f) continue;  // hidden (or negligible): never read its value
     const int64_t row = base + s * args.kv_row_stride;
@@ -395,10 +403,7 @@ QWEN2AUDIO_ALWAYS_INLINE void weighted_values_in_memory(const AttentionArgs& arg
   const int64_t vector_dim = args.head_dim / L * L;
   std::fill_n(sums, vector_dim, 0.0f);
   for (int64_t s = 0; s < visible; ++s) {
-    if (next_base >= 0)
-      prefetch_row<kBf16>(args.k, next_base + s * args.kv_row_stride, args.head_dim);
-    else if (s + kStreamAheadRows < visible)
-      prefetch_row<kBf16>(args.v, base + (s + kStreamAheadRows) * args.kv_row_stride, args.head_dim);
+    prefetch_for_value<kBf16>(args, base, s, visible, next_base);
     const float weight = scores[s];
     if (weight == 0.0f) continue;
     const int64_t row = base + s * args.kv_row_stride;
