@@ -94,7 +94,10 @@ SANITIZE_BUILD ?= build/asan
 SANITIZE_TESTS ?= tests/python/test_hardening.py tests/python/test_concurrency.py tests/python/test_checkpoint.py \
   tests/python/test_audio.py tests/python/test_tokenizer.py tests/python/test_processor.py tests/python/test_model.py
 # On AMX CPUs the uncapped runs take AMX's prefill; avx512_bf16 then runs the VNNI one it replaces.
-SANITIZE_CAPS ?= $(if $(shell grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && echo amx),avx512_bf16) avx512 avx2 scalar
+# avx512_vnni and avx2_vnni (the integer panels of CPUs with VNNI but not BF16) where the CPU has them.
+SANITIZE_CAPS ?= $(if $(shell grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && echo amx),avx512_bf16) \
+  $(if $(shell grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null && echo vnni),avx512_vnni) avx512 \
+  $(if $(shell grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && echo vnni),avx2_vnni) avx2 scalar
 SANITIZE_CAPPED_TESTS ?= tests/python/test_model.py tests/python/test_quantization.py tests/python/test_ultravox.py
 sanitize: deps $(INSTALLED)
 	cmake -S . -B $(SANITIZE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g" -DQWEN2AUDIO_SANITIZE=ON \

@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -187,9 +188,11 @@ int main(int argc, char** argv) {
     const bool with_panels = format != WeightFormat::BF16 && panels_supported(best_isa());
     if (with_panels)
       for (const Matrix& m : matrices) panels.push_back(pack_panels(m.view, m.n, m.k));
-    for (int variant = 0; variant < 5; ++variant) {
-      const bool panel_variant = variant == 4;
-      const Isa isa = panel_variant ? best_isa() : static_cast<Isa>(variant);
+    // The row kernels of each tier that has its own (gemv_isa), then the panels at the best tier.
+    const Isa row_tiers[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16};
+    for (int variant = 0; variant <= std::ssize(row_tiers); ++variant) {
+      const bool panel_variant = variant == std::ssize(row_tiers);
+      const Isa isa = panel_variant ? best_isa() : row_tiers[variant];
       if (panel_variant && !with_panels) continue;
       GemvOptions options{true, isa};
       if (!panel_variant && (!isa_supported(isa) || gemv_isa(options, format) != isa)) continue;

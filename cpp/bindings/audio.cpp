@@ -47,7 +47,7 @@ kernels::DftPrecision parse_precision(const std::string& name) {
 
 // The spectral kernels come in three vector widths, named for the instructions of each.
 const char* width_name(kernels::Isa isa) {
-  return isa >= kernels::Isa::Avx512 ? "avx512" : isa == kernels::Isa::Avx2 ? "avx2" : "sse";
+  return isa >= kernels::Isa::Avx512 ? "avx512" : isa >= kernels::Isa::Avx2 ? "avx2" : "sse";
 }
 
 // "auto" (the kernels' tier, QWEN2AUDIO_MAX_ISA honoured) or a width this CPU has; asking for a

@@ -27,7 +27,9 @@ kernels::Isa isa_from(const std::optional<std::string>& name) {
   if (!name) return kernels::best_isa();
   const std::optional<kernels::Isa> isa = kernels::isa_from_name(*name);
   if (!isa)
-    throw InvalidArgument("isa must be 'scalar', 'avx2', 'avx512', 'avx512_bf16' or 'amx', got '" + *name + "'");
+    throw InvalidArgument(
+        "isa must be 'scalar', 'avx2', 'avx2_vnni', 'avx512', 'avx512_vnni', 'avx512_bf16' or 'amx', got '" + *name +
+        "'");
   return *isa;
 }
 
@@ -43,6 +45,7 @@ void register_kernels(py::module_& module) {
     info["isa"] = kernels::isa_name(kernels::best_isa());
     info["physical_cores"] = kernels::physical_core_count();
     info["avx2"] = f.avx2;
+    info["avx_vnni"] = f.avx_vnni;
     info["avx512f"] = f.avx512f;
     info["avx512_vnni"] = f.avx512_vnni;
     info["avx512_bf16"] = f.avx512_bf16;

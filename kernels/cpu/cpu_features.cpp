@@ -101,13 +101,13 @@ CpuFeatures detect() {
 }
 
 Isa detect_best_isa() {
-  Isa best = widest_isa();
-  if (const char* cap = std::getenv("QWEN2AUDIO_MAX_ISA")) {
-    if (const std::optional<Isa> limit = isa_from_name(cap); limit && static_cast<int>(*limit) < static_cast<int>(best))
-      best = *limit;
-  }
-  return best;
+  if (const char* cap = std::getenv("QWEN2AUDIO_MAX_ISA"))
+    if (const std::optional<Isa> limit = isa_from_name(cap)) return widest_isa_up_to(*limit);
+  return widest_isa();
 }
+
+constexpr Isa kTiers[] = {Isa::Scalar,     Isa::Avx2,       Isa::Avx2Vnni, Isa::Avx512,
+                          Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx};
 
 bool read_int(const std::string& path, int& value) {
   std::ifstream stream(path);
@@ -130,8 +130,12 @@ bool isa_supported(Isa isa) {
       return true;
     case Isa::Avx2:
       return avx2;
+    case Isa::Avx2Vnni:
+      return avx2 && f.avx_vnni;
     case Isa::Avx512:
       return avx512;
+    case Isa::Avx512Vnni:
+      return avx512 && f.avx512_vnni;
     case Isa::Avx512Bf16:
       return avx512 && f.avx512_vnni && f.avx512_bf16;
     case Isa::Amx:
@@ -140,12 +144,14 @@ bool isa_supported(Isa isa) {
   return false;
 }
 
-Isa widest_isa() {
+Isa widest_isa_up_to(Isa limit) {
   Isa widest = Isa::Scalar;
-  for (Isa candidate : {Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
-    if (isa_supported(candidate)) widest = candidate;
+  for (Isa candidate : kTiers)
+    if (static_cast<int>(candidate) <= static_cast<int>(limit) && isa_supported(candidate)) widest = candidate;
   return widest;
 }
+
+Isa widest_isa() { return widest_isa_up_to(Isa::Amx); }
 
 Isa best_isa() {
   static const Isa best = detect_best_isa();
@@ -158,8 +164,12 @@ const char* isa_name(Isa isa) {
       return "scalar";
     case Isa::Avx2:
       return "avx2";
+    case Isa::Avx2Vnni:
+      return "avx2_vnni";
     case Isa::Avx512:
       return "avx512";
+    case Isa::Avx512Vnni:
+      return "avx512_vnni";
     case Isa::Avx512Bf16:
       return "avx512_bf16";
     case Isa::Amx:
@@ -169,7 +179,7 @@ const char* isa_name(Isa isa) {
 }
 
 std::optional<Isa> isa_from_name(std::string_view name) {
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
+  for (Isa isa : kTiers)
     if (name == isa_name(isa)) return isa;
   return std::nullopt;
 }

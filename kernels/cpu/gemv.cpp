@@ -251,10 +251,13 @@ int64_t weight_row_bytes(WeightFormat format, int64_t k) {
 int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k + group_size - 1) / group_size : 0; }
 
 Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
-  Isa isa = std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
-  while (!isa_supported(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+  Isa isa = widest_isa_up_to(
+      std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); }));
   // AMX serves prefill-sized products of panels (quantized_gemm.h); a row at a time it has nothing to add.
   if (isa == Isa::Amx) isa = Isa::Avx512Bf16;
+  // VNNI without BF16 serves the integer panels; these kernels run the tier below.
+  if (isa == Isa::Avx2Vnni) isa = Isa::Avx2;
+  if (isa == Isa::Avx512Vnni) isa = Isa::Avx512;
   // The BF16 tier adds the BF16 dot product and VNNI (int4); every other case runs the AVX-512
   // kernels, except int8 rows, whose 256-bit integer kernel measured faster than 512-bit ones (with
   // vpdpwssd too; VNNI CPUs run int8 in panels, quantized_gemm.h).

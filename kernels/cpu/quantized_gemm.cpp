@@ -195,14 +195,17 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
   p.accumulate = args.accumulate;
   float* scales = tls_scales.reserve(static_cast<size_t>(p.m * p.groups));
   p.x_scales = scales;
-  // AMX for inputs of at least one tile's rows, VNNI with the Avx512Bf16 tier, vpmaddubsw from AVX2
-  // up; the scalar sums otherwise (tests).
-  enum class Kernels { Scalar, Avx2, Vnni, Amx } kernels = Kernels::Scalar;
-  if (isa >= Isa::Amx && isa_supported(Isa::Amx) && p.m >= kAmxRows && quantized_gemm_detail::amx_shape_supported(p))
+  // AMX for inputs of at least one tile's rows, AVX512-VNNI from the Avx512Vnni tier up, AVX-VNNI
+  // with Avx2Vnni, vpmaddubsw with Avx2 and Avx512; the scalar sums otherwise (tests).
+  enum class Kernels { Scalar, Avx2, AvxVnni, Vnni, Amx } kernels = Kernels::Scalar;
+  isa = widest_isa_up_to(isa);
+  if (isa == Isa::Amx && p.m >= kAmxRows && quantized_gemm_detail::amx_shape_supported(p))
     kernels = Kernels::Amx;
-  else if (isa >= Isa::Avx512Bf16 && isa_supported(Isa::Avx512Bf16))
+  else if (isa >= Isa::Avx512Vnni)
     kernels = Kernels::Vnni;
-  else if (isa >= Isa::Avx2 && isa_supported(Isa::Avx2))
+  else if (isa == Isa::Avx2Vnni)
+    kernels = Kernels::AvxVnni;
+  else if (isa >= Isa::Avx2)
     kernels = Kernels::Avx2;
   if (kernels == Kernels::Amx) {
     // Straight into the tile order: the row-major levels would be a second pass over m x k bytes.
@@ -214,8 +217,10 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
     int32_t* sums = tls_level_sums.reserve(static_cast<size_t>(p.m * p.groups));
     if (kernels == Kernels::Vnni)
       quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
-    else if (kernels == Kernels::Avx2)
-      quantized_gemm_detail::quantize_activations_avx2(args.x, args.ldx, p, levels, scales, sums);
+    else if (kernels == Kernels::Avx2 || kernels == Kernels::AvxVnni)
+      quantized_gemm_detail::quantize_activations_avx2(
+          args.x, args.ldx, p, kernels == Kernels::AvxVnni && quantized_gemm_detail::avx_vnni_offsets_levels(p), levels,
+          scales, sums);
     else
       quantize_activations_scalar(args.x, args.ldx, p, levels, scales, sums);
     p.levels = levels;
@@ -232,6 +237,8 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
       quantized_gemm_detail::run_amx(p, begin, end);
     else if (kernels == Kernels::Vnni)
       quantized_gemm_detail::run_avx512_vnni(p, begin, end);
+    else if (kernels == Kernels::AvxVnni)
+      quantized_gemm_detail::run_avx_vnni(p, begin, end);
     else if (kernels == Kernels::Avx2)
       quantized_gemm_detail::run_avx2(p, begin, end);
     else

@@ -22,9 +22,10 @@
 // separate dot product to reduce and scale.
 namespace qwen2audio::kernels {
 
-// Whether vector panel kernels run on `isa`: AVX512-VNNI's vpdpbusd on the Avx512Bf16 tier (which
-// includes VNNI), vpmaddubsw on Avx2 and Avx512 (quantized_gemm_avx2.cpp). Both compute the same
-// exact int32 sums; without AVX2 a scalar implementation keeps panels correct (for tests), not fast.
+// Whether vector panel kernels run on `isa`: AVX512-VNNI's vpdpbusd from the Avx512Vnni tier up,
+// AVX-VNNI's on Avx2Vnni and vpmaddubsw on Avx2 and Avx512 (both in
+// quantized_gemm_avx2.cpp). All compute the same exact int32 sums; without AVX2 a scalar
+// implementation keeps panels correct (for tests), not fast.
 bool panels_supported(Isa isa);
 
 // Rows per panel, and the bytes of one panel's codes for rows of k elements (gemv.h's Panels layout).

@@ -94,9 +94,13 @@ void run_decode_rows(int64_t m, int64_t panel_begin, int64_t panel_end, const Ti
   }
 }
 
-// The AVX2 kernels (quantized_gemm_avx2.cpp): levels stored as they are (int8 weights included).
-void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
-                               int32_t* level_sums);
+// The 256-bit kernels (quantized_gemm_avx2.cpp). Levels stored as they are, except with
+// `offset_levels` (avx_vnni_offsets_levels) as level + 128, the unsigned operand of vpdpbusd.
+inline bool avx_vnni_offsets_levels(const Problem& p) { return p.w.format == WeightFormat::Int8 && p.m > kDecodeRows; }
+void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, bool offset_levels, int8_t* levels,
+                               float* scales, int32_t* level_sums);
+// vpmaddubsw (AVX2), and vpdpbusd (AVX-VNNI; int8 levels offset).
 void run_avx2(const Problem& p, int64_t panel_begin, int64_t panel_end);
+void run_avx_vnni(const Problem& p, int64_t panel_begin, int64_t panel_end);
 
 }  // namespace qwen2audio::kernels::quantized_gemm_detail

@@ -239,7 +239,7 @@ template <typename T>
 void run(Isa isa, const RealDftPlan<T>& plan, const float* first, std::ptrdiff_t frame_stride, float* power,
          void* workspace) {
   if (isa >= Isa::Avx512) return run_avx512(plan, first, frame_stride, power, workspace);
-  if (isa == Isa::Avx2) return run_avx2(plan, first, frame_stride, power, workspace);
+  if (isa >= Isa::Avx2) return run_avx2(plan, first, frame_stride, power, workspace);
   run_sse(plan, first, frame_stride, power, workspace);
 }
 

@@ -242,7 +242,7 @@ struct Vec {
 
 template <typename Fn>
 Fn pick_variant(Isa isa, Fn avx512, Fn avx2, Fn baseline) {
-  return isa >= Isa::Avx512 ? avx512 : isa == Isa::Avx2 ? avx2 : baseline;
+  return isa >= Isa::Avx512 ? avx512 : isa >= Isa::Avx2 ? avx2 : baseline;
 }
 
 }  // namespace qwen2audio::kernels

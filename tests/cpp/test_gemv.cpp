@@ -35,7 +35,7 @@ std::vector<float> random_values(size_t count, uint32_t seed, float scale = 1.0f
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> isas;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx})
     if (isa_supported(isa)) isas.push_back(isa);
   return isas;
 }
@@ -298,6 +298,14 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
     EXPECT_EQ(gemv_isa(GemvOptions{false, Isa::Avx512Bf16}, WeightFormat::BF16), Isa::Avx512);
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int4), Isa::Avx512Bf16);
     EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Bf16}, WeightFormat::Int8), Isa::Avx2);
+  }
+  // VNNI without BF16 serves only the integer panels: the row kernels run the tier below.
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
+    if (isa_supported(Isa::Avx2Vnni) && best_isa() >= Isa::Avx2Vnni)
+      EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx2Vnni}, format), Isa::Avx2);
+    if (isa_supported(Isa::Avx512Vnni) && best_isa() >= Isa::Avx512Vnni)
+      EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Vnni}, format),
+                format == WeightFormat::Int8 ? Isa::Avx2 : Isa::Avx512);
   }
 }
 
@@ -594,12 +602,24 @@ TEST(CpuFeatures, TiersAreConsistent) {
   EXPECT_TRUE(isa_supported(Isa::Scalar));
   EXPECT_TRUE(isa_supported(best_isa()));
   EXPECT_TRUE(!isa_supported(Isa::Avx2) || (f.avx2 && f.fma && f.f16c));
+  EXPECT_TRUE(!isa_supported(Isa::Avx2Vnni) || (isa_supported(Isa::Avx2) && f.avx_vnni));
   EXPECT_TRUE(!isa_supported(Isa::Avx512) || (isa_supported(Isa::Avx2) && f.avx512f && f.avx512bw));
-  EXPECT_TRUE(!isa_supported(Isa::Avx512Bf16) || (isa_supported(Isa::Avx512) && f.avx512_bf16 && f.avx512_vnni));
+  EXPECT_TRUE(!isa_supported(Isa::Avx512Vnni) || (isa_supported(Isa::Avx512) && f.avx512_vnni));
+  EXPECT_TRUE(!isa_supported(Isa::Avx512Bf16) || (isa_supported(Isa::Avx512Vnni) && f.avx512_bf16));
   EXPECT_TRUE(!f.amx_bf16 || f.amx_tile);
   EXPECT_TRUE(!isa_supported(Isa::Amx) || (isa_supported(Isa::Avx512Bf16) && f.amx_int8 && f.amx_bf16));
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx}) {
     EXPECT_EQ(isa_from_name(isa_name(isa)), isa);
+    // A cap at a tier this CPU lacks (Avx2Vnni on Zen 4, or anything above its best) takes the best
+    // one below it.
+    const Isa capped = widest_isa_up_to(isa);
+    EXPECT_TRUE(isa_supported(capped));
+    EXPECT_LE(static_cast<int>(capped), static_cast<int>(isa));
+    if (isa_supported(isa)) EXPECT_EQ(capped, isa);
+    for (Isa other : {Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx})
+      if (static_cast<int>(other) > static_cast<int>(capped) && static_cast<int>(other) <= static_cast<int>(isa))
+        EXPECT_FALSE(isa_supported(other)) << isa_name(other);
+  }
   EXPECT_FALSE(isa_from_name("avx9").has_value());
   EXPECT_GE(physical_core_count(), 1);
   EXPECT_NE(cpu_description().find(isa_name(best_isa())), std::string::npos);
@@ -649,6 +669,7 @@ TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
       {7, 130, 288, true, false, false},
       {9, 40, 256, false, true, false},
       {13, 130, 288, true, false, true},
+      {11, 72, 160, false, true, true},
       {12, 32, 4096, false, false, false},
       // From 16 rows the Amx tier runs tile products: whole and partial 32-row blocks, an odd panel
       // left in a task, groups longer than one 64-element tile step, 4096 elements; from four blocks
@@ -658,7 +679,8 @@ TEST(QuantizedPanels, ProductsMatchTheirDefinitionOnEveryShape) {
       {70, 272, 512, false, true, false},
       {40, 64, 4096, false, false, false},
       {100, 40, 192, true, true, true}};
-  // Every tier the CPU (and QWEN2AUDIO_MAX_ISA) allows: scalar, vpmaddubsw (Avx2, Avx512), VNNI, AMX.
+  // Every tier the CPU (and QWEN2AUDIO_MAX_ISA) allows: scalar, vpmaddubsw (Avx2, Avx512), AVX-VNNI
+  // (Avx2Vnni), AVX512-VNNI (Avx512Vnni, Avx512Bf16), AMX.
   const std::vector<Isa> isas = supported_isas();
   uint32_t seed = 300;
   for (WeightFormat format : {WeightFormat::Int8, WeightFormat::Int4}) {

@@ -91,7 +91,8 @@ def test_every_kernel_tier_on_this_cpu_gives_the_same_quantized_products():
     rng = np.random.default_rng(1)
     weight = rng.standard_normal((40, 256)).astype(np.float32)
     x = rng.standard_normal((5, 256)).astype(np.float32)
-    tiers = ["scalar", "avx2", "avx512", "avx512_bf16", "amx"]  # each capped at what this CPU has
+    # each capped at what this CPU has
+    tiers = ["scalar", "avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
     for fmt in FORMATS:
         codes, scales = _core.quantize_weight(weight, fmt, 64)
         inputs = quantized_activations(x, 64, fmt)
@@ -142,8 +143,9 @@ def prefill_paths() -> list:
     from qwen2audio import _core as core
 
     info = core.cpu_info()
-    # AMX kernels for prefill on the amx tier, VNNI ones on avx512_bf16, vpmaddubsw ones on avx2 and avx512.
-    integer = info["isa"] in ("avx2", "avx512", "avx512_bf16", "amx")
+    # AMX kernels for prefill on the amx tier, VNNI ones on avx512_bf16, avx512_vnni and avx2_vnni,
+    # vpmaddubsw ones on avx2 and avx512.
+    integer = info["isa"] in ("avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
     return ["float"] + (["integer"] if integer else [])
 
 
@@ -196,16 +198,34 @@ saved = {"isa": np.array(_core.cpu_info()["isa"])}
 for fmt in ("int8", "int4"):
     model = Model.from_pretrained(path, dtype="bfloat16", quantization=fmt)
     saved[fmt] = model(input_ids=prompts).logits
+    # decode steps of two rows (the panels' decode tiles), greedy
+    saved[f"{fmt}_generated"] = model.generate(input_ids=prompts[:2], max_new_tokens=6, eos_token_id=[])
 np.savez(out, **saved)
 """
 
 
-@pytest.mark.skipif(_core.cpu_info()["isa"] != "amx", reason="needs a CPU with AMX-INT8 (kernels on the amx tier)")
-def test_amx_and_vnni_prefill_give_the_same_logits_bit_for_bit(tiny_bf16, tmp_path):
-    # AMX's tile products and VNNI's vpdpbusd compute the same exact int32 group sums and scale them
-    # alike, and on an AMX CPU every other kernel runs the same Avx512Bf16 variant under both caps.
+def _tier_pairs() -> list:
+    """Tiers whose integer kernels must agree to the bit, each with the one it replaces, where this CPU
+    (and the tier the tests run at) has the first: on an AMX CPU every other kernel runs the same
+    Avx512Bf16 variant under both caps, Avx512Vnni every other kernel's Avx512 one and Avx2Vnni every
+    other kernel's AVX2 one."""
+    info = _core.cpu_info()
+    pairs = []
+    if info["isa"] == "amx":
+        pairs.append(("amx", "avx512_bf16"))
+    if info["avx512_vnni"] and info["isa"] in ("avx512_vnni", "avx512_bf16", "amx"):
+        pairs.append(("avx512_vnni", "avx512"))
+    if info["avx_vnni"] and info["isa"] in ("avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx"):
+        pairs.append(("avx2_vnni", "avx2"))
+    return pairs or [pytest.param(None, None, marks=pytest.mark.skip(reason="needs a CPU with AMX-INT8 or AVX-VNNI"))]
+
+
+@pytest.mark.parametrize("tier, replaced", _tier_pairs())
+def test_integer_tiers_give_the_same_logits_bit_for_bit(tier, replaced, tiny_bf16, tmp_path):
+    # AMX's tile products, AVX512-VNNI's and AVX-VNNI's vpdpbusd and vpmaddubsw compute the same exact
+    # int32 group sums and scale them alike.
     logits = {}
-    for cap in ("amx", "avx512_bf16"):
+    for cap in (tier, replaced):
         out = tmp_path / f"{cap}.npz"
         done = subprocess.run([sys.executable, "-c", TIER_LOGITS_SCRIPT, str(tiny_bf16), str(out)],
                               env=dict(os.environ, QWEN2AUDIO_MAX_ISA=cap), capture_output=True, text=True,
@@ -214,8 +234,9 @@ def test_amx_and_vnni_prefill_give_the_same_logits_bit_for_bit(tiny_bf16, tmp_pa
         logits[cap] = np.load(out)
         assert str(logits[cap]["isa"]) == cap
     for fmt in FORMATS:
-        assert np.isfinite(logits["amx"][fmt]).all()
-        np.testing.assert_array_equal(logits["amx"][fmt], logits["avx512_bf16"][fmt], err_msg=fmt)
+        for part in (fmt, f"{fmt}_generated"):
+            assert np.isfinite(logits[tier][part]).all()
+            np.testing.assert_array_equal(logits[tier][part], logits[replaced][part], err_msg=part)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
