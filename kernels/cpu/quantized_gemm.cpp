@@ -219,7 +219,7 @@ void quantized_gemm(const GemvArgs& args, Isa isa) {
       quantized_gemm_detail::quantize_activations_avx512(args.x, args.ldx, p, levels, scales, sums);
     else if (kernels == Kernels::Avx2 || kernels == Kernels::AvxVnni)
       quantized_gemm_detail::quantize_activations_avx2(
-          args.x, args.ldx, p, kernels == Kernels::AvxVnni && quantized_gemm_detail::avx_vnni_offsets_levels(p), levels,
+          args.x, args.ldx, p, kernels == Kernels::AvxVnni && quantized_gemm_detail::vnni_offsets_levels(p), levels,
           scales, sums);
     else
       quantize_activations_scalar(args.x, args.ldx, p, levels, scales, sums);

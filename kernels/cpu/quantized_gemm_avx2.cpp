@@ -52,7 +52,7 @@ int32_t word_at(const int8_t* bytes) {
 enum class Multiply {
   Madd,        // vpmaddubsw + vpmaddwd (AVX2)
   VnniSigned,  // vpdpbusd on int8 codes' magnitudes and the levels with their signs (AVX-VNNI)
-  VnniOffset   // vpdpbusd on int8 levels + 128 and the codes (AVX-VNNI, avx_vnni_offsets_levels)
+  VnniOffset   // vpdpbusd on int8 levels + 128 and the codes (AVX-VNNI, vnni_offsets_levels)
 };
 
 // Rows [row0, row0 + R) against panels [panel0, panel0 + T), multiplying as M. A group runs its two half panels (8

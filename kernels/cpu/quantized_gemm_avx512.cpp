@@ -56,12 +56,18 @@ int32_t word_at(const int8_t* bytes) {
 }
 
 // Rows [row0, row0 + R) against panels [panel0, panel0 + T).
-//  - int8: the activations are the unsigned operand, as level + 128 (quantize_activations_avx512
-//    stores them so, and each step's word is broadcast straight from memory), and a group's total
-//    gives back 128 x the sum of its codes (Problem::w.code_sums, shifted left by 7).
+//  - int8, prefill: the activations are the unsigned operand, as level + 128 (quantize_activations_
+//    avx512 stores them so, vnni_offsets_levels, and each step's word is broadcast straight from
+//    memory), and a group's total gives back 128 x the sum of its codes (Problem::w.code_sums,
+//    shifted left by 7).
+//  - int8, decode rows (Signed): |code| is the unsigned operand and the level, negated where the
+//    code is negative, the signed one: two more instructions per product than the offset, but no
+//    code sums to read beside the codes (AMX Xeon, avx512_bf16, 4 layers + head, three rounds in
+//    turns: one row 49.9-50.6 ms a token against 51.5-51.8, two rows 50.8-51.8 against 53.7-54.7,
+//    four rows 48.1-49.5 against 51.6-53.0).
 //  - int4: the codes 0..15 are the unsigned operand and the levels the signed one; the codes' offset
 //    of 8 comes back as 8 x the sum of the group's levels.
-template <bool Int4, int R, int T>
+template <bool Int4, bool Signed, int R, int T>
 void tile(const Problem& p, int64_t row0, int64_t panel0) {
   const int64_t panel_bytes = p.panel_bytes();
   const auto* base = static_cast<const uint8_t*>(p.w.data) + panel0 * panel_bytes;
@@ -97,17 +103,28 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
       }
     } else {
       for (int64_t i = start; i < end; i += 4) {
-        __m512i codes[T];
+        __m512i codes[T], magnitudes[T];
+        __mmask64 negative[T];
         for (int t = 0; t < T; ++t) {
           const uint8_t* step = base + t * panel_bytes + i * 16;
           _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
           codes[t] = _mm512_load_si512(step);
+          if constexpr (Signed) {
+            magnitudes[t] = _mm512_abs_epi8(codes[t]);
+            negative[t] = _mm512_movepi8_mask(codes[t]);
+          }
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const __m512i activations = _mm512_set1_epi32(word_at(p.levels + (row0 + r) * p.k + i));
 #pragma GCC unroll 8
-          for (int t = 0; t < T; ++t) dpbusd(sum[r][t], activations, codes[t]);
+          for (int t = 0; t < T; ++t) {
+            if constexpr (Signed)
+              dpbusd(sum[r][t], magnitudes[t],
+                     _mm512_mask_sub_epi8(activations, negative[t], _mm512_setzero_si512(), activations));
+            else
+              dpbusd(sum[r][t], activations, codes[t]);
+          }
         }
       }
     }
@@ -116,7 +133,8 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
     for (int t = 0; t < T; ++t) {
       const int64_t at = ((panel0 + t) * p.groups + group) * kPanel;
       weight_scale[t] = _mm512_loadu_ps(p.w.scales + at);
-      if constexpr (!Int4) correction[t] = _mm512_slli_epi32(_mm512_loadu_si512(p.w.code_sums + at), 7);
+      if constexpr (!Int4)
+        correction[t] = Signed ? _mm512_setzero_si512() : _mm512_slli_epi32(_mm512_loadu_si512(p.w.code_sums + at), 7);
     }
     for (int r = 0; r < R; ++r) {
       const int64_t at = (row0 + r) * p.groups + group;
@@ -138,18 +156,18 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
 template <bool Int4, int T>
 void row_tiles(const Problem& p, int64_t first, int64_t last, int64_t panel) {
   int64_t row = first;
-  for (; row + 6 <= last; row += 6) tile<Int4, 6, T>(p, row, panel);
+  for (; row + 6 <= last; row += 6) tile<Int4, false, 6, T>(p, row, panel);
   switch (last - row) {
     case 5:
-      return tile<Int4, 5, T>(p, row, panel);
+      return tile<Int4, false, 5, T>(p, row, panel);
     case 4:
-      return tile<Int4, 4, T>(p, row, panel);
+      return tile<Int4, false, 4, T>(p, row, panel);
     case 3:
-      return tile<Int4, 3, T>(p, row, panel);
+      return tile<Int4, false, 3, T>(p, row, panel);
     case 2:
-      return tile<Int4, 2, T>(p, row, panel);
+      return tile<Int4, false, 2, T>(p, row, panel);
     case 1:
-      return tile<Int4, 1, T>(p, row, panel);
+      return tile<Int4, false, 1, T>(p, row, panel);
     default:
       return;
   }
@@ -165,12 +183,13 @@ constexpr int64_t kRowBlockBytes = 256 << 10;
 // and so do four rows (16 integer accumulators; int4, 4 layers + head: 15.0-16.4 ms a step against
 // 18.1-19.8 with two panels, 1.07-1.13x one row's time against 1.30-1.36x); longer inputs take
 // blocks of rows against two panels at a time, six rows per tile (12 integer accumulators in
-// registers, the float totals in L1).
+// registers, the float totals in L1). int8 decode rows multiply signed levels (tile's comment).
 template <bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   if (p.m <= kDecodeRows)
-    return run_decode_rows<4, 4>(p.m, panel_begin, panel_end,
-                                 [&]<int R, int T>(int64_t row, int64_t panel) { tile<Int4, R, T>(p, row, panel); });
+    return run_decode_rows<4, 4>(p.m, panel_begin, panel_end, [&]<int R, int T>(int64_t row, int64_t panel) {
+      tile<Int4, !Int4, R, T>(p, row, panel);
+    });
   const int64_t block = std::max<int64_t>(6, kRowBlockBytes / p.k / 6 * 6);
   for (int64_t first = 0; first < p.m; first += block) {
     const int64_t last = std::min(p.m, first + block);
@@ -222,8 +241,8 @@ void quantize_rows(const float* x, int64_t ldx, const Problem& p, float* scales,
 
 void quantize_activations_avx512(const float* x, int64_t ldx, const Problem& p, int8_t* levels, float* scales,
                                  int32_t* level_sums) {
-  // int8 weights take the levels as the unsigned operand: level + 128.
-  const __m512i offset = _mm512_set1_epi32(p.w.format == WeightFormat::Int8 ? 128 : 0);
+  // int8 prefill takes the levels as the unsigned operand: level + 128.
+  const __m512i offset = _mm512_set1_epi32(vnni_offsets_levels(p) ? 128 : 0);
   quantize_rows(x, ldx, p, scales, level_sums, [&](int64_t row, int64_t element, __m512i level) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(levels + row * p.k + element),
                      _mm512_cvtepi32_epi8(_mm512_add_epi32(level, offset)));

@@ -94,9 +94,14 @@ void run_decode_rows(int64_t m, int64_t panel_begin, int64_t panel_end, const Ti
   }
 }
 
+// Whether the VNNI kernels (AVX512-VNNI, AVX-VNNI) take an int8 product's levels as level + 128, the
+// unsigned operand of vpdpbusd, which a group's total gives back as 128 x the sum of its codes: for
+// prefill. Decode rows multiply |code| by the level with the code's sign instead, which reads no
+// code sums beside the codes (a second stream, which decode steps felt; see the kernels).
+inline bool vnni_offsets_levels(const Problem& p) { return p.w.format == WeightFormat::Int8 && p.m > kDecodeRows; }
+
 // The 256-bit kernels (quantized_gemm_avx2.cpp). Levels stored as they are, except with
-// `offset_levels` (avx_vnni_offsets_levels) as level + 128, the unsigned operand of vpdpbusd.
-inline bool avx_vnni_offsets_levels(const Problem& p) { return p.w.format == WeightFormat::Int8 && p.m > kDecodeRows; }
+// `offset_levels` (AVX-VNNI and vnni_offsets_levels) as level + 128.
 void quantize_activations_avx2(const float* x, int64_t ldx, const Problem& p, bool offset_levels, int8_t* levels,
                                float* scales, int32_t* level_sums);
 // vpmaddubsw (AVX2), and vpdpbusd (AVX-VNNI; int8 levels offset).

@@ -115,6 +115,33 @@ def test_every_kernel_variant_matches_the_reference(isa, reference_dir, tiny_f32
                 assert entry["encoder"] <= BF16_ENCODER_ATOL, key
 
 
+NATIVE_BF16_SCRIPT = r"""
+import sys
+from qwen2audio import Qwen2AudioForConditionalGeneration as Model
+print(Model.from_pretrained(sys.argv[1], dtype="bfloat16")._core.native_bf16)
+"""
+
+
+def test_bf16_products_run_on_onednn_only_where_the_cpu_multiplies_bf16(tiny_bf16):
+    # oneDNN's BF16 matmul on AVX-512 without BF16 is an emulation ("gemm:jit") slower than widening
+    # the weights to float32 (the portable path); where the CPU has BF16 (or AMX-BF16) it is the JIT
+    # kernel. ONEDNN_MAX_CPU_ISA makes oneDNN see a CPU without it.
+    def native(onednn_cap: str | None) -> bool:
+        env = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
+        if onednn_cap:
+            env["ONEDNN_MAX_CPU_ISA"] = onednn_cap
+        done = subprocess.run([sys.executable, "-c", NATIVE_BF16_SCRIPT, str(tiny_bf16)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1] == "True"
+
+    info = _core.cpu_info()
+    assert native(None) == bool(info["avx512_bf16"] or info["amx_bf16"])
+    if info["avx512f"]:
+        assert not native("AVX512_CORE_VNNI")
+    assert not native("AVX2")
+
+
 # ---------------------------------------------------------------- BF16 KV cache
 
 def test_kv_cache_dtype_follows_the_model_and_can_be_chosen(tiny_f32, tiny_bf16):
