@@ -50,15 +50,15 @@ int32_t word_at(const int8_t* bytes) {
 }
 
 enum class Multiply {
-  Madd,        // vpmaddubsw + vpmaddwd (AVX2)
-  VnniSigned,  // vpdpbusd on int8 codes' magnitudes and the levels with their signs (AVX-VNNI)
-  VnniOffset   // vpdpbusd on int8 levels + 128 and the codes (AVX-VNNI, vnni_offsets_levels)
+  Madd,       // vpmaddubsw + vpmaddwd (AVX2)
+  Vnni,       // vpdpbusd (AVX-VNNI): int4 codes by levels, int8 |code| by levels with the codes' signs
+  VnniOffset  // vpdpbusd on int8 levels + 128 and the codes (AVX-VNNI, vnni_offsets_levels)
 };
 
-// Rows [row0, row0 + R) against panels [panel0, panel0 + T), multiplying as M. A group runs its two half panels (8
-// columns each) one after the other, the second reading the group's codes again from L1: one half's
-// integer sums (R * T registers) leave room for more rows and panels, and for the unpacked codes,
-// among AVX2's 16 registers. Every loop over the accumulators is unrolled so GCC keeps them there.
+// Rows [row0, row0 + R) against panels [panel0, panel0 + T), multiplying as M. A group runs its two
+// half panels (8 columns each) one after the other, the second reading the group's codes again from
+// L1: one half's integer sums (R * T registers) leave room for more rows and panels, and for the
+// unpacked codes, among AVX2's 16 registers. Every loop over the accumulators is unrolled so GCC keeps them there.
 template <Multiply M, bool Int4, int R, int T>
 void tile(const Problem& p, int64_t row0, int64_t panel0) {
   const int64_t panel_bytes = p.panel_bytes();
@@ -76,7 +76,33 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) sum[r][t] = _mm256_setzero_si256();
-      if constexpr (Int4) {
+      if constexpr (Int4 && M != Multiply::Madd) {
+        // A step (8 elements) at a time, its nibbles unpacked once for every row and the two words of
+        // each row's levels broadcast once for every panel (vpmaddubsw's pairing of two steps has no
+        // use here). Capped to avx2_vnni, 4 layers + head: four decode rows 31.7-32.0 ms a token
+        // against 34.9-36.5 two steps at a time; one row alike.
+        for (int64_t i = start; i < end; i += 8) {
+          __m256i low[T], high[T];
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* step = base + t * panel_bytes + i * 8;
+            if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(step) + kPrefetchBytes<R>, _MM_HINT_T0);
+            const __m256i codes = _mm256_load_si256(reinterpret_cast<const __m256i*>(step + kHalfBytes * h));
+            low[t] = _mm256_and_si256(codes, nibble);
+            high[t] = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
+          }
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const int8_t* x = p.levels + (row0 + r) * p.k + i;
+            const __m256i first = _mm256_set1_epi32(word_at(x)), second = _mm256_set1_epi32(word_at(x + 4));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; ++t) {
+              dpbusd_vex(sum[r][t], low[t], first);
+              dpbusd_vex(sum[r][t], high[t], second);
+            }
+          }
+        }
+      } else if constexpr (Int4) {
         // Two steps (16 elements) at a time: one vpmaddwd widens the four int16 pairs of both
         // steps' nibbles where each step had one.
         for (int64_t i = start; i < end; i += 16) {
@@ -96,13 +122,6 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
 #pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
               const int8_t* x = p.levels + (row0 + r) * p.k + i;
-              if constexpr (M != Multiply::Madd) {
-                dpbusd_vex(sum[r][t], low0, _mm256_set1_epi32(word_at(x)));
-                dpbusd_vex(sum[r][t], high0, _mm256_set1_epi32(word_at(x + 4)));
-                dpbusd_vex(sum[r][t], low1, _mm256_set1_epi32(word_at(x + 8)));
-                dpbusd_vex(sum[r][t], high1, _mm256_set1_epi32(word_at(x + 12)));
-                continue;
-              }
               const __m256i pairs0 = _mm256_add_epi16(_mm256_maddubs_epi16(low0, _mm256_set1_epi32(word_at(x))),
                                                       _mm256_maddubs_epi16(high0, _mm256_set1_epi32(word_at(x + 4))));
               const __m256i pairs1 = _mm256_add_epi16(_mm256_maddubs_epi16(low1, _mm256_set1_epi32(word_at(x + 8))),
@@ -130,7 +149,7 @@ void tile(const Problem& p, int64_t row0, int64_t panel0) {
                 dpbusd_vex(sum[r][t], activations, codes[t]);
                 continue;
               }
-              if constexpr (M == Multiply::VnniSigned) {
+              if constexpr (M == Multiply::Vnni) {
                 dpbusd_vex(sum[r][t], magnitudes[t], _mm256_sign_epi8(activations, codes[t]));
                 continue;
               }
@@ -195,18 +214,19 @@ constexpr int64_t kRowBlockBytes = 256 << 10;
 // against two panels (eight accumulators either way; on an AMX Xeon capped to AVX2, 4 decoder
 // layers + head in the model, against one row with two panels and four rows with one: one row
 // 1.07-1.09x the fraction of the read, four rows 1.13-1.14x); longer inputs take tiles of up to
-// four rows against one panel, in blocks of rows, or with AVX-VNNI's int8 against two (270 rows,
-// 4096 x 4096: 635 GOP/s against 455-475 with one; int4 measured 0.96x with two).
+// four rows against one panel, in blocks of rows, or with AVX-VNNI against two (270 rows, the 7B
+// decoder's shapes: int8 635-675 GOP/s against 455-475 with one; int4, a step at a time, 640-670
+// against 497-515 for two steps against one panel).
 template <bool Vnni, bool Int4>
 void run_panels(const Problem& p, int64_t panel_begin, int64_t panel_end) {
   if (p.m <= kDecodeRows) {
-    constexpr Multiply kDecodeMultiply = Vnni ? Multiply::VnniSigned : Multiply::Madd;
+    constexpr Multiply kDecodeMultiply = Vnni ? Multiply::Vnni : Multiply::Madd;
     return run_decode_rows<4, 2>(p.m, panel_begin, panel_end, [&]<int R, int T>(int64_t row, int64_t panel) {
       tile<kDecodeMultiply, Int4, R, T>(p, row, panel);
     });
   }
-  constexpr Multiply kMultiply = !Vnni ? Multiply::Madd : Int4 ? Multiply::VnniSigned : Multiply::VnniOffset;
-  constexpr int kPanels = kMultiply == Multiply::VnniOffset ? 2 : 1;
+  constexpr Multiply kMultiply = !Vnni ? Multiply::Madd : Int4 ? Multiply::Vnni : Multiply::VnniOffset;
+  constexpr int kPanels = Vnni ? 2 : 1;
   const int64_t block = std::max<int64_t>(4, kRowBlockBytes / p.k / 4 * 4);
   for (int64_t first = 0; first < p.m; first += block) {
     const int64_t last = std::min(p.m, first + block);
