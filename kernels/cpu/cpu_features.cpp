@@ -106,9 +106,6 @@ Isa detect_best_isa() {
   return widest_isa();
 }
 
-constexpr Isa kTiers[] = {Isa::Scalar,     Isa::Avx2,       Isa::Avx2Vnni, Isa::Avx512,
-                          Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx};
-
 bool read_int(const std::string& path, int& value) {
   std::ifstream stream(path);
   return static_cast<bool>(stream >> value);
@@ -146,7 +143,7 @@ bool isa_supported(Isa isa) {
 
 Isa widest_isa_up_to(Isa limit) {
   Isa widest = Isa::Scalar;
-  for (Isa candidate : kTiers)
+  for (Isa candidate : kIsaTiers)
     if (static_cast<int>(candidate) <= static_cast<int>(limit) && isa_supported(candidate)) widest = candidate;
   return widest;
 }
@@ -179,7 +176,7 @@ const char* isa_name(Isa isa) {
 }
 
 std::optional<Isa> isa_from_name(std::string_view name) {
-  for (Isa isa : kTiers)
+  for (Isa isa : kIsaTiers)
     if (name == isa_name(isa)) return isa;
   return std::nullopt;
 }

@@ -44,6 +44,9 @@ const CpuFeatures& cpu_features();
 // (Skylake-SP) has no VNNI at all and the tiers above use AVX-512's own. So no kernel above Avx2Vnni
 // uses AVX-VNNI, and a CPU may lack Avx2Vnni but have a higher tier (Zen 4).
 enum class Isa : int { Scalar = 0, Avx2 = 1, Avx2Vnni = 2, Avx512 = 3, Avx512Vnni = 4, Avx512Bf16 = 5, Amx = 6 };
+// Every tier, in that order.
+inline constexpr Isa kIsaTiers[] = {Isa::Scalar,     Isa::Avx2,       Isa::Avx2Vnni, Isa::Avx512,
+                                    Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx};
 
 // Whether this CPU runs `isa` (whatever the cap below): tests run every tier it does.
 bool isa_supported(Isa isa);
@@ -52,9 +55,9 @@ Isa widest_isa();
 // The best tier this CPU supports at or below `limit` (Avx2Vnni's place in the order means a CPU can
 // lack a tier below one it has).
 Isa widest_isa_up_to(Isa limit);
-// The best tier this CPU supports, capped by the environment variable QWEN2AUDIO_MAX_ISA
-// (scalar, avx2, avx2_vnni, avx512, avx512_vnni, avx512_bf16, amx) when set: a way to run and compare the slower paths
-// on a fast machine. Read once.
+// The best tier this CPU supports, capped by the environment variable QWEN2AUDIO_MAX_ISA (scalar,
+// avx2, avx2_vnni, avx512, avx512_vnni, avx512_bf16, amx) when set: a way to run and compare the
+// slower paths on a fast machine. Read once.
 Isa best_isa();
 const char* isa_name(Isa isa);
 // Floats per vector of the lane kernels (norms, activations, RoPE, attention, the DFT), which are

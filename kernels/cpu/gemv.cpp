@@ -251,8 +251,7 @@ int64_t weight_row_bytes(WeightFormat format, int64_t k) {
 int64_t scale_groups(int64_t k, int64_t group_size) { return group_size > 0 ? (k + group_size - 1) / group_size : 0; }
 
 Isa gemv_isa(const GemvOptions& options, WeightFormat format) {
-  Isa isa = widest_isa_up_to(
-      std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); }));
+  Isa isa = widest_isa_up_to(std::min(options.isa, best_isa()));
   // AMX serves prefill-sized products of panels (quantized_gemm.h); a row at a time it has nothing to add.
   if (isa == Isa::Amx) isa = Isa::Avx512Bf16;
   // VNNI without BF16 serves the integer panels; these kernels run the tier below.
@@ -333,8 +332,7 @@ void gemv(const GemvArgs& args, const GemvOptions& options) {
   if (args.m == 0 || args.n == 0) return;
   if (args.w.layout == WeightLayout::Panels) {
     // Quantized panels have one product for every row count (quantized_gemm.h).
-    const Isa isa =
-        std::min(options.isa, best_isa(), [](Isa a, Isa b) { return static_cast<int>(a) < static_cast<int>(b); });
+    const Isa isa = std::min(options.isa, best_isa());
     quantized_gemm(args, isa);
     return;
   }

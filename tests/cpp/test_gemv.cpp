@@ -35,7 +35,7 @@ std::vector<float> random_values(size_t count, uint32_t seed, float scale = 1.0f
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> isas;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx})
+  for (Isa isa : kIsaTiers)
     if (isa_supported(isa)) isas.push_back(isa);
   return isas;
 }
@@ -301,11 +301,13 @@ TEST(Gemv, TierFollowsTheCpuAndTheFormat) {
   }
   // VNNI without BF16 serves only the integer panels: the row kernels run the tier below.
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Int8, WeightFormat::Int4}) {
-    if (isa_supported(Isa::Avx2Vnni) && best_isa() >= Isa::Avx2Vnni)
+    if (isa_supported(Isa::Avx2Vnni) && best_isa() >= Isa::Avx2Vnni) {
       EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx2Vnni}, format), Isa::Avx2);
-    if (isa_supported(Isa::Avx512Vnni) && best_isa() >= Isa::Avx512Vnni)
+    }
+    if (isa_supported(Isa::Avx512Vnni) && best_isa() >= Isa::Avx512Vnni) {
       EXPECT_EQ(gemv_isa(GemvOptions{true, Isa::Avx512Vnni}, format),
                 format == WeightFormat::Int8 ? Isa::Avx2 : Isa::Avx512);
+    }
   }
 }
 
@@ -608,17 +610,21 @@ TEST(CpuFeatures, TiersAreConsistent) {
   EXPECT_TRUE(!isa_supported(Isa::Avx512Bf16) || (isa_supported(Isa::Avx512Vnni) && f.avx512_bf16));
   EXPECT_TRUE(!f.amx_bf16 || f.amx_tile);
   EXPECT_TRUE(!isa_supported(Isa::Amx) || (isa_supported(Isa::Avx512Bf16) && f.amx_int8 && f.amx_bf16));
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx}) {
+  for (Isa isa : kIsaTiers) {
     EXPECT_EQ(isa_from_name(isa_name(isa)), isa);
     // A cap at a tier this CPU lacks (Avx2Vnni on Zen 4, or anything above its best) takes the best
     // one below it.
     const Isa capped = widest_isa_up_to(isa);
     EXPECT_TRUE(isa_supported(capped));
     EXPECT_LE(static_cast<int>(capped), static_cast<int>(isa));
-    if (isa_supported(isa)) EXPECT_EQ(capped, isa);
-    for (Isa other : {Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512, Isa::Avx512Vnni, Isa::Avx512Bf16, Isa::Amx})
-      if (static_cast<int>(other) > static_cast<int>(capped) && static_cast<int>(other) <= static_cast<int>(isa))
+    if (isa_supported(isa)) {
+      EXPECT_EQ(capped, isa);
+    }
+    for (Isa other : kIsaTiers) {
+      if (other > capped && other <= isa) {
         EXPECT_FALSE(isa_supported(other)) << isa_name(other);
+      }
+    }
   }
   EXPECT_FALSE(isa_from_name("avx9").has_value());
   EXPECT_GE(physical_core_count(), 1);

@@ -143,9 +143,9 @@ def prefill_paths() -> list:
     from qwen2audio import _core as core
 
     info = core.cpu_info()
-    # AMX kernels for prefill on the amx tier, VNNI ones on avx512_bf16, avx512_vnni and avx2_vnni,
-    # vpmaddubsw ones on avx2 and avx512.
-    integer = info["isa"] in ("avx2", "avx2_vnni", "avx512", "avx512_vnni", "avx512_bf16", "amx")
+    # Every vector tier: AMX kernels for prefill on the amx tier, VNNI ones on avx512_bf16,
+    # avx512_vnni and avx2_vnni, vpmaddubsw ones on avx2 and avx512.
+    integer = info["isa"] != "scalar"
     return ["float"] + (["integer"] if integer else [])
 
 
